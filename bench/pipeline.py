@@ -1,0 +1,106 @@
+"""Pipeline benchmark: per-stage times, end-to-end p50 per quality, cost against pixel count.
+
+    .venv/bin/python bench/pipeline.py [--repeats 5] [--qualities 1,5,10] [--format glb]
+
+Targets (2-core CPU): default quality p50 ≤ 1.0 s for a 512-px photo, quality 10 ≤ 8 s,
+peak RSS ≤ 2 GiB, cost growing about linearly with pixel count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serve_app.pipeline.config import PipelineConfig  # noqa: E402
+from serve_app.pipeline.runner import Pipeline  # noqa: E402
+from serve_app.pipeline.types import GenerationParams, Stage  # noqa: E402
+
+PHOTOS = ("chelsea", "astronaut", "coffee")
+
+
+def photo_at(name: str, side: int) -> bytes:
+    """The photo resized so its longest side is ``side`` pixels, as PNG bytes."""
+    image = Image.fromarray(getattr(data, name)()[..., :3])
+    k = side / max(image.size)
+    image = image.resize((round(image.width * k), round(image.height * k)), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--qualities", default="1,3,5,8,10")
+    parser.add_argument("--format", default="glb")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    args = parser.parse_args()
+
+    pipeline = Pipeline.from_config(PipelineConfig(models_dir=args.models_dir))
+    pipeline.run(photo_at("coffee", 256), GenerationParams(quality=1))  # warm-up
+
+    print(f"# end to end, 512-px photos {', '.join(PHOTOS)}, format {args.format}, "
+          f"{args.repeats} runs each")
+    header = f"{'quality':>7} {'p50 s':>7} {'max s':>7} " + " ".join(
+        f"{s.value[:12]:>12}" for s in Stage
+    )
+    print(header)
+    inputs = {name: photo_at(name, 512) for name in PHOTOS}
+    p50s = {}
+    for quality in [int(q) for q in args.qualities.split(",")]:
+        totals, stages = [], {s.value: [] for s in Stage}
+        for _ in range(args.repeats):
+            for raw in inputs.values():
+                start = time.perf_counter()
+                result = pipeline.run(raw, GenerationParams(quality=quality), args.format)
+                totals.append(time.perf_counter() - start)
+                for stage, sec in result.timings.items():
+                    stages[stage].append(sec)
+        p50s[quality] = statistics.median(totals)
+        print(f"{quality:>7} {p50s[quality]:>7.3f} {max(totals):>7.3f} " + " ".join(
+            f"{statistics.median(v):>12.3f}" for v in stages.values()
+        ))
+
+    print("\n# cost against pixel count (astronaut, quality 5)")
+    print(f"{'side':>6} {'pixels':>9} {'p50 s':>7} {'s/Mpx':>7}")
+    sides, times = [], []
+    for side in (256, 512, 1024, 2048):
+        raw = photo_at("astronaut", side)
+        runs = []
+        for _ in range(max(2, args.repeats // 2)):
+            start = time.perf_counter()
+            pipeline.run(raw, GenerationParams(), args.format)
+            runs.append(time.perf_counter() - start)
+        t = statistics.median(runs)
+        sides.append(side)
+        times.append(t)
+        print(f"{side:>6} {side * side:>9} {t:>7.3f} {t / (side * side / 1e6):>7.2f}")
+    pixels = np.array(sides, float) ** 2
+    slope, intercept = np.polyfit(pixels / 1e6, times, 1)
+    print(f"linear fit: {intercept:.3f} s + {slope:.3f} s/Mpx")
+    print(f"\npeak RSS: {peak_rss_mib():.0f} MiB")
+    default = p50s.get(5)
+    if default is not None:
+        print(f"default quality p50: {default:.3f} s (target ≤ 1.0 s)")
+    if 10 in p50s:
+        print(f"quality 10 p50: {p50s[10]:.3f} s (target ≤ 8 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

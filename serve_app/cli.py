@@ -1,0 +1,92 @@
+"""Command line: ``python -m serve_app generate IMAGE [IMAGE ...] -o OUTDIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from serve_app.errors import OrfeasError
+from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.types import OUTPUT_FORMATS, Dimensions, GenerationParams
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serve_app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="turn photos into 3D models, in-process")
+    gen.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    gen.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    gen.add_argument("--format", choices=OUTPUT_FORMATS, default="glb")
+    gen.add_argument("--quality", type=int, default=5, help="1 (fast) to 10 (fine); default 5")
+    gen.add_argument("--width", type=float, help="model width (X) in mm")
+    gen.add_argument("--height", type=float, help="model height (Y) in mm")
+    gen.add_argument("--depth", type=float, help="model depth (Z) in mm")
+    gen.add_argument("--models-dir", type=Path, default=Path("models"))
+    gen.add_argument("--generator", default="inflate")
+    gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def generate(args: argparse.Namespace) -> int:
+    try:
+        params = GenerationParams(
+            quality=args.quality,
+            dimensions=Dimensions(width=args.width, height=args.height, depth=args.depth),
+        )
+        config = PipelineConfig(
+            models_dir=args.models_dir, generator=args.generator, device=args.device
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return _fail(f"{where}: {first['msg']}")
+
+    from serve_app.pipeline.runner import Pipeline
+
+    try:
+        pipeline = Pipeline.from_config(config)
+    except OrfeasError as exc:
+        return _fail(exc.message)
+    args.output.mkdir(parents=True, exist_ok=True)
+    suffix = "_obj.zip" if args.format == "obj" else f".{args.format}"
+    failures = 0
+    for path in args.images:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr)
+            failures += 1
+            continue
+        start = time.perf_counter()
+        try:
+            result = pipeline.run(data, params, args.format)
+        except OrfeasError as exc:
+            print(f"error: {path}: {exc.message}", file=sys.stderr)
+            failures += 1
+            continue
+        target = args.output / f"{path.stem}{suffix}"
+        target.write_bytes(result.data)
+        stages = "  ".join(f"{name} {sec:.3f}s" for name, sec in result.timings.items())
+        total = time.perf_counter() - start
+        print(f"{path} -> {target} ({len(result.mesh.faces)} faces, {total:.3f}s: {stages})")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "generate":
+        return generate(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

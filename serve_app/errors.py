@@ -1,0 +1,117 @@
+"""One error root for the service: each subclass carries its HTTP status and a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrfeasError(Exception):
+    """Base of every error the service reports to a user.
+
+    ``status_code`` is the HTTP status the API answers with, ``code`` a stable
+    machine-readable name, ``details`` extra JSON-safe fields for the error body.
+    """
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+    def __reduce__(self):  # keep message and details across Ray/pickle boundaries
+        return (_rebuild_error, (type(self), self.message, self.details))
+
+
+def _rebuild_error(cls: type[OrfeasError], message: str, details: dict[str, Any]) -> OrfeasError:
+    return cls(message, **details)
+
+
+class InvalidInputError(OrfeasError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class InvalidImageError(InvalidInputError):
+    code = "invalid_image"
+
+
+class ImageTooLargeError(OrfeasError):
+    status_code = 413
+    code = "image_too_large"
+
+
+class PayloadTooLargeError(OrfeasError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(OrfeasError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class NoSubjectError(OrfeasError):
+    status_code = 422
+    code = "no_subject"
+
+
+class ValidationFailedError(OrfeasError):
+    status_code = 422
+    code = "validation_error"
+
+
+class JobNotFoundError(OrfeasError):
+    status_code = 404
+    code = "job_not_found"
+
+
+class ArtifactNotFoundError(OrfeasError):
+    status_code = 404
+    code = "not_found"
+
+
+class JobConflictError(OrfeasError):
+    status_code = 409
+    code = "job_conflict"
+
+
+class JobCancelledError(OrfeasError):
+    """Raised inside the pipeline when the job's cancel flag is set."""
+
+    status_code = 409
+    code = "cancelled"
+
+
+class RateLimitedError(OrfeasError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class UnauthorizedError(OrfeasError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class ServiceOverloadedError(OrfeasError):
+    status_code = 503
+    code = "overloaded"
+
+
+class ModelNotConfiguredError(OrfeasError):
+    status_code = 503
+    code = "model_not_configured"
+
+
+class ModelUnavailableError(OrfeasError):
+    status_code = 503
+    code = "model_unavailable"
+
+
+class GenerationFailedError(OrfeasError):
+    status_code = 500
+    code = "generation_failed"

@@ -1,0 +1,1 @@
+"""The generation pipeline: background removal → shape → texture → export, usable without Ray."""

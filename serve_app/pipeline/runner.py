@@ -1,0 +1,131 @@
+"""Running the stages: ``ModelBuilder`` (shape → texture) and the in-process ``Pipeline``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from serve_app.pipeline.background import BackgroundRemover, RembgRemover
+from serve_app.pipeline.config import ImageLimits, PipelineConfig
+from serve_app.pipeline.export import export_mesh
+from serve_app.pipeline.generators import ShapeGenerator, get_generator
+from serve_app.pipeline.images import decode_image
+from serve_app.pipeline.scale import fit_to_dimensions
+from serve_app.pipeline.texture import texture_mesh
+from serve_app.pipeline.types import (
+    CancelToken,
+    CutOut,
+    GenerationParams,
+    OutputFormat,
+    ProgressCallback,
+    Stage,
+    TexturedMesh,
+    no_progress,
+)
+
+
+class StageTimer:
+    """Collects wall-clock seconds per stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, stage: Stage, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[stage.value] = self.seconds.get(stage.value, 0.0) + (
+                time.perf_counter() - start
+            )
+
+
+class ModelBuilder:
+    """Shape generation then texture synthesis, scaled to the requested dimensions."""
+
+    def __init__(self, generator: ShapeGenerator) -> None:
+        self.generator = generator
+
+    def build(
+        self,
+        cutout: CutOut,
+        params: GenerationParams,
+        on_progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+        timer: StageTimer | None = None,
+    ) -> TexturedMesh:
+        cancel = cancel or CancelToken()
+        timer = timer or StageTimer()
+        cancel.raise_if_cancelled()
+        mesh = timer.run(
+            Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel
+        )
+        cancel.raise_if_cancelled()
+        textured = timer.run(
+            Stage.TEXTURE_SYNTHESIS, texture_mesh, cutout, mesh, params, on_progress, cancel
+        )
+        textured.vertices = fit_to_dimensions(textured.vertices, params.dimensions)
+        textured.meta = {"generator": self.generator.version, "quality": params.quality}
+        cancel.raise_if_cancelled()
+        return textured
+
+
+def export_stage(
+    mesh: TexturedMesh,
+    fmt: OutputFormat,
+    on_progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> bytes:
+    """The export stage: the canonical mesh encoded as ``fmt``, with progress reports."""
+    if cancel:
+        cancel.raise_if_cancelled()
+    on_progress(Stage.EXPORT, 0.0)
+    data = export_mesh(mesh, fmt)
+    on_progress(Stage.EXPORT, 1.0)
+    return data
+
+
+@dataclass
+class PipelineResult:
+    mesh: TexturedMesh
+    data: bytes
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """All four stages in one process: what the CLI and the benchmark run."""
+
+    def __init__(
+        self, remover: BackgroundRemover, builder: ModelBuilder, limits: ImageLimits | None = None
+    ) -> None:
+        self.remover = remover
+        self.builder = builder
+        self.limits = limits or ImageLimits()
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> Pipeline:
+        remover = RembgRemover(config.models_dir)
+        builder = ModelBuilder(get_generator(config.generator, config.device))
+        return cls(remover, builder, config.limits)
+
+    def run(
+        self,
+        image: bytes | Image.Image,
+        params: GenerationParams | None = None,
+        fmt: OutputFormat = "glb",
+        on_progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> PipelineResult:
+        params = params or GenerationParams()
+        cancel = cancel or CancelToken()
+        timer = StageTimer()
+        if isinstance(image, bytes):
+            image = timer.run(Stage.BACKGROUND_REMOVAL, decode_image, image, self.limits)
+        cutout = timer.run(
+            Stage.BACKGROUND_REMOVAL, self.remover.remove, image, on_progress, cancel
+        )
+        mesh = self.builder.build(cutout, params, on_progress, cancel, timer)
+        data = timer.run(Stage.EXPORT, export_stage, mesh, fmt, on_progress, cancel)
+        return PipelineResult(mesh=mesh, data=data, timings=timer.seconds)

@@ -1,0 +1,168 @@
+"""Data types shared by the pipeline stages: stages, progress, cancel, parameters and meshes."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serve_app.errors import JobCancelledError
+
+
+class Stage(StrEnum):
+    """The four pipeline stages, in order."""
+
+    BACKGROUND_REMOVAL = "background_removal"
+    SHAPE_GENERATION = "shape_generation"
+    TEXTURE_SYNTHESIS = "texture_synthesis"
+    EXPORT = "export"
+
+
+#: Overall progress band (percent) of each stage.
+STAGE_BANDS: dict[Stage, tuple[float, float]] = {
+    Stage.BACKGROUND_REMOVAL: (0.0, 10.0),
+    Stage.SHAPE_GENERATION: (10.0, 60.0),
+    Stage.TEXTURE_SYNTHESIS: (60.0, 90.0),
+    Stage.EXPORT: (90.0, 100.0),
+}
+
+
+def overall_progress(stage: Stage, fraction: float) -> float:
+    """Map ``fraction`` (0..1) of ``stage`` onto the job's 0..100 progress scale."""
+    lo, hi = STAGE_BANDS[stage]
+    return lo + (hi - lo) * min(1.0, max(0.0, fraction))
+
+
+ProgressCallback = Callable[[Stage, float], None]
+"""``on_progress(stage, fraction)`` with ``fraction`` in [0, 1]."""
+
+
+def no_progress(stage: Stage, fraction: float) -> None:
+    """A progress callback that ignores every report."""
+
+
+class CancelToken:
+    """A thread-safe cancel flag checked by the stages between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise JobCancelledError("the job was cancelled")
+
+
+OutputFormat = Literal["glb", "obj", "stl", "ply"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("glb", "obj", "stl", "ply")
+
+MAX_DIMENSION_MM = 10_000.0
+
+
+class Dimensions(BaseModel):
+    """Requested model size in millimetres; unset axes follow the model's aspect ratio."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="X extent, mm")
+    height: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="Y extent, mm")
+    depth: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="Z extent, mm")
+
+    @field_validator("width", "height", "depth")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number of millimetres")
+        return value
+
+
+class GenerationParams(BaseModel):
+    """What a generation is asked for; part of the content-addressed cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quality: int = Field(default=5, ge=1, le=10, description="1 (fast, coarse) to 10 (fine)")
+    dimensions: Dimensions = Field(default_factory=Dimensions)
+
+
+@dataclass
+class CutOut:
+    """A subject cut out of its background.
+
+    rgba : (h, w, 4) uint8, straight (not premultiplied) alpha
+    mask : (h, w) bool, the subject's pixels
+    """
+
+    rgba: np.ndarray
+    mask: np.ndarray
+    source: Literal["alpha", "model"] = "model"
+
+
+@dataclass
+class Mesh:
+    """An untextured triangle mesh in the generator's own units.
+
+    vertices : (n, 3) float32
+    faces    : (m, 3) int64, counter-clockwise seen from outside
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+@dataclass
+class TexturedMesh:
+    """The canonical result of one generation, from which every format is exported.
+
+    vertices : (n, 3) float32, millimetres; +Y up, +Z towards the camera
+    faces    : (m, 3) int64, counter-clockwise seen from outside
+    uv       : (n, 2) float32, OpenGL convention (v = 0 at the image's bottom)
+    texture  : (h, w, 3) uint8 base-colour image
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    texture: np.ndarray
+    roughness: float = 0.8
+    metallic: float = 0.0
+    meta: dict[str, float | int | str] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Serialise to a compressed ``.npz`` (the canonical artifact)."""
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            vertices=self.vertices.astype(np.float32),
+            faces=self.faces.astype(np.int64),
+            uv=self.uv.astype(np.float32),
+            texture=self.texture.astype(np.uint8),
+            pbr=np.array([self.roughness, self.metallic], dtype=np.float32),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            roughness, metallic = (float(x) for x in z["pbr"])
+            return cls(
+                vertices=z["vertices"],
+                faces=z["faces"],
+                uv=z["uv"],
+                texture=z["texture"],
+                roughness=roughness,
+                metallic=metallic,
+            )
