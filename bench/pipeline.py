@@ -33,7 +33,9 @@ def photo_at(name: str, side: int) -> bytes:
     """The photo resized so its longest side is ``side`` pixels, as PNG bytes."""
     image = Image.fromarray(getattr(data, name)()[..., :3])
     k = side / max(image.size)
-    image = image.resize((round(image.width * k), round(image.height * k)), Image.Resampling.LANCZOS)
+    image = image.resize(
+        (round(image.width * k), round(image.height * k)), Image.Resampling.LANCZOS
+    )
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
@@ -54,8 +56,10 @@ def main() -> int:
     pipeline = Pipeline.from_config(PipelineConfig(models_dir=args.models_dir))
     pipeline.run(photo_at("coffee", 256), GenerationParams(quality=1))  # warm-up
 
-    print(f"# end to end, 512-px photos {', '.join(PHOTOS)}, format {args.format}, "
-          f"{args.repeats} runs each")
+    print(
+        f"# end to end, 512-px photos {', '.join(PHOTOS)}, format {args.format}, "
+        f"{args.repeats} runs each"
+    )
     header = f"{'quality':>7} {'p50 s':>7} {'max s':>7} " + " ".join(
         f"{s.value[:12]:>12}" for s in Stage
     )
@@ -72,9 +76,10 @@ def main() -> int:
                 for stage, sec in result.timings.items():
                     stages[stage].append(sec)
         p50s[quality] = statistics.median(totals)
-        print(f"{quality:>7} {p50s[quality]:>7.3f} {max(totals):>7.3f} " + " ".join(
-            f"{statistics.median(v):>12.3f}" for v in stages.values()
-        ))
+        print(
+            f"{quality:>7} {p50s[quality]:>7.3f} {max(totals):>7.3f} "
+            + " ".join(f"{statistics.median(v):>12.3f}" for v in stages.values())
+        )
 
     print("\n# cost against pixel count (astronaut, quality 5)")
     print(f"{'side':>6} {'pixels':>9} {'p50 s':>7} {'s/Mpx':>7}")

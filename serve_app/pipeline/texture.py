@@ -17,7 +17,18 @@ from serve_app.pipeline.types import (
 )
 
 #: Longest side of the base-colour texture per quality level (never above the photo's own).
-TEXTURE_SIDE = {1: 256, 2: 384, 3: 512, 4: 768, 5: 1024, 6: 1024, 7: 1536, 8: 2048, 9: 2048, 10: 2048}
+TEXTURE_SIDE = {
+    1: 256,
+    2: 384,
+    3: 512,
+    4: 768,
+    5: 1024,
+    6: 1024,
+    7: 1536,
+    8: 2048,
+    9: 2048,
+    10: 2048,
+}
 ROUGHNESS = 0.8
 
 

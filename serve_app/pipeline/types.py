@@ -78,7 +78,9 @@ class Dimensions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     width: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="X extent, mm")
-    height: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="Y extent, mm")
+    height: float | None = Field(
+        default=None, gt=0, le=MAX_DIMENSION_MM, description="Y extent, mm"
+    )
     depth: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="Z extent, mm")
 
     @field_validator("width", "height", "depth")

@@ -17,7 +17,7 @@ from serve_app.pipeline.types import (
     overall_progress,
 )
 from tests.gltf_validator import validate_glb
-from tests.support import encode, ellipse_cutout, models_dir, photo, photo_bytes
+from tests.support import ellipse_cutout, encode, models_dir, photo, photo_bytes
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,9 @@ def test_cancel_mid_stage_stops_the_pipeline(pipeline):
             token.cancel()
 
     with pytest.raises(JobCancelledError):
-        pipeline.run(photo_bytes("astronaut"), GenerationParams(quality=10), "glb", on_progress, token)
+        pipeline.run(
+            photo_bytes("astronaut"), GenerationParams(quality=10), "glb", on_progress, token
+        )
     assert Stage.TEXTURE_SYNTHESIS not in stages and Stage.EXPORT not in stages
 
 
@@ -93,8 +95,20 @@ def test_cli_writes_one_valid_file_per_image(tmp_path, capsys):
     out = tmp_path / "out"
     for fmt in OUTPUT_FORMATS:
         images = paths if fmt == "glb" else [paths[0], paths[-1]]
-        code = main(["generate", *images, "-o", str(out), "--format", fmt,
-                     "--models-dir", str(models_dir()), "--quality", "2"])
+        code = main(
+            [
+                "generate",
+                *images,
+                "-o",
+                str(out),
+                "--format",
+                fmt,
+                "--models-dir",
+                str(models_dir()),
+                "--quality",
+                "2",
+            ]
+        )
         assert code == 0
     printed = capsys.readouterr().out
     assert "background_removal" in printed and "export" in printed
@@ -108,8 +122,17 @@ def test_cli_writes_one_valid_file_per_image(tmp_path, capsys):
 def test_cli_bad_inputs_fail_with_one_line_and_nonzero_exit(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
-    code = main(["generate", str(bad), str(tmp_path / "missing.png"), "-o", str(tmp_path),
-                 "--models-dir", str(models_dir())])
+    code = main(
+        [
+            "generate",
+            str(bad),
+            str(tmp_path / "missing.png"),
+            "-o",
+            str(tmp_path),
+            "--models-dir",
+            str(models_dir()),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == [

@@ -22,8 +22,16 @@ from serve_app.pipeline.types import Stage as S
 
 #: Target triangle count per quality level.
 FACE_BUDGET = {
-    1: 3_000, 2: 6_000, 3: 10_000, 4: 16_000, 5: 24_000,
-    6: 36_000, 7: 54_000, 8: 80_000, 9: 120_000, 10: 180_000,
+    1: 3_000,
+    2: 6_000,
+    3: 10_000,
+    4: 16_000,
+    5: 24_000,
+    6: 36_000,
+    7: 54_000,
+    8: 80_000,
+    9: 120_000,
+    10: 180_000,
 }
 #: Largest side of the working grid, whatever the budget.
 MAX_GRID_SIDE = 1024
@@ -230,8 +238,12 @@ def height_field_mesh(
     def sheet(index: torch.Tensor, flip: bool) -> torch.Tensor:
         c00, c01 = index[ci, cj], index[ci, cj + 1]
         c10, c11 = index[ci + 1, cj], index[ci + 1, cj + 1]
-        t1 = torch.where(main[:, None], torch.stack([c00, c10, c11], 1), torch.stack([c00, c10, c01], 1))
-        t2 = torch.where(main[:, None], torch.stack([c00, c11, c01], 1), torch.stack([c01, c10, c11], 1))
+        t1 = torch.where(
+            main[:, None], torch.stack([c00, c10, c11], 1), torch.stack([c00, c10, c01], 1)
+        )
+        t2 = torch.where(
+            main[:, None], torch.stack([c00, c11, c01], 1), torch.stack([c01, c10, c11], 1)
+        )
         tris = torch.cat([t1, t2])
         return tris.flip(1) if flip else tris
 
@@ -240,7 +252,11 @@ def height_field_mesh(
 
 
 def taubin_smooth(
-    vertices: torch.Tensor, faces: torch.Tensor, iterations: int, lam: float = 0.5, mu: float = -0.53
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    iterations: int,
+    lam: float = 0.5,
+    mu: float = -0.53,
 ) -> torch.Tensor:
     """Taubin λ|μ smoothing with uniform weights: rounds the rim's staircase, keeps volume.
 
