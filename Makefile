@@ -8,6 +8,7 @@ SHELL := bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.stamp
 NODE_STAMP := node_modules/.stamp
+WEB_STAMP := serve_app/web/vendor/.stamp
 MODEL := models/u2netp.onnx
 TEST_OUT := test-output
 
@@ -16,7 +17,7 @@ RUN_ARGS ?=
 BENCH ?= pipeline
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint bench lock clean distclean
+.PHONY: help setup run test lint bench lock clean distclean chromium
 
 help:
 	@echo "make setup      .venv (pinned by requirements.lock), $(MODEL), node_modules"
@@ -27,7 +28,7 @@ help:
 	@echo "make lock       regenerate requirements.lock (LOCK_FRESH=1 to resolve from scratch)"
 	@echo "make clean      outputs and caches; make distclean also .venv, models, node_modules"
 
-setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP)
+setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium
 
 $(VENV_STAMP): pyproject.toml requirements.lock
 	@scripts/setup.sh venv
@@ -38,6 +39,14 @@ $(MODEL): | $(VENV_STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	@scripts/setup.sh node
+
+# three.js and Swagger UI copied from node_modules into the package, served by the ingress.
+$(WEB_STAMP): $(NODE_STAMP) serve_app/web/assets.py
+	@scripts/setup.sh web
+
+# Debian's Chromium for the browser tests; installs only when /usr/bin/chromium is missing.
+chromium:
+	@scripts/setup.sh chromium
 
 run: setup
 	@scripts/run.sh $(RUN_ARGS)
@@ -74,4 +83,4 @@ clean:
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 
 distclean: clean
-	rm -rf .venv models node_modules
+	rm -rf .venv models node_modules serve_app/web/vendor

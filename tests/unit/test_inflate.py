@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from scipy import ndimage
 
 from serve_app.errors import JobCancelledError, NoSubjectError
 from serve_app.pipeline.generators import get_generator
@@ -101,6 +102,25 @@ def test_thin_strands_leave_no_zero_thickness_faces():
     assert tm.area_faces.min() > 0
 
 
+def test_diagonal_one_cell_bridge_is_thickened():
+    mask = np.zeros((120, 120), bool)
+    mask[10:60, 10:60] = True
+    mask[61:110, 61:110] = True
+    for k in range(10):  # a staircase one cell thick joining the two squares
+        mask[58 + k // 2 + k % 2, 58 + k // 2] = True
+    tm = generate(mask, quality=8)
+    assert_closed_solid(tm)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ragged_random_silhouettes_give_closed_solids(seed):
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal((160, 160)), sigma=rng.uniform(3, 8))
+    mask = field > np.quantile(field, rng.uniform(0.4, 0.7))
+    tm = generate(mask, quality=int(rng.integers(3, 10)))
+    assert_closed_solid(tm)
+
+
 @pytest.mark.parametrize("quality", [1, 5, 10])
 def test_face_count_follows_quality_budget(quality):
     tm = generate(disc(400, 180), quality=quality)
@@ -144,3 +164,14 @@ def test_cancel_stops_shape_generation_mid_stage():
 def test_unknown_generator_is_a_clear_error():
     with pytest.raises(Exception, match="unknown shape generator 'nope'; known: inflate"):
         get_generator("nope")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_mesh_matches_cpu_mesh():
+    cutout = cutout_from_mask(disc(300, 120))
+    params = GenerationParams(quality=5)
+    cpu = get_generator("inflate", "cpu").generate(cutout, params, no_progress, CancelToken())
+    gpu = get_generator("inflate", "cuda").generate(cutout, params, no_progress, CancelToken())
+    assert np.array_equal(cpu.faces, gpu.faces)
+    assert np.abs(cpu.vertices - gpu.vertices).max() < 1e-2 * np.ptp(cpu.vertices)

@@ -127,26 +127,51 @@ def working_mask(cutout: CutOut, face_budget: int) -> tuple[np.ndarray, float, t
 
 
 def clean_grid(grid: np.ndarray) -> np.ndarray:
-    """Remove features thinner than 3 cells and cells that touch only diagonally.
+    """Make the cell grid safe to mesh: no part thinner than 3 cells, no cells that touch
+    only at a corner, and no edge between two subject cells whose two ends both lie on
+    the rim (a one-cell-thick diagonal bridge).
 
-    Afterwards every cell has an interior corner and no corner joins two cells by a
-    point alone, so the height-field mesh is manifold with no zero-thickness parts.
+    Afterwards every cell has an interior corner and every rim vertex joins one fan of
+    cells, so the height-field mesh is a closed manifold with no zero-thickness parts.
     """
     grid = ndimage.binary_opening(grid, structure=np.ones((3, 3), bool))
-    for _ in range(64):
-        a, b = grid[:-1, :-1], grid[:-1, 1:]
-        c, d = grid[1:, :-1], grid[1:, 1:]
-        main = a & d & ~b & ~c
-        anti = b & c & ~a & ~d
-        if not (main.any() or anti.any()):
-            break
-        fill = np.zeros_like(grid)
-        fill[:-1, 1:] |= main
-        fill[1:, :-1] |= main
-        fill[:-1, :-1] |= anti
-        fill[1:, 1:] |= anti
+    for _ in range(256):
+        fill = _pinch_fill(grid) | _bridge_fill(grid)
+        if not fill.any():
+            return grid
         grid = grid | fill
-    return grid
+    raise NoSubjectError("the subject's outline is too ragged to build a solid from")
+
+
+def _pinch_fill(grid: np.ndarray) -> np.ndarray:
+    """Cells that turn each pair of corner-touching cells into a 2×2 block."""
+    a, b = grid[:-1, :-1], grid[:-1, 1:]
+    c, d = grid[1:, :-1], grid[1:, 1:]
+    main = a & d & ~b & ~c
+    anti = b & c & ~a & ~d
+    fill = np.zeros_like(grid)
+    fill[:-1, 1:] |= main
+    fill[1:, :-1] |= main
+    fill[:-1, :-1] |= anti
+    fill[1:, 1:] |= anti
+    return fill
+
+
+def _bridge_fill(grid: np.ndarray) -> np.ndarray:
+    """Cells that make one end of every rim-to-rim edge between two subject cells interior."""
+    inner = corner_interior(grid)
+    # vertical edge between cells (i, j) and (i, j+1): corners (i, j+1) and (i+1, j+1)
+    vertical = grid[:, :-1] & grid[:, 1:] & ~inner[:-1, 1:-1] & ~inner[1:, 1:-1]
+    # horizontal edge between cells (i, j) and (i+1, j): corners (i+1, j) and (i+1, j+1)
+    horizontal = grid[:-1, :] & grid[1:, :] & ~inner[1:-1, :-1] & ~inner[1:-1, 1:]
+    fill = np.zeros_like(grid)
+    vi, vj = np.nonzero(vertical)  # fill the 2×2 block around corner (i, j+1)
+    for di, dj in ((-1, 0), (-1, 1), (0, 0), (0, 1)):
+        fill[vi + di, vj + dj] = True
+    hi, hj = np.nonzero(horizontal)  # fill the 2×2 block around corner (i+1, j)
+    for di, dj in ((0, -1), (0, 0), (1, -1), (1, 0)):
+        fill[hi + di, hj + dj] = True
+    return fill & ~grid
 
 
 def corner_interior(grid: np.ndarray) -> np.ndarray:
