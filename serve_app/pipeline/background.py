@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -91,7 +91,7 @@ class RembgRemover:
         on_progress(Stage.BACKGROUND_REMOVAL, 0.0)
         rgb = np.asarray(image.convert("RGB"))
         alpha = _meaningful_alpha(image)
-        source = "alpha"
+        source: Literal["alpha", "model"] = "alpha"
         if alpha is None:
             if cancel:
                 cancel.raise_if_cancelled()

@@ -37,6 +37,13 @@ def export_mesh(mesh: TexturedMesh, fmt: OutputFormat) -> bytes:
     return _EXPORTERS[fmt](mesh)
 
 
+def _as_bytes(exported: object) -> bytes:
+    """trimesh's ``export`` is typed loosely; binary formats return bytes."""
+    if not isinstance(exported, bytes):
+        raise TypeError(f"expected bytes from trimesh, got {type(exported).__name__}")
+    return exported
+
+
 def _jpeg(texture: np.ndarray) -> Image.Image:
     """The texture as a JPEG-backed PIL image (trimesh embeds JPEGs without re-encoding)."""
     buf = io.BytesIO()
@@ -66,7 +73,7 @@ def _textured(mesh: TexturedMesh, scale: float, image: Image.Image) -> trimesh.T
 
 def _glb(mesh: TexturedMesh) -> bytes:
     tm = _textured(mesh, GLB_UNITS_PER_MM, _jpeg(mesh.texture))
-    return tm.export(file_type="glb")
+    return _as_bytes(tm.export(file_type="glb"))
 
 
 def _obj(mesh: TexturedMesh) -> bytes:
@@ -84,7 +91,7 @@ def _obj(mesh: TexturedMesh) -> bytes:
 
 def _stl(mesh: TexturedMesh) -> bytes:
     tm = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False)
-    return tm.export(file_type="stl")
+    return _as_bytes(tm.export(file_type="stl"))
 
 
 def vertex_colours(mesh: TexturedMesh) -> np.ndarray:
@@ -100,7 +107,7 @@ def _ply(mesh: TexturedMesh) -> bytes:
     tm = trimesh.Trimesh(
         vertices=mesh.vertices, faces=mesh.faces, vertex_colors=vertex_colours(mesh), process=False
     )
-    return tm.export(file_type="ply")
+    return _as_bytes(tm.export(file_type="ply"))
 
 
 _EXPORTERS = {"glb": _glb, "obj": _obj, "stl": _stl, "ply": _ply}

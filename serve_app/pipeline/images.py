@@ -59,10 +59,12 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
         raise ImageTooLargeError(f"the image is too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(f"the {kind.upper()} file is truncated or corrupt") from exc
-    image = ImageOps.exif_transpose(image) or image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        return image.convert("RGBA")
-    return image.convert("RGB")
+    upright: Image.Image = ImageOps.exif_transpose(image) or image
+    if upright.mode in ("RGBA", "LA", "PA") or (
+        upright.mode == "P" and "transparency" in upright.info
+    ):
+        return upright.convert("RGBA")
+    return upright.convert("RGB")
 
 
 def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
@@ -78,3 +80,37 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
             max_side=limits.max_side,
             max_pixels=limits.max_pixels,
         )
+
+
+def check_image(data: bytes, limits: ImageLimits | None = None) -> str:
+    """Validate an upload as cheaply as decoding allows; return its type (as ``sniff_image_type``).
+
+    Type by magic bytes (415), size (413), dimensions and decompression bombs from the
+    header (413/400) before any pixel is decoded, then truncation and corruption (400):
+    JPEG decoded at 1/8 scale, PNG chunks and CRCs verified, WebP decoded.
+    """
+    limits = limits or ImageLimits()
+    if len(data) > limits.max_upload_bytes:
+        raise PayloadTooLargeError(
+            f"the image is {len(data)} bytes; the limit is {limits.max_upload_bytes}",
+            limit_bytes=limits.max_upload_bytes,
+        )
+    kind = sniff_image_type(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]])
+            _check_dimensions(image.size, limits)
+            if kind == "png":
+                image.verify()
+            else:
+                if kind == "jpeg":
+                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
+    except (ImageTooLargeError, InvalidImageError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"the image is too large to decode: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImageError(f"the {kind.upper()} file is truncated or corrupt") from exc
+    return kind

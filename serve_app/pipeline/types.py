@@ -144,9 +144,10 @@ class TexturedMesh:
     meta: dict[str, float | int | str] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        """Serialise to a compressed ``.npz`` (the canonical artifact)."""
+        """Serialise to an ``.npz`` (the canonical artifact), uncompressed: zlib over the
+        texture costs more time per job than the disk it saves is worth."""
         buf = io.BytesIO()
-        np.savez_compressed(
+        np.savez(
             buf,
             vertices=self.vertices.astype(np.float32),
             faces=self.faces.astype(np.int64),
