@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--models-dir", type=Path, default=Path("models"))
     gen.add_argument("--generator", default="inflate")
     gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    commands.add_parser(
+        "hash-key",
+        help="read an API key from stdin, print the hash for security.api_key_hashes",
+    )
     return parser
 
 
@@ -81,10 +85,23 @@ def generate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def hash_key_command() -> int:
+    """The config form of the key on stdin; the key itself never goes in a config file."""
+    from serve_app.api.security import hash_key
+
+    key = sys.stdin.readline().strip()
+    if len(key) < 16:
+        return _fail("an API key must be at least 16 characters")
+    print(hash_key(key))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "generate":
         return generate(args)
+    if args.command == "hash-key":
+        return hash_key_command()
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -112,6 +112,17 @@ class ModelUnavailableError(OrfeasError):
     code = "model_unavailable"
 
 
+class WorkerLostError(ModelUnavailableError):
+    """A worker replica died (or stopped renewing its lease) while it held a run; retryable."""
+
+
+class JobInterruptedError(OrfeasError):
+    """A run was cut short by a restart of the service; submitting it again is safe."""
+
+    status_code = 503
+    code = "interrupted"
+
+
 class GenerationFailedError(OrfeasError):
     status_code = 500
     code = "generation_failed"

@@ -1,7 +1,13 @@
-"""Shared pytest set-up for every test directory: cheap, imports nothing heavy at load time."""
+"""Shared pytest set-up for every test directory: cheap, imports nothing heavy at load time.
+
+The real local Ray Serve is session-wide and shared: ``ray_serve`` starts it on first use,
+``service`` deploys the application on it at ``/`` (tests/integration, tests/browser), and
+tests/fault deploys its own hardened application beside it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def repo_root() -> Path:
     """The checkout's root directory (holds models/, configs/, node_modules/)."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[str]:
+    """One local Ray with Serve's HTTP proxy on 127.0.0.1; yields the proxy's base URL."""
+    from tests.serving import start_ray_serve, stop_ray_serve
+
+    port = start_ray_serve()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_ray_serve()
+
+
+@pytest.fixture(scope="session")
+def service(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The application (the small local graph) on the session's Ray Serve, at ``/``."""
+    from tests.integration.serve_client import Service
+    from tests.serving import app_args, deploy
+
+    storage_root = tmp_path_factory.mktemp("storage")
+    deploy(app_args(storage_root), name="orfeas", route_prefix="/")
+    yield Service(url=ray_serve, storage_root=storage_root)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from serve_app.errors import (
     ImageTooLargeError,
@@ -34,13 +36,11 @@ def sniff_image_type(data: bytes) -> str:
     )
 
 
-def decode_image(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
-    """Decode ``data`` into a fully loaded RGB or RGBA image, upright per its EXIF orientation.
-
-    The header is read first: absurd dimensions and decompression bombs are refused
-    before any pixel is decoded; truncated or corrupt files are a 400.
+@contextmanager
+def _opened(data: bytes, limits: ImageLimits) -> Iterator[tuple[ImageFile.ImageFile, str]]:
+    """Open ``data`` lazily, refusing by bytes, type and header dimensions (413/415/400)
+    before any pixel is decoded; decoding errors inside the block become a clear 400/413.
     """
-    limits = limits or ImageLimits()
     if len(data) > limits.max_upload_bytes:
         raise PayloadTooLargeError(
             f"the image is {len(data)} bytes; the limit is {limits.max_upload_bytes}",
@@ -52,13 +52,34 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]])
             _check_dimensions(image.size, limits)
-            image.load()
+            yield image, kind
     except (ImageTooLargeError, InvalidImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"the image is too large to decode: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"the {kind.upper()} file is truncated or corrupt") from exc
+
+
+def check_image(data: bytes, limits: ImageLimits | None = None) -> str:
+    """Validate an upload as cheaply as decoding allows; return its type (as ``sniff_image_type``).
+
+    PNG chunks and CRCs are verified, a JPEG is decoded at 1/8 scale, a WebP in full.
+    """
+    with _opened(data, limits or ImageLimits()) as (image, kind):
+        if kind == "png":
+            image.verify()
+        else:
+            if kind == "jpeg":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    return kind
+
+
+def decode_image(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
+    """Decode ``data`` into a fully loaded RGB or RGBA image, upright per its EXIF orientation."""
+    with _opened(data, limits or ImageLimits()) as (image, _):
+        image.load()
     upright: Image.Image = ImageOps.exif_transpose(image) or image
     if upright.mode in ("RGBA", "LA", "PA") or (
         upright.mode == "P" and "transparency" in upright.info
@@ -80,37 +101,3 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
             max_side=limits.max_side,
             max_pixels=limits.max_pixels,
         )
-
-
-def check_image(data: bytes, limits: ImageLimits | None = None) -> str:
-    """Validate an upload as cheaply as decoding allows; return its type (as ``sniff_image_type``).
-
-    Type by magic bytes (415), size (413), dimensions and decompression bombs from the
-    header (413/400) before any pixel is decoded, then truncation and corruption (400):
-    JPEG decoded at 1/8 scale, PNG chunks and CRCs verified, WebP decoded.
-    """
-    limits = limits or ImageLimits()
-    if len(data) > limits.max_upload_bytes:
-        raise PayloadTooLargeError(
-            f"the image is {len(data)} bytes; the limit is {limits.max_upload_bytes}",
-            limit_bytes=limits.max_upload_bytes,
-        )
-    kind = sniff_image_type(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]])
-            _check_dimensions(image.size, limits)
-            if kind == "png":
-                image.verify()
-            else:
-                if kind == "jpeg":
-                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
-    except (ImageTooLargeError, InvalidImageError):
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"the image is too large to decode: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImageError(f"the {kind.upper()} file is truncated or corrupt") from exc
-    return kind

@@ -15,7 +15,7 @@ from serve_app.errors import (
     UnsupportedMediaTypeError,
 )
 from serve_app.pipeline.config import ImageLimits
-from serve_app.pipeline.images import decode_image, sniff_image_type
+from serve_app.pipeline.images import check_image, decode_image, sniff_image_type
 from tests.support import encode, photo
 
 
@@ -116,3 +116,20 @@ def test_exif_orientation_is_applied():
     buf = io.BytesIO()
     image.save(buf, format="JPEG", exif=exif.tobytes())
     assert decode_image(buf.getvalue()).size == (20, 40)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_check_image_accepts_real_photos_without_full_decode(fmt):
+    assert check_image(encode(photo("astronaut"), fmt)) == fmt.lower()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_check_image_refuses_truncated_files(fmt):
+    data = encode(photo("astronaut"), fmt)
+    with pytest.raises(InvalidImageError):
+        check_image(data[: len(data) // 3])
+
+
+def test_check_image_refuses_bombs_and_absurd_headers():
+    with pytest.raises(ImageTooLargeError):
+        check_image(_png_header_only(100_000, 100_000))

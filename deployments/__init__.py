@@ -1,0 +1,12 @@
+"""Ray Serve deployment classes and the JobRegistry actor: thin wrappers over serve_app.
+
+The classes carry no resources or scaling; ``serve_app.app.build_app`` applies those from
+the validated config.
+"""
+
+from deployments.background import BackgroundRemoval
+from deployments.ingress import Ingress
+from deployments.registry import JobRegistry, connect_registry
+from deployments.shape import ShapeTexture
+
+__all__ = ["BackgroundRemoval", "Ingress", "JobRegistry", "ShapeTexture", "connect_registry"]

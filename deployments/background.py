@@ -1,0 +1,47 @@
+"""BackgroundRemoval: the CPU replica set that cuts a job's subject out of its photo."""
+
+from __future__ import annotations
+
+import time
+
+from deployments.registry import connect_registry
+from deployments.worker import RunReporter, lower_priority
+from serve_app.config import AppConfig
+from serve_app.jobs import JobTicket
+from serve_app.metrics import ReplicaStageTimings
+from serve_app.pipeline.types import CutOut, Stage
+from serve_app.storage import ArtifactStore
+
+
+class BackgroundRemoval:
+    """Decodes a job's stored upload and removes its background (rembg, U²-Net-p ONNX).
+
+    The model is loaded once per replica; the remover serialises its ONNX session.
+    """
+
+    def __init__(self, config: AppConfig) -> None:
+        from serve_app.pipeline.background import RembgRemover
+
+        lower_priority(config.background_removal.niceness)
+        self._config = config
+        self._store = ArtifactStore(config.storage.root)
+        self._remover = RembgRemover(config.pipeline.models_dir)
+        self._registry = connect_registry(config)
+        self._timings: ReplicaStageTimings = ReplicaStageTimings(config.pipeline.generator)
+
+    def remove(self, ticket: JobTicket) -> CutOut:
+        """The cut-out of ``ticket``'s image; passed on to ShapeTexture by reference."""
+        from serve_app.pipeline.images import decode_image
+
+        interval = self._config.registry.heartbeat_interval_s
+        with RunReporter(self._registry, ticket, Stage.BACKGROUND_REMOVAL, interval) as reporter:
+            start = time.perf_counter()
+            data = self._store.read_upload(ticket.upload.sha256)
+            image = decode_image(data, self._config.pipeline.limits)
+            reporter.cancel.raise_if_cancelled()
+            cutout = self._remover.remove(image, reporter.on_progress, reporter.cancel)
+        self._timings.record({Stage.BACKGROUND_REMOVAL.value: time.perf_counter() - start})
+        return cutout
+
+    def check_health(self) -> None:
+        self._store.check_writable()

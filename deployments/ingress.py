@@ -1,0 +1,68 @@
+"""Ingress: the FastAPI front door; validates, stores uploads and talks to the registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.limiter import LimiterClient, connect_limiter
+from deployments.registry import Backends, RegistryClient, RegistrySettings, connect_registry
+from serve_app.api import Services, create_api
+from serve_app.config import AppConfig
+from serve_app.storage import ArtifactStore
+
+#: Deployment states in which replicas serve requests.
+SERVING_STATES = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})
+
+
+@serve.ingress()
+class Ingress:
+    """CPU, stateless, autoscaled. Jobs never run inside its requests: it claims them in
+    the registry, which dispatches them, so its replicas can come and go freely.
+    """
+
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self, config: AppConfig, background: DeploymentHandle, shape: DeploymentHandle
+    ) -> None:
+        self._config = config
+        self._app_name = serve.get_replica_context().app_name
+        store = ArtifactStore(config.storage.root)
+        await asyncio.to_thread(store.check_writable)
+        actor = connect_registry(config)
+        await actor.configure.remote(RegistrySettings.from_config(config))
+        self._services: Services = Services(
+            config=config,
+            store=store,
+            registry=RegistryClient(actor, Backends(background=background, shape=shape)),
+            deployment_status=self._deployment_status,
+            limiter=LimiterClient(connect_limiter(config)) if _rate_limited(config) else None,
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self._services)
+
+    async def check_health(self) -> None:
+        await asyncio.to_thread(self._services.store.check_writable)
+
+    async def _deployment_status(self) -> dict[str, tuple[bool, str]]:
+        """Each deployment of this application: serving or not, and its replica states."""
+        status = await asyncio.to_thread(serve.status)
+        app = status.applications.get(self._app_name)
+        if app is None:
+            return {}
+        result: dict[str, tuple[bool, str]] = {}
+        for name, deployment in app.deployments.items():
+            state = str(getattr(deployment.status, "value", deployment.status))
+            replicas = ", ".join(
+                f"{getattr(k, 'value', k)}={v}" for k, v in deployment.replica_states.items()
+            )
+            result[name] = (state in SERVING_STATES, f"{state} ({replicas})")
+        return result
+
+
+def _rate_limited(config: AppConfig) -> bool:
+    security = config.security
+    return security.per_key_rate is not None or security.per_ip_rate is not None

@@ -1,0 +1,69 @@
+"""RateLimiter: the named actor that holds the token buckets every ingress replica shares.
+
+Rate limits must hold across replicas (a client spread over two replicas gets one budget),
+so the buckets live in one small async actor beside the registry, not in each replica. A
+restart of the actor forgets the buckets (every client starts with a full burst again),
+which errs on the side of serving. The ingress fails open if the actor does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+import ray
+from ray.actor import ActorHandle
+
+from serve_app.config import AppConfig
+from serve_app.policy import RateLimit
+from serve_app.ratelimit import TokenBuckets
+
+logger = logging.getLogger(__name__)
+
+#: Longest the ingress waits for the limiter before it lets the request through.
+LIMITER_TIMEOUT_S = 0.5
+
+
+class RateLimiter:
+    """Token buckets by key (``key:<id>``, ``ip:<address>``), all-or-nothing per request."""
+
+    def __init__(self) -> None:
+        self._buckets = TokenBuckets()
+
+    async def take(self, wants: list[tuple[str, RateLimit]]) -> float:
+        """0.0 if the request may go, else the seconds the client should wait."""
+        return self._buckets.take(wants)
+
+
+def connect_limiter(config: AppConfig) -> ActorHandle:
+    """The shared limiter actor, created on first use (same namespace as the registry)."""
+    settings = config.registry
+    actor = (
+        ray.remote(RateLimiter)
+        .options(
+            name=f"{settings.name}_rate_limiter",
+            namespace=settings.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=1000,
+            max_restarts=-1,
+        )
+        .remote()
+    )
+    return cast(ActorHandle, actor)
+
+
+class LimiterClient:
+    """The ingress's view of the limiter: ``await take(wants)`` → seconds to wait (0: go)."""
+
+    def __init__(self, actor: ActorHandle) -> None:
+        self._actor = actor
+
+    async def take(self, wants: list[tuple[str, RateLimit]]) -> float:
+        try:
+            return float(await asyncio.wait_for(self._actor.take.remote(wants), LIMITER_TIMEOUT_S))
+        except Exception as exc:  # fail open: a lost limiter must not take the API down
+            logger.warning("rate limiter unavailable, request let through: %s", exc)
+            return 0.0

@@ -1,0 +1,72 @@
+"""What the routes depend on: the services of one ingress replica, as typed aliases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+
+from serve_app.api.security import Limiter
+from serve_app.config import AppConfig
+from serve_app.events import JobLog, WatchReply
+from serve_app.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo
+from serve_app.metrics import MetricsSnapshot
+from serve_app.storage import ArtifactStore
+
+
+class JobRegistryClient(Protocol):
+    """The registry as the API uses it; errors arrive as OrfeasError."""
+
+    async def register_upload(self, job_id: str, upload: UploadInfo) -> JobSnapshot: ...
+
+    async def submit(
+        self, job_id: str, request: RunRequest, client: str | None = None
+    ) -> JobSnapshot: ...
+
+    async def get(self, job_id: str) -> JobSnapshot: ...
+
+    async def list_jobs(self, offset: int, limit: int, status: JobStatus | None) -> JobPage: ...
+
+    async def ping(self) -> dict[str, Any]: ...
+
+    async def cancel(self, job_id: str) -> JobSnapshot: ...
+
+    async def watch(self, job_id: str, since: int | None, timeout_s: float) -> WatchReply: ...
+
+    async def job_log(self, job_id: str) -> JobLog: ...
+
+    async def metrics(self) -> MetricsSnapshot: ...
+
+
+@dataclass
+class Services:
+    """Long-lived objects shared by every request of one ingress replica."""
+
+    config: AppConfig
+    store: ArtifactStore
+    registry: JobRegistryClient
+    #: Optional readiness probe of the deployments: name → (healthy, detail).
+    deployment_status: Callable[[], Awaitable[dict[str, tuple[bool, str]]]] | None = None
+    #: The rate limiter every replica shares; None: no rate limits are enforced.
+    limiter: Limiter | None = None
+    _conversion_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def conversion_lock(self, key: str) -> asyncio.Lock:
+        """One lock per derived file, so concurrent downloads convert it once."""
+        return self._conversion_locks.setdefault(key, asyncio.Lock())
+
+    def release_conversion_lock(self, key: str) -> None:
+        lock = self._conversion_locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._conversion_locks[key]
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

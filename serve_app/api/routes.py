@@ -1,0 +1,173 @@
+"""The routes of the seed contract; each one validates, delegates and answers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from serve_app.api.deps import Services, ServicesDep
+from serve_app.api.schemas import (
+    CheckResult,
+    ErrorResponse,
+    GenerateRequest,
+    HealthResponse,
+    JobListResponse,
+    JobStatusResponse,
+    ReadinessResponse,
+    UploadResponse,
+)
+from serve_app.cache import derive_format
+from serve_app.errors import JobConflictError, PayloadTooLargeError
+from serve_app.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
+from serve_app.pipeline.images import check_image
+from serve_app.pipeline.types import OutputFormat
+
+JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
+ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+READINESS_TIMEOUT_S = 2.0
+
+_codes = (400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
+_errors = {code: {"model": ErrorResponse} for code in _codes}
+router = APIRouter(responses=_errors)  # type: ignore[arg-type]
+
+
+@router.get("/health", tags=["health"])
+async def health() -> HealthResponse:
+    """Liveness: the ingress answers."""
+    return HealthResponse()
+
+
+@router.get("/api/health", tags=["health"], response_model=ReadinessResponse)
+async def readiness(services: ServicesDep) -> JSONResponse:
+    """Readiness: the registry, the store, the models and the deployments."""
+    checks = await _readiness_checks(services)
+    ready = all(check.ok for check in checks.values())
+    body = ReadinessResponse(status="ok" if ready else "degraded", checks=checks)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
+
+
+@router.post("/api/upload-image", tags=["jobs"])
+async def upload_image(image: ImageUpload, services: ServicesDep) -> UploadResponse:
+    """Store a photo under a new job id; the job starts as ``uploaded``."""
+    limit = services.config.pipeline.limits.max_upload_bytes
+    data = await image.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLargeError(f"the image is larger than {limit} bytes", limit_bytes=limit)
+    kind = await run_in_threadpool(check_image, data, services.config.pipeline.limits)
+    media_type = MEDIA_TYPES[kind]
+    job_id = uuid.uuid4().hex
+    upload = await run_in_threadpool(services.store.put_upload, job_id, data, media_type)
+    job = await services.registry.register_upload(job_id, upload)
+    return UploadResponse(
+        job_id=job.job_id,
+        status=job.status,
+        sha256=upload.sha256,
+        size_bytes=upload.size_bytes,
+        media_type=upload.media_type,
+    )
+
+
+@router.post("/api/generate-3d", status_code=202, tags=["jobs"])
+async def generate_3d(
+    body: GenerateRequest, services: ServicesDep, http: Request
+) -> JobStatusResponse:
+    """Start a run of an uploaded job: 202 at once, 404 unknown id, 409 already active,
+    503 when the service's queue is full, 429 when the client has its share of it.
+    """
+    request = RunRequest(
+        params=body.params(), format=body.format, generator=services.config.pipeline.generator
+    )
+    client = getattr(http.state, "client_id", None)
+    job = await services.registry.submit(body.job_id, request, client)
+    return JobStatusResponse.from_snapshot(job)
+
+
+@router.get("/api/job-status/{job_id}", tags=["jobs"])
+async def job_status(job_id: JobIdPath, services: ServicesDep) -> JobStatusResponse:
+    """Status, stage, progress, error and download links of a job."""
+    return JobStatusResponse.from_snapshot(await services.registry.get(job_id))
+
+
+@router.get("/api/jobs", tags=["jobs"])
+async def list_jobs(
+    services: ServicesDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: JobStatus | None = None,
+) -> JobListResponse:
+    """Recent jobs, newest first, a page at a time."""
+    page = await services.registry.list_jobs(offset, limit, status)
+    return JobListResponse(
+        jobs=[JobStatusResponse.from_snapshot(job) for job in page.jobs],
+        total=page.total,
+        offset=page.offset,
+        limit=page.limit,
+    )
+
+
+@router.get(
+    "/download/{job_id}/{format}",
+    tags=["jobs"],
+    response_class=FileResponse,
+    responses={200: {"description": "the model file"}},
+)
+async def download(job_id: JobIdPath, format: OutputFormat, services: ServicesDep) -> FileResponse:
+    """The job's model as ``format``, derived from its one canonical mesh on first request."""
+    from serve_app.pipeline.export import FILE_NAMES
+    from serve_app.pipeline.export import MEDIA_TYPES as MODEL_TYPES
+
+    job = await services.registry.get(job_id)
+    if job.status is not JobStatus.COMPLETED or job.result is None:
+        raise JobConflictError(
+            f"job {job_id} is {job.status}; its model can be downloaded once it is completed",
+            status=str(job.status),
+        )
+    key = job.result.artifact_key
+    path = services.store.export_path(key, format)
+    if not path.is_file():
+        lock_name = f"{key}.{format}"
+        async with services.conversion_lock(lock_name):
+            path = await run_in_threadpool(derive_format, services.store, key, format)
+        services.release_conversion_lock(lock_name)
+    return FileResponse(
+        path, media_type=MODEL_TYPES[format], filename=f"{job_id}_{FILE_NAMES[format]}"
+    )
+
+
+async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
+    checks: dict[str, CheckResult] = {}
+    try:
+        info = await asyncio.wait_for(services.registry.ping(), READINESS_TIMEOUT_S)
+        checks["registry"] = CheckResult(ok=True)
+        generator = services.config.pipeline.generator
+        version = info.get("generators", {}).get(generator)
+        checks["generator"] = CheckResult(
+            ok=version is not None,
+            detail=version or f"no ShapeTexture replica has loaded {generator!r} yet",
+        )
+    except Exception as exc:  # readiness reports, it does not raise
+        checks["registry"] = CheckResult(ok=False, detail=type(exc).__name__)
+    try:
+        await run_in_threadpool(services.store.check_writable)
+        checks["storage"] = CheckResult(ok=True)
+    except OSError as exc:
+        checks["storage"] = CheckResult(ok=False, detail=f"storage root not writable: {exc}")
+    model = services.config.pipeline.models_dir / "u2netp.onnx"
+    checks["background_model"] = CheckResult(
+        ok=model.is_file(), detail=None if model.is_file() else f"missing: {model}"
+    )
+    if services.deployment_status is not None:
+        try:
+            statuses = await asyncio.wait_for(services.deployment_status(), READINESS_TIMEOUT_S)
+            for name, (ok, detail) in statuses.items():
+                checks[f"deployment:{name}"] = CheckResult(ok=ok, detail=detail)
+        except Exception as exc:  # readiness reports, it does not raise
+            checks["deployments"] = CheckResult(ok=False, detail=type(exc).__name__)
+    return checks

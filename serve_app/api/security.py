@@ -1,0 +1,252 @@
+"""The API's outer guard: body size limits, API keys, per-key and per-IP rate limits, CORS.
+
+One ASGI middleware, in front of every route, so no route can forget it:
+
+- **Body size**: a ``Content-Length`` over the limit is a 413 before a byte is read; a body
+  without one is counted while it streams in and cut off with a 413 at the limit. Image
+  uploads get ``pipeline.limits.max_upload_bytes`` (plus multipart framing), every other
+  request ``security.max_body_bytes``.
+- **API keys** (when ``security.api_key_hashes`` is set): ``Authorization: Bearer <key>``
+  or ``X-API-Key: <key>`` (WebSockets, which browsers cannot give headers, may pass
+  ``?api_key=``). Keys are compared by their SHA-256; the config never holds a key.
+- **Rate limits**: token buckets per key and per client address, shared by every ingress
+  replica through the RateLimiter actor; over the limit is a 429 with ``Retry-After``.
+- **CORS**: Starlette's CORSMiddleware with the configured origins only.
+
+Liveness, readiness, the docs and the studio page stay public. The client's identity
+(``key:<id>`` or ``ip:<address>``) is left in ``request.state.client_id`` for fair shares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from serve_app.api.errors import error_response
+from serve_app.policy import RateLimit, SecurityConfig
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Paths under these prefixes need a key (when keys are configured) and count for limits.
+PROTECTED_PREFIXES = ("/api/", "/download/", "/ws/", "/metrics")
+#: Public even so: probes and the API docs.
+PUBLIC_PATHS = frozenset({"/api/health", "/api/docs"})
+UPLOAD_PATH = "/api/upload-image"
+#: Room for multipart boundaries and part headers around an upload's bytes.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+#: WebSocket close code for a refused connection (policy violation).
+WS_POLICY_VIOLATION = 1008
+
+
+class Limiter(Protocol):
+    async def take(self, wants: list[tuple[str, RateLimit]]) -> float: ...
+
+
+def hash_key(key: str) -> str:
+    """The config form of an API key: ``sha256:<64 hex>``."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    """The accepted keys, by hash; a key's id is the first 12 hex digits of its hash."""
+
+    def __init__(self, hashes: tuple[str, ...]) -> None:
+        self._hashes = tuple(hashes)
+
+    def identify(self, key: str | None) -> str | None:
+        """The id of ``key`` if it is accepted, else None."""
+        if not key:
+            return None
+        digest = hash_key(key)
+        for accepted in self._hashes:
+            if hmac.compare_digest(accepted, digest):
+                return accepted[7:19]
+        return None
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the application's route prefix (Serve's ``root_path``)."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def is_protected(path: str) -> bool:
+    return path.startswith(PROTECTED_PREFIXES) and path not in PUBLIC_PATHS
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def presented_key(scope: Scope, headers: dict[str, str]) -> str | None:
+    """The key the client sent: bearer token, X-API-Key, or (WebSocket only) ``api_key``."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    if headers.get("x-api-key"):
+        return headers["x-api-key"].strip() or None
+    if scope["type"] == "websocket":
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        values = query.get("api_key")
+        return values[0] if values else None
+    return None
+
+
+def client_address(scope: Scope, headers: dict[str, str], trusted: tuple[str, ...]) -> str:
+    """The peer's address, or the one a trusted proxy forwarded (rightmost untrusted)."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    if peer in trusted and headers.get("x-forwarded-for"):
+        hops = [h.strip() for h in headers["x-forwarded-for"].split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in trusted:
+                return hop[:64]
+    return peer
+
+
+class SecurityMiddleware:
+    """Body limits, API keys and rate limits for every HTTP request and WebSocket."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: SecurityConfig,
+        upload_limit_bytes: int,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.keys = KeyRing(config.api_key_hashes)
+        self.upload_limit_bytes = upload_limit_bytes + MULTIPART_OVERHEAD_BYTES
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        headers = _headers(scope)
+        address = client_address(scope, headers, self.config.trusted_proxies)
+        key_id = self.keys.identify(presented_key(scope, headers))
+        state = scope.setdefault("state", {})
+        state["client_address"] = address
+        state["api_key_id"] = key_id
+        state["client_id"] = f"key:{key_id}" if key_id else f"ip:{address}"
+        if is_protected(path):
+            refusal = await self._refusal(key_id, address)
+            if refusal is not None:
+                await self._refuse(scope, receive, send, *refusal)
+                return
+        if scope["type"] == "http":
+            limit = self.upload_limit_bytes if path == UPLOAD_PATH else self.config.max_body_bytes
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                await self._refuse(
+                    scope,
+                    receive,
+                    send,
+                    413,
+                    "payload_too_large",
+                    f"the request body is larger than {limit} bytes",
+                    {},
+                )
+                return
+            receive = _counting(receive, limit)
+        await self.app(scope, receive, send)
+
+    async def _refusal(
+        self, key_id: str | None, address: str
+    ) -> tuple[int, str, str, dict[str, str]] | None:
+        if self.config.requires_key and key_id is None:
+            return (
+                401,
+                "unauthorized",
+                "an API key is required: send Authorization: Bearer <key> or X-API-Key",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        wants: list[tuple[str, RateLimit]] = []
+        if key_id is not None and self.config.per_key_rate is not None:
+            wants.append((f"key:{key_id}", self.config.per_key_rate))
+        if self.config.per_ip_rate is not None:
+            wants.append((f"ip:{address}", self.config.per_ip_rate))
+        if not wants or self.limiter is None:
+            return None
+        wait = await self.limiter.take(wants)
+        if wait <= 0:
+            return None
+        retry = max(1, math.ceil(wait))
+        return (
+            429,
+            "rate_limited",
+            f"too many requests; retry in {retry} s",
+            {"Retry-After": str(retry)},
+        )
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str],
+    ) -> None:
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": code})
+            return
+        response = error_response(status, code, message, headers=headers or None)
+        await response(scope, receive, send)
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises a 413 once more than ``limit`` body bytes have come in."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPException(413, f"the request body is larger than {limit} bytes")
+        return message
+
+    return counted
+
+
+def install_security(
+    app: FastAPI, config: SecurityConfig, upload_limit_bytes: int, limiter: Limiter | None
+) -> None:
+    """Add the guard, then CORS around it (so preflights and refusals carry CORS headers)."""
+    app.add_middleware(
+        SecurityMiddleware,
+        config=config,
+        upload_limit_bytes=upload_limit_bytes,
+        limiter=limiter,
+    )
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )

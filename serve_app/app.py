@@ -1,0 +1,31 @@
+"""The application builder: ``serve_app.app:build_app`` reads the whole graph in one place."""
+
+# No ``from __future__ import annotations`` here: Ray Serve inspects the builder's
+# parameter annotation (a class) to validate the config's ``args`` into AppConfig.
+
+from pathlib import Path
+
+from ray import serve
+from ray.serve import Application, Deployment
+
+from serve_app.config import AppConfig, DeploymentOptions
+
+
+def build_app(args: AppConfig) -> Application:
+    """Ingress → (BackgroundRemoval, ShapeTexture), with the JobRegistry actor beside them.
+
+    ``args`` is the ``args`` block of a Serve config, validated strictly; relative paths
+    are resolved against the directory the application is built from.
+    """
+    from deployments import BackgroundRemoval, Ingress, ShapeTexture
+
+    config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
+    config = config.resolved(Path.cwd())
+    background = deployment(BackgroundRemoval, config.background_removal).bind(config)
+    shape = deployment(ShapeTexture, config.shape_texture).bind(config)
+    return deployment(Ingress, config.ingress).bind(config, background, shape)
+
+
+def deployment(cls: type, options: DeploymentOptions) -> Deployment:
+    """``cls`` as a Serve deployment named after it, with scaling and resources from config."""
+    return serve.deployment(**options.serve_options(cls.__name__))(cls)

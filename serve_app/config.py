@@ -1,0 +1,238 @@
+"""Typed application config: the ``args`` of the Serve application, strictly validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve_app.pipeline.config import PipelineConfig
+from serve_app.policy import RetentionConfig, SecurityConfig
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, so a typo fails at deploy and names the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoscalingOptions(StrictModel):
+    """Replica autoscaling of one deployment (Ray Serve's ``autoscaling_config``)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    target_ongoing_requests: float = Field(default=2.0, gt=0)
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        return self
+
+
+class DeploymentOptions(StrictModel):
+    """Scaling, resources and lifecycle of one deployment, applied by ``build_app``."""
+
+    num_replicas: int | None = Field(
+        default=None, ge=1, description="fixed replica count (1 when neither is set)"
+    )
+    autoscaling: AutoscalingOptions | None = Field(
+        default=None, description="autoscale between min and max replicas instead"
+    )
+    max_ongoing_requests: int = Field(default=5, ge=1)
+    max_queued_requests: int = Field(
+        default=1000, ge=-1, description="requests queued at each caller; -1: unbounded"
+    )
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    accelerator_type: str | None = Field(
+        default=None, description='Ray accelerator type, e.g. "GeForce-RTX-5090"'
+    )
+    memory_bytes: int | None = Field(default=None, gt=0)
+    graceful_shutdown_wait_loop_s: float = Field(default=2.0, gt=0)
+    graceful_shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    health_check_period_s: float = Field(default=10.0, gt=0)
+    health_check_timeout_s: float = Field(default=30.0, gt=0)
+    access_log: bool = Field(default=True, description="log one line per request")
+    niceness: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="added to the replica's Unix niceness: compute replicas sharing CPUs "
+        "with the ingress yield to it, so the API stays responsive under load",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either num_replicas or autoscaling, not both")
+        if self.accelerator_type and self.num_gpus == 0:
+            raise ValueError("accelerator_type needs num_gpus > 0")
+        return self
+
+    def serve_options(self, name: str) -> dict[str, Any]:
+        """Keyword arguments for ``serve.deployment``."""
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.accelerator_type:
+            actor["accelerator_type"] = self.accelerator_type
+        if self.memory_bytes:
+            actor["memory"] = self.memory_bytes
+        options: dict[str, Any] = {
+            "name": name,
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+        }
+        if not self.access_log:  # otherwise the application's logging_config applies
+            options["logging_config"] = {"enable_access_log": False}
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
+        else:
+            options["num_replicas"] = self.num_replicas or 1
+        return options
+
+
+class StorageConfig(StrictModel):
+    """Where artifacts live: a local directory, or a shared mount on a cluster."""
+
+    root: Path = Field(default=Path("data"), description="ArtifactStore root directory")
+
+
+class RegistryConfig(StrictModel):
+    """The JobRegistry actor: its name, namespace and limits."""
+
+    name: str = Field(default="job_registry", min_length=1)
+    namespace: str = Field(default="orfeas", min_length=1)
+    num_cpus: float = Field(default=0.0, ge=0)
+    max_jobs: int = Field(default=10_000, ge=1, description="jobs kept in memory")
+    heartbeat_interval_s: float = Field(default=0.25, gt=0, le=10)
+    journal_path: Path | None = Field(
+        default=None,
+        description="SQLite journal of every job change; default <storage.root>/registry/"
+        "journal.sqlite3 (a local disk or a mount with working file locks)",
+    )
+    lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a running job whose worker sends no heartbeat for "
+        "this long is retried or failed",
+    )
+    queue_timeout_s: float = Field(
+        default=600.0, gt=0, description="longest wait of a dispatched job for a free worker"
+    )
+    max_retries: int = Field(
+        default=1, ge=0, le=10, description="re-runs of a job whose worker was lost"
+    )
+    max_active_jobs: int = Field(
+        default=200, ge=1, description="accepted jobs queued or running; beyond: 503"
+    )
+    max_active_per_client: int = Field(
+        default=50, ge=1, description="one client's (API key or IP) share of them; beyond: 429"
+    )
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 or 429")
+    watchdog_interval_s: float = Field(default=2.0, gt=0, le=60)
+    resume_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="after a registry restart, how long its in-flight "
+        "runs wait for the workers before they fail as interrupted",
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> Self:
+        if self.max_active_per_client > self.max_active_jobs:
+            raise ValueError("max_active_per_client exceeds max_active_jobs")
+        if self.lease_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError("lease_s must exceed two heartbeat intervals")
+        return self
+
+
+def _default_ingress() -> DeploymentOptions:
+    return DeploymentOptions(
+        num_cpus=0.25,
+        max_queued_requests=1000,
+        max_ongoing_requests=100,
+        autoscaling=AutoscalingOptions(min_replicas=1, max_replicas=2, target_ongoing_requests=32),
+    )
+
+
+def _default_background() -> DeploymentOptions:
+    return DeploymentOptions(num_cpus=1.0, max_ongoing_requests=2)
+
+
+def _default_shape() -> DeploymentOptions:
+    return DeploymentOptions(
+        num_cpus=1.0, max_ongoing_requests=1, graceful_shutdown_timeout_s=300.0
+    )
+
+
+class AppConfig(StrictModel):
+    """Everything ``build_app`` needs; the ``args`` block of a Serve config file."""
+
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    ingress: DeploymentOptions = Field(default_factory=_default_ingress)
+    background_removal: DeploymentOptions = Field(default_factory=_default_background)
+    shape_texture: DeploymentOptions = Field(default_factory=_default_shape)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @model_validator(mode="after")
+    def _bounded_queues(self) -> Self:
+        if self.ingress.max_queued_requests == -1:
+            raise ValueError(
+                "ingress.max_queued_requests must be bounded: the proxy must never queue "
+                "without limit"
+            )
+        for name in ("background_removal", "shape_texture"):
+            queued = getattr(self, name).max_queued_requests
+            if queued != -1 and queued < self.registry.max_active_jobs:
+                raise ValueError(
+                    f"{name}.max_queued_requests ({queued}) is below registry.max_active_jobs "
+                    f"({self.registry.max_active_jobs}): accepted jobs could be refused"
+                )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: Path | str, app_name: str | None = None) -> Self:
+        """The ``args`` of application ``app_name`` (or the only one) in a Serve config."""
+        with open(path, encoding="utf-8") as f:
+            document = yaml.safe_load(f) or {}
+        apps = document.get("applications", [])
+        chosen = [a for a in apps if app_name is None or a.get("name") == app_name]
+        if len(chosen) != 1:
+            raise ValueError(f"{path}: expected one application named {app_name!r}")
+        return cls.model_validate(chosen[0].get("args") or {})
+
+    def resolved(self, base: Path) -> Self:
+        """A copy with relative paths made absolute against ``base``."""
+        storage = self.storage.model_copy(update={"root": _absolute(self.storage.root, base)})
+        pipeline = self.pipeline.model_copy(
+            update={"models_dir": _absolute(self.pipeline.models_dir, base)}
+        )
+        update: dict[str, Any] = {"storage": storage, "pipeline": pipeline}
+        if self.registry.journal_path is not None:
+            journal = _absolute(self.registry.journal_path, base)
+            update["registry"] = self.registry.model_copy(update={"journal_path": journal})
+        return self.model_copy(update=update)
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,93 @@
+"""Leases on active runs: each dispatched run holds one until it ends, renewed by its worker.
+
+A run is dispatched with a lease as long as the longest wait for a free worker
+(``queue_timeout_s``). The worker's first heartbeat shortens it to ``lease_s`` and every
+later one renews it; when a stage hands the run on to the next deployment, the lease goes
+back to the queue timeout. A lease that expires means its worker is gone or stuck: the
+registry's watchdog retries the run or fails it. Times are ``time.monotonic()`` seconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass
+class Lease:
+    """The claim of run ``run`` of ``job_id`` on the service's workers."""
+
+    job_id: str
+    run: int
+    client: str | None
+    deadline: float
+    #: True once a worker has reported: the lease then lasts ``lease_s`` per beat.
+    held_by_worker: bool = False
+
+
+class LeaseBook:
+    """The leases of every active run, by job id (a job has at most one active run)."""
+
+    def __init__(self) -> None:
+        self._leases: dict[str, Lease] = {}
+        self._clients: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._leases
+
+    def get(self, job_id: str) -> Lease | None:
+        return self._leases.get(job_id)
+
+    def held_by(self, client: str | None) -> int:
+        """How many active runs ``client`` holds."""
+        return self._clients[client] if client is not None else 0
+
+    def grant(self, job_id: str, run: int, client: str | None, wait_s: float, now: float) -> Lease:
+        """A lease for a run just dispatched; it replaces the job's previous one."""
+        self.release(job_id)
+        lease = Lease(job_id=job_id, run=run, client=client, deadline=now + wait_s)
+        self._leases[job_id] = lease
+        if client is not None:
+            self._clients[client] += 1
+        return lease
+
+    def renew(self, job_id: str, run: int, lease_s: float, now: float) -> bool:
+        """A heartbeat of ``run``: extend its lease; False if it holds none (stale)."""
+        lease = self._leases.get(job_id)
+        if lease is None or lease.run != run:
+            return False
+        lease.held_by_worker = True
+        lease.deadline = now + lease_s
+        return True
+
+    def hand_over(self, job_id: str, run: int, wait_s: float, now: float) -> None:
+        """A stage finished and passed the run on: it waits for the next worker again."""
+        lease = self._leases.get(job_id)
+        if lease is not None and lease.run == run:
+            lease.held_by_worker = False
+            lease.deadline = now + wait_s
+
+    def release(self, job_id: str, run: int | None = None) -> Lease | None:
+        """Drop the job's lease (of ``run`` only, when given); return it."""
+        lease = self._leases.get(job_id)
+        if lease is None or (run is not None and lease.run != run):
+            return None
+        del self._leases[job_id]
+        if lease.client is not None:
+            self._clients[lease.client] -= 1
+            if self._clients[lease.client] <= 0:
+                del self._clients[lease.client]
+        return lease
+
+    def expired(self, now: float) -> list[Lease]:
+        """Leases past their deadline, oldest deadline first."""
+        return sorted(
+            (lease for lease in self._leases.values() if lease.deadline <= now),
+            key=lambda lease: lease.deadline,
+        )
+
+    def leases(self) -> list[Lease]:
+        return list(self._leases.values())

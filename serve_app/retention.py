@@ -1,0 +1,161 @@
+"""Retention: expire old ended jobs (a TTL and a disk budget) and remove the files they leave.
+
+A job is expired when it has no active run and has not changed for ``ttl_s``, or, while
+the artifacts exceed ``max_bytes``, when it is among the oldest ended jobs. Files are
+content-addressed and may be shared by jobs, so a file goes only when no journaled job
+refers to it any more and it is older than ``grace_s`` (a file in flight, written before
+its job records it, is young). Files that no job refers to and that are older than the TTL
+(left by a failed request, say) go too. Queued or running jobs are never expired, and the
+files they refer to are never removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serve_app.journal import JobJournal
+from serve_app.policy import RetentionConfig
+from serve_app.storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One artifact file: ``ref`` is the upload hash or the mesh key it belongs to."""
+
+    path: Path
+    kind: str  # "upload", "mesh" or "export"
+    ref: str
+    size_bytes: int
+    mtime: float
+
+
+@dataclass
+class StoreScan:
+    """Every artifact file and job directory under a store's root."""
+
+    files: list[StoredFile] = field(default_factory=list)
+    job_dirs: dict[str, float] = field(default_factory=dict)  # job id → mtime
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files)
+
+    def bytes_by_ref(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for f in self.files:
+            sizes[f.ref] = sizes.get(f.ref, 0) + f.size_bytes
+        return sizes
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one collection removed."""
+
+    jobs: int
+    files: int
+    bytes: int
+
+
+def scan_store(store: ArtifactStore) -> StoreScan:
+    """Walk the store's uploads, meshes, exports and job directories (in a worker thread)."""
+    scan = StoreScan()
+    for kind, folder in (("upload", "uploads"), ("mesh", "meshes"), ("export", "exports")):
+        for dirpath, _, names in os.walk(store.root / folder):
+            for name in names:
+                match = _HEX64.match(name)
+                if match is None:  # a temporary file being written, or a stranger
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                scan.files.append(StoredFile(path, kind, match.group(0), st.st_size, st.st_mtime))
+    jobs = store.root / "jobs"
+    if jobs.is_dir():
+        for entry in os.scandir(jobs):
+            if _JOB_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                scan.job_dirs[entry.name] = entry.stat(follow_symlinks=False).st_mtime
+    return scan
+
+
+def plan_expiry(
+    journal: JobJournal, config: RetentionConfig, scan: StoreScan, now: float
+) -> list[str]:
+    """Ids of the ended jobs to forget now: past the TTL, then the oldest while over budget."""
+    expired: list[str] = journal.ended_before(now - config.ttl_s) if config.ttl_s else []
+    if config.max_bytes is None or scan.total_bytes <= config.max_bytes:
+        return expired
+    chosen = set(expired)
+    sizes = scan.bytes_by_ref()
+    excess = scan.total_bytes - config.max_bytes
+    freed = 0
+    for job_id, sha, key in journal.ended_oldest_first():
+        if freed >= excess:
+            break
+        if job_id in chosen:
+            continue
+        chosen.add(job_id)
+        expired.append(job_id)
+        # An estimate: the job's own files, counted once (shared ones may stay).
+        for ref in (sha, key):
+            if ref and ref in sizes:
+                freed += sizes.pop(ref)
+    return expired
+
+
+def sweep(
+    root: Path,
+    scan: StoreScan,
+    expired: list[str],
+    expired_refs: set[str],
+    remaining: tuple[set[str], set[str], set[str]],
+    config: RetentionConfig,
+    now: float,
+) -> Sweep:
+    """Remove the expired jobs' directories and the files no remaining job refers to.
+
+    ``remaining`` is (job ids, upload hashes, mesh keys) of the jobs left in the journal
+    once the expired ones are gone; ``expired_refs`` the hashes and keys the expired ones
+    referred to. A file younger than ``grace_s`` stays whatever refers to it; a file
+    that nothing ever referred to goes once it is older than the TTL.
+    """
+    job_ids, uploads, keys = remaining
+    orphan_age = config.ttl_s
+    files = removed_bytes = 0
+    for f in scan.files:
+        age = now - f.mtime
+        if f.ref in (uploads if f.kind == "upload" else keys) or age < config.grace_s:
+            continue
+        if f.ref not in expired_refs and (orphan_age is None or age < orphan_age):
+            continue
+        try:
+            f.path.unlink()
+        except FileNotFoundError:
+            continue
+        files += 1
+        removed_bytes += f.size_bytes
+    gone = set(expired)
+    if orphan_age is not None:
+        gone |= {
+            job_id
+            for job_id, mtime in scan.job_dirs.items()
+            if job_id not in job_ids and now - mtime >= max(orphan_age, config.grace_s)
+        }
+    jobs = 0
+    for job_id in gone - job_ids:
+        path = root / "jobs" / job_id
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            jobs += 1
+    return Sweep(jobs=jobs, files=files, bytes=removed_bytes)

@@ -1,0 +1,152 @@
+"""ArtifactStore: uploads, canonical meshes and derived formats under one root directory.
+
+Layout (every name is a validated job id or a hex digest, never a client's filename)::
+
+    uploads/<sha256[:2]>/<sha256>        image bytes, content-addressed
+    jobs/<job_id>/upload.json            which upload a job refers to
+    meshes/<key[:2]>/<key>.npz           canonical meshes, by generation cache key
+    exports/<key[:2]>/<key>.<format>     formats derived from a canonical mesh, made once
+
+Writes go to a temporary file in the same directory and are renamed into place, so a
+reader sees a whole file or none; concurrent writers of the same content are harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from serve_app.errors import ArtifactNotFoundError
+from serve_app.jobs import UploadInfo, check_job_id
+from serve_app.pipeline.types import OUTPUT_FORMATS
+
+_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _digest(value: str) -> str:
+    if not _DIGEST_RE.fullmatch(value):
+        raise ValueError(f"not a sha256 hex digest: {value!r}")
+    return value
+
+
+def _format(fmt: str) -> str:
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format: {fmt!r}")
+    return fmt
+
+
+class ArtifactStore:
+    """Content-addressed files under ``root`` (a local directory or a shared mount)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # -- uploads -----------------------------------------------------------------------
+
+    def put_upload(self, job_id: str, data: bytes, media_type: str) -> UploadInfo:
+        """Store ``data`` by its hash and record it as ``job_id``'s upload."""
+        check_job_id(job_id)
+        info = UploadInfo(sha256=sha256_hex(data), size_bytes=len(data), media_type=media_type)
+        path = self._upload_path(info.sha256)
+        if path.is_file():
+            _touch(path)  # in use again: retention's grace period starts anew
+        else:
+            _write_atomic(path, data)
+        manifest = {"sha256": info.sha256, "size_bytes": info.size_bytes, "media_type": media_type}
+        _write_atomic(self._job_dir(job_id) / "upload.json", json.dumps(manifest).encode())
+        return info
+
+    def job_upload(self, job_id: str) -> UploadInfo | None:
+        """The upload recorded for ``job_id``, or None if there is none."""
+        path = self._job_dir(check_job_id(job_id)) / "upload.json"
+        try:
+            manifest = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        return UploadInfo(
+            sha256=_digest(manifest["sha256"]),
+            size_bytes=int(manifest["size_bytes"]),
+            media_type=str(manifest["media_type"]),
+        )
+
+    def read_upload(self, sha256: str) -> bytes:
+        try:
+            return self._upload_path(sha256).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFoundError("the uploaded image is no longer stored") from None
+
+    # -- canonical meshes and their derived formats --------------------------------------
+
+    def mesh_path(self, key: str) -> Path:
+        key = _digest(key)
+        return self.root / "meshes" / key[:2] / f"{key}.npz"
+
+    def has_mesh(self, key: str) -> bool:
+        return self.mesh_path(key).is_file()
+
+    def touch_mesh(self, key: str) -> bool:
+        """Mark a cached mesh as just used (retention keeps young files); False if gone."""
+        return _touch(self.mesh_path(key))
+
+    def put_mesh(self, key: str, data: bytes) -> Path:
+        path = self.mesh_path(key)
+        _write_atomic(path, data)
+        return path
+
+    def read_mesh(self, key: str) -> bytes:
+        try:
+            return self.mesh_path(key).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFoundError("the job's model is no longer stored") from None
+
+    def export_path(self, key: str, fmt: str) -> Path:
+        key = _digest(key)
+        return self.root / "exports" / key[:2] / f"{key}.{_format(fmt)}"
+
+    def put_export(self, key: str, fmt: str, data: bytes) -> Path:
+        path = self.export_path(key, fmt)
+        _write_atomic(path, data)
+        return path
+
+    # -- health --------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Raise OSError unless a file can be created under the root."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+            pass
+
+    def _upload_path(self, sha256: str) -> Path:
+        sha256 = _digest(sha256)
+        return self.root / "uploads" / sha256[:2] / sha256
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+
+def _touch(path: Path) -> bool:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

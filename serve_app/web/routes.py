@@ -1,0 +1,96 @@
+"""Routes of the web front end: the studio page, static and vendored files, Swagger UI."""
+
+from __future__ import annotations
+
+import os
+from os import PathLike
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serve_app.web.assets import WEB_DIR, missing
+
+STATIC_DIR = WEB_DIR / "static"
+INDEX_HTML = STATIC_DIR / "index.html"
+SWAGGER_JS_URL = "/vendor/swagger-ui/swagger-ui-bundle.js"
+SWAGGER_CSS_URL = "/vendor/swagger-ui/swagger-ui.css"
+SWAGGER_FAVICON_URL = "/vendor/swagger-ui/favicon-32x32.png"
+SETUP_HINT = "run `make setup` (or `scripts/setup.sh web`) to copy them from node_modules"
+
+
+def install(app: FastAPI, vendor_dir: Path) -> None:
+    """Mount the front end on ``app`` (see ``serve_app.web.install_web``)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/", response_class=HTMLResponse)
+    async def studio() -> FileResponse:
+        """The studio: photo or prompt in, live progress, 3D viewer, downloads."""
+        return FileResponse(
+            INDEX_HTML, media_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
+
+    @router.get("/api/docs", response_class=HTMLResponse)
+    async def swagger_ui(request: Request) -> Response:
+        """Swagger UI of the OpenAPI spec, its script and style served from ``/vendor/``."""
+        unavailable = assets_missing_response(vendor_dir)
+        if unavailable is not None:
+            return unavailable
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url or '/openapi.json'}",
+            title=f"{app.title} - API docs",
+            swagger_js_url=f"{root}{SWAGGER_JS_URL}",
+            swagger_css_url=f"{root}{SWAGGER_CSS_URL}",
+            swagger_favicon_url=f"{root}{SWAGGER_FAVICON_URL}",
+            # No online validator badge: the docs page reaches nothing outside the service.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    app.include_router(router)
+    app.mount("/static", NoCacheFiles(directory=STATIC_DIR), name="static")
+    app.mount("/vendor", VendorFiles(vendor_dir), name="vendor")
+
+
+def assets_missing_response(vendor_dir: Path) -> JSONResponse | None:
+    """A 503 naming the missing vendored files and the command that copies them, or None."""
+    absent = missing(vendor_dir)
+    if not absent:
+        return None
+    message = f"the vendored browser assets are missing ({', '.join(absent)}): {SETUP_HINT}"
+    return JSONResponse({"error": {"code": "assets_missing", "message": message}}, status_code=503)
+
+
+class NoCacheFiles(StaticFiles):
+    """Static files a browser revalidates on every load, so a new release is seen at once."""
+
+    def file_response(
+        self,
+        full_path: PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+class VendorFiles:
+    """Static files under ``vendor_dir``; a 503 JSON error (not a crash) while any is missing."""
+
+    def __init__(self, vendor_dir: Path) -> None:
+        self.vendor_dir = vendor_dir
+        self._files: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._files is None:
+            unavailable = assets_missing_response(self.vendor_dir)
+            if unavailable is not None:
+                await unavailable(scope, receive, send)
+                return
+            self._files = StaticFiles(directory=self.vendor_dir)
+        await self._files(scope, receive, send)

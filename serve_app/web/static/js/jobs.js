@@ -1,0 +1,81 @@
+// The recent jobs list: one page of `GET /api/jobs`, newest first, with paging.
+
+import { listJobs } from "./api.js";
+
+const PAGE_SIZE = 8;
+
+export class JobsList {
+  /**
+   * `root` holds a list (`[data-jobs-list]`), a summary (`[data-jobs-summary]`) and the
+   * buttons `[data-jobs-newer]`, `[data-jobs-older]`, `[data-jobs-refresh]`.
+   * `onOpen(job)` is called when a job's "Open" button is pressed.
+   */
+  constructor(root, { onOpen, onError }) {
+    this.list = root.querySelector("[data-jobs-list]");
+    this.summary = root.querySelector("[data-jobs-summary]");
+    this.newer = root.querySelector("[data-jobs-newer]");
+    this.older = root.querySelector("[data-jobs-older]");
+    this.onOpen = onOpen;
+    this.onError = onError;
+    this.offset = 0;
+    this.total = 0;
+    this.newer.addEventListener("click", () => this.load(this.offset - PAGE_SIZE));
+    this.older.addEventListener("click", () => this.load(this.offset + PAGE_SIZE));
+    root.querySelector("[data-jobs-refresh]").addEventListener("click", () => this.load());
+  }
+
+  /** Show the page at `offset` (default: the current one). */
+  async load(offset = this.offset) {
+    let page;
+    try {
+      page = await listJobs({ offset: Math.max(0, offset), limit: PAGE_SIZE });
+    } catch (err) {
+      this.summary.textContent = `Could not load the recent jobs: ${err.message}`;
+      this.onError?.(err);
+      return;
+    }
+    if (page.jobs.length === 0 && page.offset > 0 && page.total > 0) {
+      return this.load(Math.max(0, page.total - PAGE_SIZE));
+    }
+    this.offset = page.offset;
+    this.total = page.total;
+    this.list.replaceChildren(...page.jobs.map((job) => this.item(job)));
+    const first = page.total ? page.offset + 1 : 0;
+    const last = page.offset + page.jobs.length;
+    this.summary.textContent = page.total ? `${first}–${last} of ${page.total}` : "No jobs yet.";
+    this.newer.disabled = page.offset === 0;
+    this.older.disabled = last >= page.total;
+  }
+
+  item(job) {
+    const li = document.createElement("li");
+    li.className = "job";
+    li.dataset.jobId = job.job_id;
+    const title = document.createElement("span");
+    title.className = "job-id";
+    title.textContent = job.job_id.slice(0, 8);
+    title.title = job.job_id;
+    const status = document.createElement("span");
+    status.className = `badge badge-${job.status}`;
+    status.textContent = job.status === "running" ? `running ${Math.round(job.progress)} %` : job.status;
+    const meta = document.createElement("span");
+    meta.className = "job-meta";
+    meta.textContent = [job.format && job.format.toUpperCase(), job.quality && `q${job.quality}`, when(job)]
+      .filter(Boolean)
+      .join(" · ");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "small";
+    open.textContent = "Open";
+    open.setAttribute("aria-label", `Open job ${job.job_id.slice(0, 8)} (${job.status})`);
+    open.addEventListener("click", () => this.onOpen(job));
+    li.append(title, status, meta, open);
+    return li;
+  }
+}
+
+function when(job) {
+  const time = new Date(job.updated_at || job.created_at);
+  if (Number.isNaN(time.getTime())) return "";
+  return time.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}

@@ -1,0 +1,314 @@
+// The studio page: photo or prompt in, a generation with live progress, the model out.
+
+import * as api from "./api.js";
+import { JobsList } from "./jobs.js";
+import { TERMINAL, watchJob } from "./progress.js";
+import { etaText, statusText, validDimensions } from "./text.js";
+
+const $ = (id) => document.getElementById(id);
+const PHOTO_TYPES = ["image/png", "image/jpeg", "image/webp"];
+const ACTIVE = new Set(["queued", "running"]);
+
+const state = {
+  photo: null, // a File chosen here, not uploaded yet
+  sourceJobId: null, // the job Generate runs: an upload, a text-to-image result or an opened job
+  job: null, // the job shown
+  watcher: null,
+  busy: false,
+  viewer: null,
+};
+
+const jobs = new JobsList($("jobs"), { onOpen: openJob });
+
+// ---- messages --------------------------------------------------------------
+
+function showMessage(text, kind = "error") {
+  const box = $("message");
+  box.textContent = text;
+  box.dataset.kind = kind;
+  box.hidden = false;
+}
+
+function clearMessage() {
+  $("message").hidden = true;
+  $("message").textContent = "";
+}
+
+// ---- the photo -------------------------------------------------------------
+
+function setPhoto(file) {
+  clearMessage();
+  if (!PHOTO_TYPES.includes(file.type)) {
+    showMessage(`"${file.name}" is not a PNG, JPEG or WebP photo.`);
+    return;
+  }
+  state.photo = file;
+  state.sourceJobId = null;
+  showPreview(URL.createObjectURL(file), `${file.name} (${Math.ceil(file.size / 1024)} KB)`);
+  $("status-text").textContent = "Ready: choose the options and press Generate.";
+}
+
+function showPreview(url, caption) {
+  const img = $("preview");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.hidden = !url;
+  if (url) img.src = url;
+  img.onerror = () => {
+    img.hidden = true;
+    $("photo-name").textContent = `${caption}: this browser cannot show it as a picture`;
+  };
+  $("photo-name").textContent = caption;
+}
+
+$("photo-input").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  if (file) setPhoto(file);
+});
+
+const dropZone = $("drop-zone");
+for (const name of ["dragenter", "dragover"]) {
+  dropZone.addEventListener(name, (event) => {
+    event.preventDefault();
+    dropZone.classList.add("dragging");
+  });
+}
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  const [file] = event.dataTransfer.files;
+  if (file) setPhoto(file);
+});
+// A photo dropped beside the zone must not replace the page.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+// ---- text to image ---------------------------------------------------------
+
+$("prompt-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const prompt = $("prompt").value.trim();
+  if (!prompt) {
+    showMessage("Type a description first.");
+    return;
+  }
+  clearMessage();
+  const button = $("prompt-button");
+  button.disabled = true;
+  $("status-text").textContent = "Making an image from the prompt…";
+  try {
+    await useMadeImage(await api.textToImage(prompt));
+  } catch (err) {
+    $("status-text").textContent = "No image was made.";
+    if (err.code === "model_not_configured") {
+      showMessage(`Text-to-image is not configured on this server: ${err.message}`);
+    } else {
+      showMessage(`Text-to-image failed: ${err.message}`);
+    }
+  } finally {
+    button.disabled = false;
+  }
+});
+
+async function useMadeImage(result) {
+  if (result instanceof Response) {
+    const blob = await result.blob();
+    setPhoto(new File([blob], "prompt.png", { type: blob.type || "image/png" }));
+    return;
+  }
+  if (!result.job_id) throw new api.ApiError("the answer named no image or job");
+  state.photo = null;
+  state.sourceJobId = result.job_id;
+  const url = [result.image_url, result.preview_url, result.url].find((u) => typeof u === "string");
+  showPreview(url || "", `Image made from the prompt (job ${result.job_id.slice(0, 8)})`);
+  $("status-text").textContent = "Image ready: press Generate to make a model of it.";
+  jobs.load();
+}
+
+// ---- generate, progress, cancel ---------------------------------------------
+
+$("quality").addEventListener("input", (event) => {
+  $("quality-value").textContent = event.target.value;
+});
+
+$("generate-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (state.busy) return;
+  clearMessage();
+  const dimensions = validDimensions(["width", "height", "depth"].map((id) => $(id)));
+  if (dimensions.error) {
+    showMessage(dimensions.error);
+    return;
+  }
+  if (!state.photo && !state.sourceJobId) {
+    showMessage("Choose or drop a photo first (or make one from a text prompt).");
+    return;
+  }
+  setBusy(true);
+  try {
+    if (!state.sourceJobId) {
+      $("status-text").textContent = "Uploading the photo…";
+      state.sourceJobId = (await api.uploadImage(state.photo)).job_id;
+    }
+    $("status-text").textContent = "Starting…";
+    const job = await api.generate3d(state.sourceJobId, {
+      format: $("format").value,
+      quality: Number($("quality").value),
+      dimensions: dimensions.value,
+    });
+    jobs.offset = 0;
+    follow(job);
+  } catch (err) {
+    $("status-text").textContent = "Not started.";
+    showMessage(`Could not start the generation: ${err.message}`);
+    setBusy(false);
+  }
+});
+
+$("cancel-button").addEventListener("click", async () => {
+  const job = state.job;
+  if (!job) return;
+  $("cancel-button").disabled = true;
+  try {
+    const answer = await api.cancelJob(job.job_id);
+    if (answer && TERMINAL.has(answer.status)) follow({ ...state.job, ...answer });
+  } catch (err) {
+    if (err.status === 404 && err.code !== "job_not_found") {
+      showMessage(`Cancel is not available on this server yet (${err.message}).`);
+    } else {
+      showMessage(`Could not cancel: ${err.message}`);
+    }
+    $("cancel-button").disabled = !ACTIVE.has(state.job?.status);
+  }
+});
+
+/** Show `job` and follow it until it ends. */
+function follow(job) {
+  state.watcher?.stop();
+  state.watcher = null;
+  render(job);
+  if (TERMINAL.has(job.status)) {
+    finished(job);
+    return;
+  }
+  if (!ACTIVE.has(job.status)) {
+    setBusy(false);
+    return;
+  }
+  setBusy(true);
+  const watcher = watchJob(job.job_id, {
+    onUpdate: (update) => render({ ...state.job, ...update }),
+    onChannel: (name, why) => {
+      const channel = $("channel-text");
+      channel.textContent = `Live updates: ${name}`;
+      channel.title = why ? `Switched to ${name}: ${why}` : "";
+    },
+    onTrouble: (trouble) => {
+      if (trouble) showMessage(`Lost contact with the job: ${trouble}`);
+      else if ($("message").textContent.startsWith("Lost contact")) clearMessage();
+    },
+  });
+  state.watcher = watcher;
+  watcher.done.then(async (last) => {
+    if (state.watcher !== watcher) return;
+    state.watcher = null;
+    let final = last;
+    try {
+      final = await api.jobStatus(job.job_id); // the outputs, as the registry has them
+    } catch {
+      // keep what the stream said
+    }
+    if (final) {
+      render(final);
+      finished(final);
+    } else {
+      setBusy(false);
+    }
+  });
+}
+
+function finished(job) {
+  setBusy(false);
+  if (job.status === "completed") {
+    showModel(job.job_id);
+  } else if (job.status === "failed") {
+    const reason = job.error?.message || "no reason was given";
+    showMessage(`Generation failed: ${reason}`);
+  } else if (job.status === "cancelled") {
+    showMessage("The job was cancelled.", "info");
+  }
+}
+
+function render(job) {
+  const changed = state.job?.job_id !== job.job_id || state.job?.status !== job.status;
+  state.job = job;
+  if (changed) jobs.load();
+  const done = job.status === "completed";
+  const percent = done ? 100 : Math.max(0, Math.min(100, Number(job.progress) || 0));
+  $("status-text").textContent = statusText(job);
+  $("percent-text").textContent = `${Math.round(percent)} %`;
+  $("progress-fill").style.width = `${percent}%`;
+  $("progress-bar").setAttribute("aria-valuenow", String(Math.round(percent)));
+  $("progress").dataset.status = job.status;
+  $("eta-text").textContent = etaText(job);
+  $("job-label").textContent = `Job ${job.job_id}`;
+  $("cancel-button").disabled = !ACTIVE.has(job.status);
+  history.replaceState(null, "", `#job=${job.job_id}`);
+  for (const link of document.querySelectorAll(".downloads [data-format]")) {
+    if (done) {
+      link.href = api.downloadUrl(job.job_id, link.dataset.format);
+      link.setAttribute("download", "");
+      link.removeAttribute("aria-disabled");
+    } else {
+      link.removeAttribute("href");
+      link.setAttribute("aria-disabled", "true");
+    }
+  }
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  $("generate-button").disabled = busy;
+}
+
+// ---- the viewer ------------------------------------------------------------
+
+async function showModel(jobId) {
+  const placeholder = $("viewer-placeholder");
+  placeholder.textContent = "Loading the model…";
+  placeholder.hidden = false;
+  try {
+    if (!state.viewer) {
+      const { ModelViewer, webglAvailable } = await import("./viewer.js").catch(() => {
+        throw new Error("the three.js files are missing on the server (run `make setup`)");
+      });
+      if (!webglAvailable()) throw new Error("this browser has WebGL turned off");
+      state.viewer = new ModelViewer($("viewer"));
+    }
+    await state.viewer.load(api.downloadUrl(jobId, "glb"));
+    placeholder.hidden = true;
+    $("viewer").dataset.loaded = jobId;
+  } catch (err) {
+    placeholder.textContent = "No 3D preview.";
+    showMessage(`The model is ready, but it cannot be shown in 3D here: ${err.message}. `
+      + "The download buttons still work.", "warning");
+  }
+}
+
+// ---- jobs opened from the list or the address ----------------------------------
+
+async function openJob(job) {
+  clearMessage();
+  state.photo = null;
+  state.sourceJobId = job.job_id;
+  showPreview("", `Photo of job ${job.job_id.slice(0, 8)} (stored on the server)`);
+  try {
+    follow(await api.jobStatus(job.job_id));
+  } catch (err) {
+    showMessage(`Could not open job ${job.job_id.slice(0, 8)}: ${err.message}`);
+  }
+}
+
+const fromAddress = /^#job=([0-9a-f]{32})$/.exec(location.hash);
+if (fromAddress) openJob({ job_id: fromAddress[1] });
+jobs.load();

@@ -1,0 +1,76 @@
+// Words for the page: job statuses, stages, time left, and checks of the size fields.
+
+const STAGES = {
+  background_removal: "Removing the background",
+  shape_generation: "Building the shape",
+  texture_synthesis: "Painting the texture",
+  export: "Writing the file",
+};
+const MAX_MM = 10000;
+
+export function stageLabel(stage) {
+  if (!stage) return "Working";
+  return STAGES[stage] || stage.replaceAll("_", " ");
+}
+
+export function statusText(job) {
+  switch (job.status) {
+    case "uploaded":
+      return "Photo uploaded: press Generate.";
+    case "queued":
+      return "Queued: waiting for a worker…";
+    case "running":
+      return `${stageLabel(job.stage)}…`;
+    case "completed":
+      return job.cached ? "Done (from the cache)." : "Done.";
+    case "failed":
+      return "Failed.";
+    case "cancelled":
+      return "Cancelled.";
+    default:
+      return job.status || "";
+  }
+}
+
+export function seconds(value) {
+  if (value < 1) return "less than a second";
+  if (value < 90) return `${Math.round(value)} s`;
+  return `${Math.round(value / 60)} min`;
+}
+
+export function etaText(job) {
+  if (job.status === "running") {
+    return job.eta_seconds == null ? "Estimating the time left…" : `About ${seconds(job.eta_seconds)} left`;
+  }
+  if (job.status === "completed" && job.started_at && job.finished_at) {
+    const took = (Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000;
+    if (Number.isFinite(took)) return `Took ${seconds(took)}`;
+  }
+  return "";
+}
+
+/**
+ * Read the width, height and depth inputs: `{ value: {width, height, depth} }` with null
+ * for empty fields, or `{ error }` in words.
+ */
+export function validDimensions(inputs) {
+  const value = {};
+  for (const input of inputs) {
+    const text = input.value.trim();
+    if (text === "" && !input.validity.badInput) {
+      value[input.name] = null;
+      continue;
+    }
+    const number = Number(text);
+    if (!Number.isFinite(number) || number <= 0 || number > MAX_MM) {
+      input.focus();
+      return { error: `${capital(input.name)} must be a number of millimetres above 0 and at most ${MAX_MM}.` };
+    }
+    value[input.name] = number;
+  }
+  return { value };
+}
+
+function capital(word) {
+  return word.charAt(0).toUpperCase() + word.slice(1);
+}

@@ -1,0 +1,126 @@
+"""The fault suite's own application, hardened and with short leases, beside the main one.
+
+It runs on the session's Ray Serve (tests/conftest.py) as application ``orfeas-fault`` at
+``/fault``, with its own registry, storage root and policies: API keys, rate limits, a
+small bounded queue and per-client shares, so that faults and overload can be caused on
+purpose without disturbing the other suites' application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from serve_app.api.security import hash_key
+from tests.fault.harness import FaultService
+from tests.serving import app_args, deploy
+
+APP = "orfeas-fault"
+PREFIX = "/fault"
+REGISTRY = "job_registry_fault"
+#: One API key per simulated client of the burst, plus one for the tests' own calls.
+CLIENT_KEYS = [f"fault-client-key-{i:02d}" for i in range(48)]
+ADMIN_KEY = "fault-admin-key"
+MAX_ACTIVE_JOBS = 16
+MAX_ACTIVE_PER_CLIENT = 2
+
+
+def fault_args(storage_root: Path) -> dict[str, Any]:
+    args = app_args(storage_root)
+    small = {"num_replicas": 1, "num_cpus": 0.25}
+    # Two ingress replicas: rate limits must hold across them.
+    args["ingress"] = {
+        "num_replicas": 2,
+        "num_cpus": 0.25,
+        "max_ongoing_requests": 300,
+        "max_queued_requests": 300,
+    }
+    args["background_removal"] = {
+        **small,
+        "max_ongoing_requests": 2,
+        "max_queued_requests": MAX_ACTIVE_JOBS,
+        "health_check_period_s": 2,
+        "graceful_shutdown_timeout_s": 2,
+    }
+    args["shape_texture"] = {
+        **small,
+        "max_ongoing_requests": 1,
+        "max_queued_requests": MAX_ACTIVE_JOBS,
+        "health_check_period_s": 2,
+        "graceful_shutdown_timeout_s": 2,
+    }
+    args["registry"] = {
+        "name": REGISTRY,
+        "lease_s": 4.0,
+        "watchdog_interval_s": 0.5,
+        "queue_timeout_s": 120.0,
+        "max_retries": 1,
+        "max_active_jobs": MAX_ACTIVE_JOBS,
+        "max_active_per_client": MAX_ACTIVE_PER_CLIENT,
+        "retry_after_s": 2,
+        "resume_timeout_s": 90.0,
+    }
+    args["security"] = {
+        "api_key_hashes": [hash_key(k) for k in [*CLIENT_KEYS, ADMIN_KEY]],
+        "cors_origins": ["http://studio.example"],
+        "per_key_rate": {"rate_per_s": 10, "burst": 60},
+        "per_ip_rate": {"rate_per_s": 20, "burst": 40},
+    }
+    return args
+
+
+@pytest.fixture(scope="session")
+def fault_service(
+    ray_serve: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultService]:
+    from ray import serve
+
+    storage_root = tmp_path_factory.mktemp("fault-storage")
+    args = fault_args(storage_root)
+    deploy(args, name=APP, route_prefix=PREFIX)
+    service = FaultService(
+        url=ray_serve + PREFIX,
+        storage_root=storage_root,
+        args=args,
+        app=APP,
+        prefix=PREFIX,
+        registry=REGISTRY,
+        admin_key=ADMIN_KEY,
+    )
+    try:
+        yield service
+    finally:
+        serve.delete(APP)
+
+
+def keyed_client(service: FaultService, key: str, address: str | None = None) -> httpx.Client:
+    """A client of the fault app sending ``key``, from loopback ``address`` if given."""
+    transport = httpx.HTTPTransport(local_address=address) if address else None
+    return httpx.Client(
+        base_url=service.url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60.0,
+        transport=transport,
+    )
+
+
+@pytest.fixture
+def admin(fault_service: FaultService) -> Iterator[httpx.Client]:
+    """A client of the fault app with the admin key (on 127.0.0.1)."""
+    with keyed_client(fault_service, ADMIN_KEY) as client:
+        yield client
+
+
+@pytest.fixture
+def clients(fault_service: FaultService) -> Iterator[list[httpx.Client]]:
+    """Four clients with keys of their own (each has its own share of the queue)."""
+    opened = [keyed_client(fault_service, key) for key in CLIENT_KEYS[-4:]]
+    try:
+        yield opened
+    finally:
+        for client in opened:
+            client.close()

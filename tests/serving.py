@@ -1,0 +1,87 @@
+"""A real local Ray Serve for the suites that need one: start it once, deploy apps on it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def models_dir() -> Path:
+    for candidate in (REPO_ROOT / "models", Path("/tmp/models")):
+        if (candidate / "u2netp.onnx").is_file():
+            return candidate
+    pytest.fail(f"{REPO_ROOT / 'models' / 'u2netp.onnx'} is missing: run `make setup`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def app_args(storage_root: Path) -> dict[str, Any]:
+    """A small graph for a 2-core box: one replica each, fractional CPUs."""
+    small = {"num_replicas": 1, "num_cpus": 0.25}
+    return {
+        "storage": {"root": str(storage_root)},
+        "pipeline": {"models_dir": str(models_dir()), "device": "cpu"},
+        "ingress": {**small, "max_ongoing_requests": 200},
+        "background_removal": {**small, "max_ongoing_requests": 2},
+        "shape_texture": {**small, "max_ongoing_requests": 1},
+    }
+
+
+def start_ray_serve() -> int:
+    """``ray.init`` (4 logical CPUs) and Serve's proxy on a free port; returns the port."""
+    import ray
+    from ray import serve
+
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+def stop_ray_serve() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def deploy(args: dict[str, Any], name: str, route_prefix: str) -> None:
+    """Build the application from ``args`` (as ``serve deploy`` would) and run it."""
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.config import AppConfig
+
+    serve.run(build_app(AppConfig.model_validate(args)), name=name, route_prefix=route_prefix)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(interval_s)

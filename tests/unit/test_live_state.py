@@ -1,0 +1,284 @@
+"""The registry's live bookkeeping without Ray: ETA, feeds, logs, metrics and the monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from serve_app.errors import JobConflictError
+from serve_app.eta import StageClock, seed_seconds
+from serve_app.events import JobFeed
+from serve_app.jobs import JobRecord, JobStatus, JobTable, RunRequest, RunResult, UploadInfo
+from serve_app.metrics import (
+    JOBS_COMPLETED,
+    JOBS_SUBMITTED,
+    STAGE_SECONDS,
+    UPLOAD_BYTES,
+    render_prometheus,
+)
+from serve_app.monitor import JobMonitor
+from serve_app.pipeline.types import GenerationParams, Stage
+
+JOB = "0" * 31 + "1"
+OTHER = "0" * 31 + "2"
+UPLOAD = UploadInfo(sha256="ab" * 32, size_bytes=1234, media_type="image/png")
+
+
+def request(quality: int = 5) -> RunRequest:
+    return RunRequest(params=GenerationParams(quality=quality), format="glb", generator="inflate")
+
+
+def table_and_monitor() -> tuple[JobTable, JobMonitor]:
+    table = JobTable()
+    monitor = JobMonitor(lambda j: table.get(j) if j in table else None)
+    return table, monitor
+
+
+def run_all_stages(table: JobTable, monitor: JobMonitor, job_id: str, run: int) -> None:
+    for stage in Stage:
+        for fraction in (0.0, 1.0):
+            table.report_progress(job_id, run, stage, fraction)
+            monitor.changed(table.get(job_id))
+
+
+# -- ETA ------------------------------------------------------------------------------
+
+
+def test_stage_clock_starts_from_the_benchmark_and_follows_measurements() -> None:
+    clock = StageClock()
+    assert clock.expected("inflate", 10, Stage.SHAPE_GENERATION) == seed_seconds(
+        Stage.SHAPE_GENERATION, 10
+    )
+    assert clock.total("inflate", 10) > clock.total("inflate", 1)
+    for _ in range(20):
+        clock.observe("inflate", 10, {"shape_generation": 3.0, "not_a_stage": 1.0})
+    assert clock.expected("inflate", 10, Stage.SHAPE_GENERATION) == pytest.approx(3.0, rel=0.01)
+    assert clock.samples("inflate", 10, Stage.SHAPE_GENERATION) == 20
+    # Other qualities and generators keep their own figures.
+    assert clock.expected("inflate", 9, Stage.SHAPE_GENERATION) == seed_seconds(
+        Stage.SHAPE_GENERATION, 9
+    )
+
+
+def test_remaining_time_shrinks_through_a_run() -> None:
+    clock = StageClock()
+    before = clock.remaining("inflate", 5, None, 0.0, 0.0)
+    start = clock.remaining("inflate", 5, Stage.BACKGROUND_REMOVAL, 0.0, 0.0)
+    middle = clock.remaining("inflate", 5, Stage.SHAPE_GENERATION, 0.5, 0.0)
+    end = clock.remaining("inflate", 5, Stage.EXPORT, 1.0, 10.0)
+    assert before == pytest.approx(clock.total("inflate", 5))
+    assert before >= start > middle > end == 0.0
+
+
+# -- feeds ----------------------------------------------------------------------------
+
+
+def test_a_feed_wakes_every_watcher_and_times_out_quietly() -> None:
+    async def scenario() -> None:
+        feed = JobFeed()
+        snap = JobRecord(job_id=JOB, upload=UPLOAD).snapshot()
+        watchers = [asyncio.create_task(feed.wait(0, 5.0)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert feed.watchers == 3
+        feed.publish(snap)
+        assert await asyncio.gather(*watchers) == [True, True, True]
+        assert feed.since(0) == (snap,) and feed.since(1) == ()
+        assert await feed.wait(1, 0.01) is False
+        assert feed.watchers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_job_log_is_bounded_and_counts_what_it_dropped() -> None:
+    from serve_app.events import JobFeeds
+
+    feeds = JobFeeds(log_size=5)
+    for i in range(12):
+        feeds.log(JOB, 1, "note", f"line {i}")
+    log = feeds.get(JOB).read_log(JOB)
+    assert [e.message for e in log.entries] == [f"line {i}" for i in range(7, 12)]
+    assert log.dropped == 7
+
+
+# -- the job table's stage timing and cancel ----------------------------------------------
+
+
+def test_stages_only_move_forward_and_are_timed() -> None:
+    table = JobTable()
+    table.add(JOB, UPLOAD)
+    run = table.start_run(JOB, request()).run
+    table.report_progress(JOB, run, Stage.BACKGROUND_REMOVAL, 0.5)
+    table.report_progress(JOB, run, Stage.SHAPE_GENERATION, 0.5)
+    progress = table.get(JOB).progress
+    table.report_progress(JOB, run, Stage.BACKGROUND_REMOVAL, 1.0)  # a late beat
+    record = table.get(JOB)
+    assert record.stage == "shape_generation" and record.progress == progress
+    assert set(record.stage_durations) == {"background_removal"}
+
+
+def test_cancel_ends_a_queued_run_flags_a_running_one_and_refuses_an_ended_one() -> None:
+    table = JobTable()
+    table.add(JOB, UPLOAD)
+    with pytest.raises(JobConflictError):
+        table.request_cancel(JOB)  # uploaded, never started
+    run = table.start_run(JOB, request()).run
+    record = table.request_cancel(JOB)
+    assert record.status is JobStatus.CANCELLED and record.error["code"] == "cancelled"
+    assert table.report_progress(JOB, run, Stage.BACKGROUND_REMOVAL, 0.0) is True
+    with pytest.raises(JobConflictError):
+        table.request_cancel(JOB)
+    run = table.start_run(JOB, request()).run
+    table.report_progress(JOB, run, Stage.BACKGROUND_REMOVAL, 0.0)
+    assert table.request_cancel(JOB).status is JobStatus.RUNNING
+    assert table.report_progress(JOB, run, Stage.BACKGROUND_REMOVAL, 0.5) is True
+
+
+# -- the monitor -----------------------------------------------------------------------
+
+
+def test_the_monitor_counts_logs_and_learns_from_a_completed_run() -> None:
+    table, monitor = table_and_monitor()
+    monitor.uploaded(table.add(JOB, UPLOAD))
+    record = table.start_run(JOB, request(quality=3))
+    monitor.changed(record)
+    assert monitor.snapshot(record).queue_position == 1
+    assert monitor.snapshot(record).eta_seconds == pytest.approx(
+        monitor.clock.total("inflate", 3), abs=0.01
+    )
+    run_all_stages(table, monitor, JOB, record.run)
+    table.complete(JOB, record.run, RunResult("k", ("glb",), "inflate", "inflate-1"))
+    monitor.changed(record)
+
+    snap = monitor.snapshot(record)
+    assert snap.status is JobStatus.COMPLETED and snap.eta_seconds == 0.0
+    assert list(snap.stage_durations) == [str(s) for s in Stage]
+    assert monitor.clock.samples("inflate", 3, Stage.EXPORT) == 1
+    metrics = monitor.metrics_snapshot()
+    assert metrics.values[JOBS_SUBMITTED.name][("inflate",)] == 1
+    assert metrics.values[JOBS_COMPLETED.name][("inflate",)] == 1
+    assert metrics.values[UPLOAD_BYTES.name][()] == 1234
+    assert metrics.histograms[STAGE_SECONDS.name][("export", "inflate", "3")].count == 1
+    events = [e.event for e in monitor.read_log(JOB).entries]
+    assert events[:3] == ["uploaded", "queued", "started"]
+    assert events.count("stage_started") == 4 and events.count("stage_finished") == 4
+    assert events[-1] == "completed"
+
+
+def test_queue_positions_move_up_and_watchers_hear_of_it() -> None:
+    async def scenario() -> None:
+        table, monitor = table_and_monitor()
+        for job_id in (JOB, OTHER):
+            monitor.uploaded(table.add(job_id, UPLOAD))
+            monitor.changed(table.start_run(job_id, request()))
+        second = table.get(OTHER)
+        assert monitor.snapshot(second).queue_position == 2
+        first_reply = await monitor.watch(second, None, 0.0)
+        waiting = asyncio.create_task(monitor.watch(second, first_reply.version, 5.0))
+        await asyncio.sleep(0.01)
+        table.report_progress(JOB, 1, Stage.BACKGROUND_REMOVAL, 0.0)
+        monitor.changed(table.get(JOB))
+        reply = await waiting
+        assert [s.queue_position for s in reply.snapshots] == [1]
+
+    asyncio.run(scenario())
+
+
+def test_prometheus_text_has_every_family() -> None:
+    table, monitor = table_and_monitor()
+    monitor.uploaded(table.add(JOB, UPLOAD))
+    monitor.changed(table.start_run(JOB, request()))
+    body, content_type = render_prometheus(monitor.metrics_snapshot())
+    text = body.decode()
+    assert content_type.startswith("text/plain")
+    assert 'orfeas_jobs_submitted_total{generator="inflate"} 1.0' in text
+    assert "orfeas_upload_bytes_total 1234.0" in text
+    assert "orfeas_queue_depth 1.0" in text
+    assert "# TYPE orfeas_stage_duration_seconds histogram" in text
+
+
+def test_eta_of_a_running_job_counts_down() -> None:
+    table, monitor = table_and_monitor()
+    table.add(JOB, UPLOAD)
+    record = table.start_run(JOB, request(quality=10))
+    table.report_progress(JOB, record.run, Stage.SHAPE_GENERATION, 0.2)
+    now = time.time()
+    early = monitor.eta(record, now)
+    later = monitor.eta(record, now + 0.3)
+    assert early is not None and later is not None and early > later > 0
+
+
+def test_the_grafana_dashboard_queries_only_metrics_we_export() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from serve_app.metrics import REPLICA_STAGE_SECONDS, SPECS
+
+    text = (Path(__file__).resolve().parents[2] / "configs" / "grafana-dashboard.json").read_text()
+    dashboard = json.loads(text)
+    exported: set[str] = set()
+    for spec in (*SPECS, REPLICA_STAGE_SECONDS):
+        if spec.kind == "counter":
+            exported.add(f"{spec.name}_total")
+        elif spec.kind == "histogram":
+            exported |= {f"{spec.name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+        else:
+            exported.add(spec.name)
+    queried = set(re.findall(r"orfeas_[a-z_]+", text))
+    assert queried and queried <= exported, queried - exported
+    assert {p["type"] for p in dashboard["panels"]} >= {"timeseries", "stat", "row"}
+
+
+class _Registry:
+    """The registry's ``watch`` over a real table and monitor, as the ingress calls it."""
+
+    def __init__(self) -> None:
+        self.table, self.monitor = table_and_monitor()
+        self.calls = 0
+
+    async def watch(self, job_id: str, since: int | None, timeout_s: float) -> Any:
+        self.calls += since is not None
+        return await self.monitor.watch(self.table.get(job_id), since, timeout_s)
+
+
+def test_the_watch_hub_gives_every_stream_each_change_once_with_one_shared_poll() -> None:
+    from serve_app.api.watch import WatchHub, job_updates
+
+    async def scenario() -> None:
+        registry = _Registry()
+        registry.monitor.uploaded(registry.table.add(JOB, UPLOAD))
+        hub = WatchHub(registry)  # type: ignore[arg-type]
+
+        async def stream() -> list[tuple[str, str | None]]:
+            first = await registry.watch(JOB, None, 0.0)
+            seen = []
+            async for update in job_updates(hub, JOB, first, keepalive_s=5.0):
+                assert update is not None
+                seen.append((update[1]["status"], update[1]["stage"]))
+            return seen
+
+        streams = [asyncio.create_task(stream()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        record = registry.table.start_run(JOB, request())
+        registry.monitor.changed(record)
+        for stage in Stage:
+            await asyncio.sleep(0.005)
+            registry.table.report_progress(JOB, record.run, stage, 0.5)
+            registry.monitor.changed(record)
+        late = asyncio.create_task(stream())  # joins mid-run
+        await asyncio.sleep(0.005)
+        registry.table.complete(JOB, record.run, RunResult("k", ("glb",), "inflate", "inflate-1"))
+        registry.monitor.changed(record)
+
+        expected = [("uploaded", None), ("queued", None)]
+        expected += [("running", str(stage)) for stage in Stage] + [("completed", "export")]
+        for seen in await asyncio.gather(*streams):
+            assert seen == expected
+        assert (await late)[-2:] == expected[-2:]
+        assert len(hub) == 0  # the shared poll ended with its last stream
+        assert registry.calls <= len(expected) + 1  # one poll for all streams, not one each
+
+    asyncio.run(scenario())
