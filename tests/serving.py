@@ -8,16 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support import models_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def models_dir() -> Path:
-    for candidate in (REPO_ROOT / "models", Path("/tmp/models")):
-        if (candidate / "u2netp.onnx").is_file():
-            return candidate
-    pytest.fail(f"{REPO_ROOT / 'models' / 'u2netp.onnx'} is missing: run `make setup`")
 
 
 def free_port() -> int:
