@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 SERVE=.venv/bin/serve
 [[ -x $SERVE ]] || { echo "run: $SERVE is missing; run 'make setup' first" >&2; exit 1; }
 
-# Ray runs its workers at niceness 15 by default; on a small machine that starves the
-# API next to the compute replicas. The config sets the compute replicas' niceness itself.
-export RAY_worker_niceness=${RAY_worker_niceness:-0}
+# Serve's own settings (HAProxy in front, direct ingress, ...): configs/serve.env, unless
+# the environment already sets a variable.
+while IFS= read -r line; do
+  [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+  [[ -v ${BASH_REMATCH[1]} ]] || export "${BASH_REMATCH[1]}=${BASH_REMATCH[2]}"
+done < configs/serve.env
 
 echo "run: starting ORFEAS Serve with configs/local.yaml"
 echo "run: studio http://127.0.0.1:8000/  API docs http://127.0.0.1:8000/api/docs"

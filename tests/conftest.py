@@ -15,6 +15,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Serve's environment (configs/serve.env) before anything imports Ray."""
+    from tests.serving import apply_serve_environment
+
+    apply_serve_environment()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The checkout's root directory (holds models/, configs/, node_modules/)."""

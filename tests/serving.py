@@ -19,6 +19,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve_environment() -> dict[str, str]:
+    """What the suite sets before Ray starts: ``configs/serve.env`` (as ``make run`` does),
+    with Serve's fixed side ports (HAProxy stats and metrics, the fallback proxy) moved to
+    free ones so a suite can run beside a ``make run`` on the same machine.
+    """
+    env: dict[str, str] = {}
+    for line in (REPO_ROOT / "configs" / "serve.env").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            env[key.strip()] = value.strip()
+    for key in (
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+    ):
+        env[key] = str(free_port())
+    # A stopping ingress replica is drained for this long; the suite stops Serve once.
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
+    return env
+
+
+def apply_serve_environment() -> None:
+    """Set :func:`serve_environment` in this process (before Ray or Serve is imported)."""
+    for key, value in serve_environment().items():
+        os.environ.setdefault(key, value)
+
+
 def app_args(storage_root: Path) -> dict[str, Any]:
     """A small graph for a 2-core box: one replica each, fractional CPUs."""
     small = {"num_replicas": 1, "num_cpus": 0.25}

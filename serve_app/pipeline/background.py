@@ -55,7 +55,11 @@ def _local_u2netp_session(model_path: Path) -> Any:
         def download_models(cls, *args: Any, **kwargs: Any) -> str:
             return str(model_path)
 
-    return LocalU2netpSession("u2netp", ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # Idle intra-op threads sleep instead of spinning: in a service the cores they would
+    # spin on belong to the shape replica and the API.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return LocalU2netpSession("u2netp", options, providers=["CPUExecutionProvider"])
 
 
 class RembgRemover:

@@ -69,6 +69,10 @@ def fault_args(storage_root: Path) -> dict[str, Any]:
         "cors_origins": ["http://studio.example"],
         "per_key_rate": {"rate_per_s": 10, "burst": 60},
         "per_ip_rate": {"rate_per_s": 20, "burst": 40},
+        # HAProxy, on this machine, is the hop in front of the ingress replicas; the
+        # tests' clients play the load balancer before it and name themselves in
+        # X-Forwarded-For (see ``forwarded_for``).
+        "trusted_proxies": ["127.0.0.1"],
     }
     return args
 
@@ -97,14 +101,17 @@ def fault_service(
         serve.delete(APP)
 
 
+def forwarded_for(address: str | None) -> dict[str, str]:
+    """The header a load balancer in front of HAProxy adds for a client at ``address``."""
+    return {"X-Forwarded-For": address} if address else {}
+
+
 def keyed_client(service: FaultService, key: str, address: str | None = None) -> httpx.Client:
-    """A client of the fault app sending ``key``, from loopback ``address`` if given."""
-    transport = httpx.HTTPTransport(local_address=address) if address else None
+    """A client of the fault app sending ``key``, as client ``address`` if given."""
     return httpx.Client(
         base_url=service.url,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}", **forwarded_for(address)},
         timeout=60.0,
-        transport=transport,
     )
 
 

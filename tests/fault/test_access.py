@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.fault.conftest import ADMIN_KEY, CLIENT_KEYS, keyed_client
+from tests.fault.conftest import ADMIN_KEY, CLIENT_KEYS, forwarded_for, keyed_client
 from tests.fault.harness import FaultService, photo, replica_names, wait_ready
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(120)]
@@ -44,10 +44,8 @@ async def hammer(service: FaultService, key: str, addresses: list[str], each: in
     """``each`` concurrent GET /api/jobs from every address, all with ``key``."""
 
     async def from_address(address: str) -> list[int]:
-        transport = httpx.AsyncHTTPTransport(local_address=address)
-        async with httpx.AsyncClient(
-            base_url=service.url, headers={"X-API-Key": key}, transport=transport, timeout=30
-        ) as client:
+        headers = {"X-API-Key": key, **forwarded_for(address)}
+        async with httpx.AsyncClient(base_url=service.url, headers=headers, timeout=30) as client:
             answers = await asyncio.gather(*(client.get("/api/jobs?limit=1") for _ in range(each)))
         for response in answers:
             if response.status_code == 429:

@@ -9,7 +9,12 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.fault.conftest import CLIENT_KEYS, MAX_ACTIVE_JOBS, MAX_ACTIVE_PER_CLIENT
+from tests.fault.conftest import (
+    CLIENT_KEYS,
+    MAX_ACTIVE_JOBS,
+    MAX_ACTIVE_PER_CLIENT,
+    forwarded_for,
+)
 from tests.fault.harness import FaultService, photo, wait_ready
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(300)]
@@ -30,8 +35,7 @@ async def burst(
     clients = {
         i: httpx.AsyncClient(
             base_url=service.url,
-            headers={"X-API-Key": CLIENT_KEYS[i]},
-            transport=httpx.AsyncHTTPTransport(local_address=client_address(i)),
+            headers={"X-API-Key": CLIENT_KEYS[i], **forwarded_for(client_address(i))},
             timeout=60,
         )
         for wave in waves
