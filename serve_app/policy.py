@@ -40,7 +40,8 @@ class SecurityConfig(_Strict):
     )
     trusted_proxies: tuple[str, ...] = Field(
         default=(),
-        description="peer addresses whose X-Forwarded-For is believed (a load balancer)",
+        description="peers whose X-Forwarded-For is believed (HAProxy, a load balancer): "
+        'addresses or CIDR networks ("10.0.0.0/8")',
     )
 
     @field_validator("api_key_hashes")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -107,7 +108,39 @@ def presented_key(scope: Scope, headers: dict[str, str]) -> str | None:
     return None
 
 
-def client_address(scope: Scope, headers: dict[str, str], trusted: tuple[str, ...]) -> str:
+class TrustedProxies:
+    """``security.trusted_proxies``: addresses, networks in CIDR form (``10.0.0.0/8``, so
+    every node of a cluster, whose HAProxy forwards to replicas on other nodes), or exact
+    host names.
+    """
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self._exact = frozenset(entries)
+        self._networks = tuple(
+            ipaddress.ip_network(entry, strict=False) for entry in entries if _is_network(entry)
+        )
+
+    def __contains__(self, address: object) -> bool:
+        if address in self._exact:
+            return True
+        if not self._networks or not isinstance(address, str):
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+
+def _is_network(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def client_address(scope: Scope, headers: dict[str, str], trusted: TrustedProxies) -> str:
     """The peer's address, or the one a trusted proxy forwarded (rightmost untrusted)."""
     client = scope.get("client")
     peer = str(client[0]) if client else "unknown"
@@ -132,6 +165,7 @@ class SecurityMiddleware:
         self.app = app
         self.config = config
         self.keys = KeyRing(config.api_key_hashes)
+        self.trusted = TrustedProxies(config.trusted_proxies)
         self.upload_limit_bytes = upload_limit_bytes + MULTIPART_OVERHEAD_BYTES
         self.limiter = limiter
 
@@ -141,7 +175,7 @@ class SecurityMiddleware:
             return
         path = route_path(scope)
         headers = _headers(scope)
-        address = client_address(scope, headers, self.config.trusted_proxies)
+        address = client_address(scope, headers, self.trusted)
         key_id = self.keys.identify(presented_key(scope, headers))
         state = scope.setdefault("state", {})
         state["client_address"] = address

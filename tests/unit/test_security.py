@@ -124,6 +124,20 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
     assert trusted.get("/api/whoami", headers=forwarded).json() == {"client": "ip:203.0.113.9"}
 
 
+def test_trusted_proxies_may_be_networks() -> None:
+    from serve_app.api.security import TrustedProxies
+
+    trusted = TrustedProxies(("127.0.0.1", "10.0.0.0/8", "fd00::/8", "lb.internal"))
+    assert "127.0.0.1" in trusted and "10.42.7.1" in trusted and "fd00::1" in trusted
+    assert "lb.internal" in trusted
+    assert "127.0.0.2" not in trusted and "11.0.0.1" not in trusted
+    assert "203.0.113.9" not in trusted and "not-an-address" not in trusted
+    # The rightmost hop outside the trusted networks is the client.
+    forwarded = {"X-Forwarded-For": "198.51.100.4, 203.0.113.9, 10.1.2.3"}
+    client = make_client(trusted_proxies=("testclient", "10.0.0.0/8"))
+    assert client.get("/api/whoami", headers=forwarded).json() == {"client": "ip:203.0.113.9"}
+
+
 def test_cors_allows_configured_origins_only() -> None:
     client = make_client(cors_origins=("https://studio.example",))
     ok = client.get("/api/whoami", headers={"Origin": "https://studio.example"})
