@@ -21,8 +21,11 @@ from serve_app.ratelimit import TokenBuckets
 
 logger = logging.getLogger(__name__)
 
-#: Longest the ingress waits for the limiter before it lets the request through.
-LIMITER_TIMEOUT_S = 0.5
+#: Longest the ingress waits for the limiter before it lets the request through. A burst
+#: queues at the actor, and its answers are waited for: only a limiter that says nothing
+#: for this long counts as lost (letting a burst through on a short timeout would defeat
+#: the limit exactly when it matters).
+LIMITER_TIMEOUT_S = 5.0
 
 
 class RateLimiter:
