@@ -273,7 +273,8 @@ async def main_async(args: argparse.Namespace) -> int:
     submits: list[float] = []
     hits: list[float] = []
     overheads: dict[float, float] = {}
-    per_job: dict[float, float] = {}
+    #: Per round: {"serve_s_per_job": {poll: s}, "in_process_s_per_job": s}.
+    round_log: list[dict] = []
     if "a" in parts:
         print(
             f"# (a) GET /api/job-status, {args.clients} concurrent clients, "
@@ -315,7 +316,7 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"  round {r + 1}: in-process: {60 / local:6.1f} jobs/min ({local:.3f} s/job)")
             for poll_s, t in served.items():
                 rounds[poll_s].append(t / local - 1)
-                per_job[poll_s] = t
+            round_log.append({"serve_s_per_job": served, "in_process_s_per_job": local})
         for poll_s, values in rounds.items():
             overheads[poll_s] = pct(values, 0.5)
             each = ", ".join(f"{v * 100:+.1f}" for v in values)
@@ -350,8 +351,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     "submit_p50_ms": pct(submits, 0.5) * 1e3 if submits else None,
                     "submit_p99_ms": pct(submits, 0.99) * 1e3 if submits else None,
                     "cache_hit_p50_ms": pct(hits, 0.5) * 1e3 if hits else None,
-                    "serve_jobs_per_min": {str(p): 60 / t for p, t in per_job.items()},
-                    "overhead": {str(p): o for p, o in overheads.items()},
+                    "throughput_rounds": round_log,
+                    "overhead_median": {str(p): o for p, o in overheads.items()},
                     "cpu_count": os.cpu_count(),
                 },
                 indent=2,

@@ -116,9 +116,7 @@ class TrustedProxies:
 
     def __init__(self, entries: tuple[str, ...]) -> None:
         self._exact = frozenset(entries)
-        self._networks = tuple(
-            ipaddress.ip_network(entry, strict=False) for entry in entries if _is_network(entry)
-        )
+        self._networks = tuple(n for n in map(_network, entries) if n is not None)
 
     def __contains__(self, address: object) -> bool:
         if address in self._exact:
@@ -132,12 +130,12 @@ class TrustedProxies:
         return any(ip in network for network in self._networks)
 
 
-def _is_network(entry: str) -> bool:
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """``entry`` as an address network (a bare address is a network of one), else None."""
     try:
-        ipaddress.ip_network(entry, strict=False)
+        return ipaddress.ip_network(entry, strict=False)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def client_address(scope: Scope, headers: dict[str, str], trusted: TrustedProxies) -> str:
