@@ -271,11 +271,23 @@ class DurableRuns:
     # -- watchdog --------------------------------------------------------------------
 
     async def _watchdog(self) -> None:
-        """Every ``watchdog_interval_s``: drop leases of ended runs, act on expired ones."""
+        """Every ``watchdog_interval_s``: drop leases of ended runs, act on expired ones.
+
+        A wake-up later than a whole interval means this registry could not run meanwhile
+        (a long journal write, a starved or paused machine), so heartbeats may be waiting
+        unread: the leases are postponed by the delay before any is judged.
+        """
+        interval = self._settings.registry.watchdog_interval_s
+        due = time.monotonic() + interval
         while True:
-            await asyncio.sleep(self._settings.registry.watchdog_interval_s)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            if (late := now - due) > interval:
+                logger.warning("registry stalled for %.1f s; leases postponed by as much", late)
+                self._leases.postpone(late)
+            due = now + interval
             try:
-                self._watch_leases(time.monotonic())
+                self._watch_leases(now)
             except Exception:  # the watchdog must outlive any one bad record
                 logger.exception("registry watchdog failed")
 

@@ -82,6 +82,13 @@ class LeaseBook:
                 del self._clients[lease.client]
         return lease
 
+    def postpone(self, seconds: float) -> None:
+        """Move every deadline ``seconds`` later: time in which the registry could not hear
+        heartbeats (its event loop or the whole machine stalled) is not held against workers.
+        """
+        for lease in self._leases.values():
+            lease.deadline += seconds
+
     def expired(self, now: float) -> list[Lease]:
         """Leases past their deadline, oldest deadline first."""
         return sorted(

@@ -121,6 +121,16 @@ def test_leases_wait_for_a_worker_then_expire_without_heartbeats() -> None:
     assert len(book) == 1 and book.held_by("ip:1.2.3.4") == 0
 
 
+def test_a_stall_of_the_registry_is_not_held_against_workers() -> None:
+    book = LeaseBook()
+    book.grant(job_id(1), 1, None, wait_s=600, now=0)
+    book.renew(job_id(1), 1, lease_s=4, now=10)  # due at 14
+    book.postpone(6.0)  # the registry could not run from 11 to 17
+    assert book.expired(17) == []
+    assert book.renew(job_id(1), 1, lease_s=4, now=17.1)  # the beat read once it runs again
+    assert book.expired(21) == [] and len(book.expired(21.1)) == 1
+
+
 def old(path: Path, age_s: float) -> None:
     stamp = time.time() - age_s
     os.utime(path, (stamp, stamp))
