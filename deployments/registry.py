@@ -19,7 +19,7 @@ from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 
 from deployments.durability import DurableRuns
-from serve_app.cache import cache_key
+from serve_app.cache import cache_key, cached_mesh_meta
 from serve_app.config import AppConfig, RegistryConfig
 from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
 from serve_app.events import JobLog, WatchReply
@@ -97,6 +97,7 @@ class JobRegistry(DurableRuns):
         self._store = ArtifactStore(settings.storage_root)
         self._table = JobTable(settings.max_jobs)
         self._versions: dict[str, str] = {}
+        self._generator_errors: dict[str, str] = {}
         self._handles: dict[tuple[str, str], DeploymentHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._monitor = JobMonitor(self._find, sink=RayMetrics())
@@ -115,6 +116,7 @@ class JobRegistry(DurableRuns):
             "jobs": self._table.counts(),
             "running_tasks": len(self._tasks),
             "generators": dict(self._versions),
+            "generator_errors": dict(self._generator_errors),
         }
 
     async def register_upload(self, job_id: str, upload: UploadInfo) -> Reply:
@@ -224,9 +226,17 @@ class JobRegistry(DurableRuns):
         """Service-wide counters, gauges and histograms (what ``GET /metrics`` shows)."""
         return self._monitor.metrics_snapshot()
 
-    async def report_generator(self, name: str, version: str) -> None:
-        """A ShapeTexture replica says which generator version it runs (for cache keys)."""
-        self._versions[name] = version
+    async def report_generator(
+        self, name: str, version: str | None, error: str | None = None
+    ) -> None:
+        """A ShapeTexture replica says which generator version it runs (for cache keys), or
+        why it could not load the generator (``version`` None; shown by ``/api/health``)."""
+        if version is not None:
+            self._versions[name] = version
+            self._generator_errors.pop(name, None)
+        elif error is not None:
+            self._generator_errors[name] = error
+            self._versions.pop(name, None)
 
     async def _run(self, ticket: JobTicket, backends: Backends) -> None:
         job_id, run = ticket.job_id, ticket.run
@@ -271,14 +281,17 @@ class JobRegistry(DurableRuns):
             generator,
             version,
         )
-        if not await asyncio.to_thread(self._store.touch_mesh, key):
+        meta = await asyncio.to_thread(cached_mesh_meta, self._store, key)
+        if meta is None:
             return None
+        watertight = meta.get("watertight")
         return RunResult(
             artifact_key=key,
             formats=(),
             generator=generator,
             generator_version=version,
             cached=True,
+            watertight=watertight if isinstance(watertight, bool) else None,
         )
 
     async def _recover(self, job_id: str) -> None:

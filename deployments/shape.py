@@ -2,58 +2,78 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from typing import TYPE_CHECKING
 
 from deployments.registry import connect_registry
 from deployments.worker import RunReporter, lower_priority
 from serve_app.cache import cache_key
 from serve_app.config import AppConfig
+from serve_app.errors import ModelUnavailableError, OrfeasError
 from serve_app.jobs import JobTicket, RunResult
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut, Stage
 from serve_app.storage import ArtifactStore
 
+if TYPE_CHECKING:
+    from serve_app.pipeline.runner import ModelBuilder
+
+logger = logging.getLogger(__name__)
+
 
 class ShapeTexture:
     """Shape → texture → export for one job; writes its artifacts to the store itself.
 
-    The generator is loaded once per replica and used by one request at a time (a lock,
-    on top of ``max_ongoing_requests``). Returns only small metadata, never mesh bytes.
+    Every enabled generator is loaded once per replica and used by one request at a time
+    (a lock, on top of ``max_ongoing_requests``). A generator that cannot load (a missing
+    model directory, say) is reported to the registry with the reason, which ``/api/health``
+    shows; its jobs fail with that reason while the other generators keep serving.
+    Returns only small metadata, never mesh bytes.
     """
 
     def __init__(self, config: AppConfig) -> None:
-        from serve_app.pipeline.generators import get_generator
+        from serve_app.pipeline.generators import load_generator
         from serve_app.pipeline.runner import ModelBuilder
 
         lower_priority(config.shape_texture.niceness)
         self._config = config
         self._store = ArtifactStore(config.storage.root)
-        self._generator_name = config.pipeline.generator
-        self._generator = get_generator(config.pipeline.generator, config.pipeline.device)
-        self._builder = ModelBuilder(self._generator)
-        self._lock = threading.Lock()
         self._registry = connect_registry(config)
-        self._registry.report_generator.remote(self._generator_name, self._generator.version)
-        self._timings: ReplicaStageTimings = ReplicaStageTimings(self._generator_name)
+        self._builders: dict[str, ModelBuilder] = {}
+        self._load_errors: dict[str, OrfeasError] = {}
+        for name in config.pipeline.generators.enabled():
+            try:
+                generator = load_generator(name, config.pipeline)
+            except OrfeasError as exc:
+                logger.error("generator %s is not available: %s", name, exc.message)
+                self._load_errors[name] = exc
+                self._registry.report_generator.remote(name, None, exc.message)
+                continue
+            self._builders[name] = ModelBuilder(generator)
+            self._registry.report_generator.remote(name, generator.version)
+        self._lock = threading.Lock()
+        self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
     def build(self, ticket: JobTicket, cutout: CutOut) -> RunResult:
         from serve_app.pipeline.runner import StageTimer, export_stage
 
         request = ticket.request
+        builder = self._builder(request.generator)
+        generator = builder.generator
+        params = generator.resolve(request.params)
         key = cache_key(
             ticket.upload.sha256,
-            request.params,
+            params,
             self._config.pipeline.background_model,
-            self._generator_name,
-            self._generator.version,
+            generator.name,
+            generator.version,
         )
         timer = StageTimer()
         interval = self._config.registry.heartbeat_interval_s
         with RunReporter(self._registry, ticket, Stage.SHAPE_GENERATION, interval) as reporter:
             with self._lock:
-                mesh = self._builder.build(
-                    cutout, request.params, reporter.on_progress, reporter.cancel, timer
-                )
+                mesh = builder.build(cutout, params, reporter.on_progress, reporter.cancel, timer)
             self._store.put_mesh(key, mesh.to_bytes())
             data = timer.run(
                 Stage.EXPORT,
@@ -64,14 +84,24 @@ class ShapeTexture:
                 reporter.cancel,
             )
             self._store.put_export(key, request.format, data)
-        self._timings.record(timer.seconds)
+        self._timings[generator.name].record(timer.seconds)
         return RunResult(
             artifact_key=key,
             formats=(request.format,),
-            generator=self._generator_name,
-            generator_version=self._generator.version,
+            generator=generator.name,
+            generator_version=generator.version,
             timings=timer.seconds,
+            watertight=bool(mesh.meta.get("watertight")),
         )
+
+    def _builder(self, name: str) -> ModelBuilder:
+        builder = self._builders.get(name)
+        if builder is not None:
+            return builder
+        error = self._load_errors.get(name)
+        if error is not None:
+            raise ModelUnavailableError(error.message, generator=name)
+        raise ModelUnavailableError(f"generator {name!r} is not enabled here", generator=name)
 
     def check_health(self) -> None:
         self._store.check_writable()

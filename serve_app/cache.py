@@ -15,8 +15,9 @@ from pathlib import Path
 from serve_app.pipeline.types import GenerationParams, OutputFormat
 from serve_app.storage import ArtifactStore
 
-#: Bumped when the canonical mesh layout or the key recipe changes.
-CACHE_SCHEMA = 1
+#: Bumped when the canonical mesh layout or the key recipe changes (2: resolved generator
+#: parameters in ``params``, a ``meta`` entry in the mesh).
+CACHE_SCHEMA = 2
 
 
 def cache_key(
@@ -37,6 +38,22 @@ def cache_key(
     }
     blob = json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def cached_mesh_meta(store: ArtifactStore, key: str) -> dict[str, object] | None:
+    """The ``meta`` of the stored canonical mesh ``key`` (its use time refreshed), or None
+    when there is no such mesh. Reads only that entry of the ``.npz``."""
+    import numpy as np
+
+    from serve_app.pipeline.types import read_meta
+
+    if not store.touch_mesh(key):
+        return None
+    try:
+        with np.load(store.mesh_path(key), allow_pickle=False) as archive:
+            return dict(read_meta(archive))
+    except (OSError, ValueError):
+        return None
 
 
 def derive_format(store: ArtifactStore, key: str, fmt: OutputFormat) -> Path:

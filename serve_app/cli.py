@@ -1,4 +1,9 @@
-"""Command line: ``python -m serve_app generate IMAGE [IMAGE ...] -o OUTDIR``."""
+"""Command line: ``python -m serve_app generate IMAGE [IMAGE ...] -o OUTDIR``.
+
+``--generator hunyuan3d --model-path DIR`` uses Hunyuan3D-2 from a local model directory
+(config.yaml + weights); its parameters (``--steps``, ``--seed``, ...) default from
+``--quality``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pydantic import ValidationError
 
 from serve_app.errors import OrfeasError
 from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.generators.catalog import SPECS, resolve_params
 from serve_app.pipeline.types import OUTPUT_FORMATS, Dimensions, GenerationParams
 
 
@@ -26,8 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=float, help="model height (Y) in mm")
     gen.add_argument("--depth", type=float, help="model depth (Z) in mm")
     gen.add_argument("--models-dir", type=Path, default=Path("models"))
-    gen.add_argument("--generator", default="inflate")
+    gen.add_argument("--generator", choices=sorted(SPECS), default="inflate")
     gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    hy = gen.add_argument_group("hunyuan3d (defaults from --quality)")
+    hy.add_argument("--model-path", type=Path, help="Hunyuan3D-2 model directory")
+    hy.add_argument("--dtype", choices=["auto", "float16", "float32", "bfloat16"], default="auto")
+    hy.add_argument("--seed", type=int)
+    hy.add_argument("--steps", type=int, help="denoising steps")
+    hy.add_argument("--guidance-scale", type=float)
+    hy.add_argument("--octree-resolution", type=int)
+    hy.add_argument("--num-chunks", type=int)
+    hy.add_argument("--mc-level", type=float)
+    hy.add_argument("--face-count", type=int)
     commands.add_parser(
         "hash-key",
         help="read an API key from stdin, print the hash for security.api_key_hashes",
@@ -41,18 +57,42 @@ def _fail(message: str) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
+    if args.generator == "hunyuan3d" and args.model_path is None:
+        return _fail("--generator hunyuan3d needs --model-path DIR (config.yaml + weights)")
+    generators: dict[str, object] = {}
+    if args.model_path is not None:
+        generators["hunyuan3d"] = {
+            "model_path": args.model_path,
+            "device": args.device,
+            "dtype": args.dtype,
+        }
     try:
         params = GenerationParams(
             quality=args.quality,
             dimensions=Dimensions(width=args.width, height=args.height, depth=args.depth),
+            seed=args.seed,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            octree_resolution=args.octree_resolution,
+            num_chunks=args.num_chunks,
+            mc_level=args.mc_level,
+            face_count=args.face_count,
         )
-        config = PipelineConfig(
-            models_dir=args.models_dir, generator=args.generator, device=args.device
+        config = PipelineConfig.model_validate(
+            {
+                "models_dir": args.models_dir,
+                "generator": args.generator,
+                "generators": generators,
+                "device": args.device,
+            }
         )
+        params = resolve_params(args.generator, params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return _fail(f"{where}: {first['msg']}")
+    except OrfeasError as exc:
+        return _fail(exc.message)
 
     from serve_app.pipeline.runner import Pipeline
 

@@ -223,9 +223,7 @@ class AppConfig(StrictModel):
     def resolved(self, base: Path) -> Self:
         """A copy with relative paths made absolute against ``base``."""
         storage = self.storage.model_copy(update={"root": _absolute(self.storage.root, base)})
-        pipeline = self.pipeline.model_copy(
-            update={"models_dir": _absolute(self.pipeline.models_dir, base)}
-        )
+        pipeline = self.pipeline.resolved(base)
         update: dict[str, Any] = {"storage": storage, "pipeline": pipeline}
         if self.registry.journal_path is not None:
             journal = _absolute(self.registry.journal_path, base)

@@ -60,6 +60,13 @@ class NoSubjectError(OrfeasError):
     code = "no_subject"
 
 
+class NoSurfaceError(OrfeasError):
+    """A neural shape model's level set missed the decoded volume: no mesh to build."""
+
+    status_code = 422
+    code = "no_surface"
+
+
 class ValidationFailedError(OrfeasError):
     status_code = 422
     code = "validation_error"
@@ -110,6 +117,13 @@ class ModelNotConfiguredError(OrfeasError):
 class ModelUnavailableError(OrfeasError):
     status_code = 503
     code = "model_unavailable"
+
+
+class GpuOutOfMemoryError(OrfeasError):
+    """CUDA ran out of memory during a run; the replica freed it and stays up. Retryable."""
+
+    status_code = 503
+    code = "gpu_out_of_memory"
 
 
 class WorkerLostError(ModelUnavailableError):

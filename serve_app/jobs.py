@@ -86,7 +86,8 @@ class UploadInfo:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What one run of a job is asked to produce."""
+    """What one run of a job is asked to produce; ``params`` as resolved for ``generator``
+    (every parameter it takes filled in), so equal requests have equal cache keys."""
 
     params: GenerationParams
     format: OutputFormat
@@ -113,6 +114,8 @@ class RunResult:
     generator_version: str
     timings: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+    #: Whether the mesh is closed (checked on the mesh itself); None: not known.
+    watertight: bool | None = None
 
 
 @dataclass(frozen=True)

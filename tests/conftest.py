@@ -51,6 +51,15 @@ def service(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield Service(url=ray_serve, storage_root=storage_root)
 
 
+@pytest.fixture(scope="session")
+def tiny_hunyuan3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Hunyuan3D-2 model directory (config.yaml + model.fp16.safetensors),
+    built once per session with hy3dgen's own classes; readable by local Ray workers."""
+    from tests.tiny_hunyuan3d import build_tiny_hunyuan3d
+
+    return build_tiny_hunyuan3d(tmp_path_factory.mktemp("hunyuan3d") / "hunyuan3d-dit-tiny")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``gpu`` on machines without CUDA (torch is imported only if any exist)."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]

@@ -15,6 +15,8 @@ from serve_app.api.schemas import (
     CheckResult,
     ErrorResponse,
     GenerateRequest,
+    GeneratorInfo,
+    GeneratorsResponse,
     HealthResponse,
     JobListResponse,
     JobStatusResponse,
@@ -22,8 +24,9 @@ from serve_app.api.schemas import (
     UploadResponse,
 )
 from serve_app.cache import derive_format
-from serve_app.errors import JobConflictError, PayloadTooLargeError
+from serve_app.errors import JobConflictError, PayloadTooLargeError, ValidationFailedError
 from serve_app.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
+from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import OutputFormat
 
@@ -46,7 +49,8 @@ async def health() -> HealthResponse:
 
 @router.get("/api/health", tags=["health"], response_model=ReadinessResponse)
 async def readiness(services: ServicesDep) -> JSONResponse:
-    """Readiness: the registry, the store, the models and the deployments."""
+    """Readiness: the registry, the store, the models, each enabled generator (loaded, or
+    why not) and the deployments."""
     checks = await _readiness_checks(services)
     ready = all(check.ok for check in checks.values())
     body = ReadinessResponse(status="ok" if ready else "degraded", checks=checks)
@@ -81,12 +85,46 @@ async def generate_3d(
     """Start a run of an uploaded job: 202 at once, 404 unknown id, 409 already active,
     503 when the service's queue is full, 429 when the client has its share of it.
     """
-    request = RunRequest(
-        params=body.params(), format=body.format, generator=services.config.pipeline.generator
-    )
+    pipeline = services.config.pipeline
+    generator = body.generator or pipeline.generator
+    enabled = pipeline.generators.enabled()
+    if generator not in enabled:
+        raise ValidationFailedError(
+            f"generator: {generator!r} is not enabled here; enabled: {', '.join(enabled)}",
+            enabled=enabled,
+            fields=[{"loc": ["body", "generator"], "message": "not an enabled generator"}],
+        )
+    params = catalog.resolve_params(generator, body.params())
+    request = RunRequest(params=params, format=body.format, generator=generator)
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit(body.job_id, request, client)
     return JobStatusResponse.from_snapshot(job)
+
+
+@router.get("/api/generators", tags=["health"])
+async def generators(services: ServicesDep) -> GeneratorsResponse:
+    """The enabled shape generators: which is the default, which are loaded, what each takes."""
+    pipeline = services.config.pipeline
+    try:
+        info = await asyncio.wait_for(services.registry.ping(), READINESS_TIMEOUT_S)
+    except Exception:  # still list what is enabled; loaded is then unknown (False)
+        info = {}
+    versions, errors = info.get("generators", {}), info.get("generator_errors", {})
+    return GeneratorsResponse(
+        default=pipeline.generator,
+        generators=[
+            GeneratorInfo(
+                name=name,
+                summary=catalog.spec(name).summary,
+                default=name == pipeline.generator,
+                loaded=name in versions,
+                version=versions.get(name),
+                error=errors.get(name),
+                parameters=list(catalog.spec(name).parameters),
+            )
+            for name in pipeline.generators.enabled()
+        ],
+    )
 
 
 @router.get("/api/job-status/{job_id}", tags=["jobs"])
@@ -146,12 +184,15 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
     try:
         info = await asyncio.wait_for(services.registry.ping(), READINESS_TIMEOUT_S)
         checks["registry"] = CheckResult(ok=True)
-        generator = services.config.pipeline.generator
-        version = info.get("generators", {}).get(generator)
-        checks["generator"] = CheckResult(
-            ok=version is not None,
-            detail=version or f"no ShapeTexture replica has loaded {generator!r} yet",
-        )
+        versions, errors = info.get("generators", {}), info.get("generator_errors", {})
+        for name in services.config.pipeline.generators.enabled():
+            version = versions.get(name)
+            checks[f"generator:{name}"] = CheckResult(
+                ok=version is not None,
+                detail=version
+                or errors.get(name)
+                or f"no ShapeTexture replica has loaded {name!r} yet",
+            )
     except Exception as exc:  # readiness reports, it does not raise
         checks["registry"] = CheckResult(ok=False, detail=type(exc).__name__)
     try:

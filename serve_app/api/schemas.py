@@ -9,7 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.events import JobLog
 from serve_app.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus
-from serve_app.pipeline.types import OUTPUT_FORMATS, Dimensions, GenerationParams, OutputFormat
+from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.types import (
+    FACE_COUNT_RANGE,
+    GUIDANCE_RANGE,
+    MC_LEVEL_RANGE,
+    NUM_CHUNKS_RANGE,
+    OCTREE_RANGE,
+    OUTPUT_FORMATS,
+    SEED_MAX,
+    STEPS_RANGE,
+    Dimensions,
+    GenerationParams,
+    OutputFormat,
+)
 
 JobId = Annotated[
     str,
@@ -50,8 +63,19 @@ class UploadResponse(BaseModel):
     media_type: str
 
 
+def _by_quality(values: tuple[int, ...]) -> str:
+    return "default from quality 1..10: " + ", ".join(str(v) for v in values)
+
+
+GENERATOR_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
 class GenerateRequest(BaseModel):
-    """``POST /api/generate-3d``: which uploaded job to run, and how."""
+    """``POST /api/generate-3d``: which uploaded job to run, and how.
+
+    The generator parameters are optional: what is left out comes from the generator's
+    defaults for ``quality``; a parameter the chosen generator does not take is a 422.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,9 +83,93 @@ class GenerateRequest(BaseModel):
     format: OutputFormat = "glb"
     quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine)")
     dimensions: Dimensions = Field(default_factory=Dimensions)
+    generator: str | None = Field(
+        default=None,
+        pattern=GENERATOR_NAME,
+        description="shape generator, one of those enabled (GET /api/generators): inflate "
+        "(silhouette inflation) or hunyuan3d (Hunyuan3D-2); default: the service's default",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=SEED_MAX,
+        description=f"hunyuan3d: seed of the initial noise (same seed, same mesh); "
+        f"default {catalog.DEFAULT_SEED}",
+    )
+    steps: int | None = Field(
+        default=None,
+        ge=STEPS_RANGE[0],
+        le=STEPS_RANGE[1],
+        description="hunyuan3d: denoising steps; " + _by_quality(catalog.HUNYUAN3D_STEPS),
+    )
+    guidance_scale: float | None = Field(
+        default=None,
+        ge=GUIDANCE_RANGE[0],
+        le=GUIDANCE_RANGE[1],
+        allow_inf_nan=False,
+        description=f"hunyuan3d: classifier-free guidance scale; default "
+        f"{catalog.HUNYUAN3D_GUIDANCE}",
+    )
+    octree_resolution: int | None = Field(
+        default=None,
+        ge=OCTREE_RANGE[0],
+        le=OCTREE_RANGE[1],
+        description="hunyuan3d: surface grid resolution n ((n + 1)³ occupancy queries); "
+        + _by_quality(catalog.HUNYUAN3D_OCTREE),
+    )
+    num_chunks: int | None = Field(
+        default=None,
+        ge=NUM_CHUNKS_RANGE[0],
+        le=NUM_CHUNKS_RANGE[1],
+        description=f"hunyuan3d: occupancy queries decoded per batch (GPU memory against "
+        f"speed; the mesh does not change); default {catalog.HUNYUAN3D_NUM_CHUNKS}",
+    )
+    mc_level: float | None = Field(
+        default=None,
+        ge=MC_LEVEL_RANGE[0],
+        le=MC_LEVEL_RANGE[1],
+        allow_inf_nan=False,
+        description=f"hunyuan3d: level of the occupancy field taken as the surface; default "
+        f"{catalog.HUNYUAN3D_MC_LEVEL}",
+    )
+    face_count: int | None = Field(
+        default=None,
+        ge=FACE_COUNT_RANGE[0],
+        le=FACE_COUNT_RANGE[1],
+        description="hunyuan3d: triangles after clean-up (at most); "
+        + _by_quality(catalog.HUNYUAN3D_FACES),
+    )
 
     def params(self) -> GenerationParams:
-        return GenerationParams(quality=self.quality, dimensions=self.dimensions)
+        """The parameters as asked (the generator fills in what is left out)."""
+        return GenerationParams(
+            quality=self.quality,
+            dimensions=self.dimensions,
+            seed=self.seed,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            octree_resolution=self.octree_resolution,
+            num_chunks=self.num_chunks,
+            mc_level=self.mc_level,
+            face_count=self.face_count,
+        )
+
+
+class GeneratorInfo(BaseModel):
+    """One enabled shape generator, as the service runs it."""
+
+    name: str
+    summary: str
+    default: bool = Field(description="used when a request names no generator")
+    loaded: bool = Field(description="a ShapeTexture replica has loaded it")
+    version: str | None = Field(description="what the cache key and job results carry")
+    error: str | None = Field(description="why it could not be loaded, if it could not")
+    parameters: list[str] = Field(description="the generate-3d parameters it takes")
+
+
+class GeneratorsResponse(BaseModel):
+    default: str
+    generators: list[GeneratorInfo]
 
 
 class JobStatusResponse(BaseModel):
@@ -85,6 +193,17 @@ class JobStatusResponse(BaseModel):
     error: dict[str, Any] | None
     format: OutputFormat | None
     quality: int | None
+    generator: str | None = Field(default=None, description="the run's shape generator")
+    parameters: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="the generator parameters the run uses, defaults filled in",
+    )
+    generator_version: str | None = Field(
+        default=None, description="version of the generator that made the model"
+    )
+    watertight: bool | None = Field(
+        default=None, description="the model is a closed surface (checked on the mesh)"
+    )
     cached: bool = Field(description="completed from the content-addressed cache")
     download_url: str | None = Field(description="the requested format, once completed")
     outputs: dict[str, str] = Field(description="download URL per format, once completed")
@@ -113,6 +232,10 @@ class JobStatusResponse(BaseModel):
             error=job.error,
             format=request.format if request else None,
             quality=request.params.quality if request else None,
+            generator=request.generator if request else None,
+            parameters=request.params.given() if request else {},
+            generator_version=result.generator_version if result else None,
+            watertight=result.watertight if result else None,
             cached=bool(result and result.cached),
             download_url=outputs.get(request.format) if request else None,
             outputs=outputs,

@@ -25,6 +25,50 @@ class ImageLimits(BaseModel):
         return self
 
 
+class InflateSettings(BaseModel):
+    """The embedded ``inflate`` generator: no settings (it runs on ``pipeline.device``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hunyuan3DSettings(BaseModel):
+    """The ``hunyuan3d`` generator: Tencent's Hunyuan3D-2 shape model, from a local directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: Path = Field(
+        description="directory holding hy3dgen's config.yaml and the weights as published "
+        "(model.fp16.safetensors; model.safetensors or model.ckpt also accepted), e.g. "
+        "tencent/Hunyuan3D-2's hunyuan3d-dit-v2-0 folder; never downloaded"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when available"
+    )
+    dtype: Literal["auto", "float16", "float32", "bfloat16"] = Field(
+        default="auto", description="auto: float16 on CUDA, float32 on the CPU"
+    )
+    postprocess: Literal["pymeshlab", "fast-simplification"] = Field(
+        default="pymeshlab",
+        description="mesh clean-up and face reduction: pymeshlab (floaters, degenerate "
+        "faces, quadric decimation) or fast-simplification (same steps with trimesh)",
+    )
+
+
+class GeneratorsConfig(BaseModel):
+    """The enabled shape generators, by name; ``inflate`` is always enabled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inflate: InflateSettings = Field(default_factory=InflateSettings)
+    hunyuan3d: Hunyuan3DSettings | None = Field(
+        default=None, description="enables hunyuan3d; needs model_path"
+    )
+
+    def enabled(self) -> list[str]:
+        """Names of the enabled generators, inflate first."""
+        return ["inflate"] + (["hunyuan3d"] if self.hunyuan3d is not None else [])
+
+
 class PipelineConfig(BaseModel):
     """Which models the pipeline loads and where from."""
 
@@ -32,6 +76,41 @@ class PipelineConfig(BaseModel):
 
     models_dir: Path = Field(default=Path("models"), description="holds u2netp.onnx")
     background_model: Literal["u2netp"] = "u2netp"
-    generator: str = Field(default="inflate", description="shape generator, by name")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    generator: str = Field(
+        default="inflate", description="the default shape generator; one of those enabled"
+    )
+    generators: GeneratorsConfig = Field(default_factory=GeneratorsConfig)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where inflate runs (hunyuan3d has its own device)"
+    )
     limits: ImageLimits = Field(default_factory=ImageLimits)
+
+    @model_validator(mode="after")
+    def _default_is_enabled(self) -> PipelineConfig:
+        enabled = self.generators.enabled()
+        if self.generator not in enabled:
+            raise ValueError(
+                f"generator {self.generator!r} is not enabled; enabled: {', '.join(enabled)}"
+                + (
+                    " (hunyuan3d needs generators.hunyuan3d.model_path)"
+                    if self.generator == "hunyuan3d"
+                    else ""
+                )
+            )
+        return self
+
+    def resolved(self, base: Path) -> PipelineConfig:
+        """A copy with relative paths made absolute against ``base``."""
+        update: dict[str, object] = {"models_dir": _absolute(self.models_dir, base)}
+        hunyuan3d = self.generators.hunyuan3d
+        if hunyuan3d is not None:
+            hunyuan3d = hunyuan3d.model_copy(
+                update={"model_path": _absolute(hunyuan3d.model_path, base)}
+            )
+            update["generators"] = self.generators.model_copy(update={"hunyuan3d": hunyuan3d})
+        return self.model_copy(update=update)
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

@@ -10,7 +10,7 @@ from PIL import Image
 from serve_app.pipeline.background import BackgroundRemover, RembgRemover
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
-from serve_app.pipeline.generators import ShapeGenerator, get_generator
+from serve_app.pipeline.generators import ShapeGenerator, load_generator
 from serve_app.pipeline.images import decode_image
 from serve_app.pipeline.scale import fit_to_dimensions
 from serve_app.pipeline.texture import texture_mesh
@@ -18,6 +18,7 @@ from serve_app.pipeline.types import (
     CancelToken,
     CutOut,
     GenerationParams,
+    Mesh,
     OutputFormat,
     ProgressCallback,
     Stage,
@@ -56,8 +57,10 @@ class ModelBuilder:
         cancel: CancelToken | None = None,
         timer: StageTimer | None = None,
     ) -> TexturedMesh:
+        """The canonical mesh; its ``meta`` says how it was made and whether it is closed."""
         cancel = cancel or CancelToken()
         timer = timer or StageTimer()
+        params = self.generator.resolve(params)
         cancel.raise_if_cancelled()
         mesh = timer.run(
             Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel
@@ -67,9 +70,23 @@ class ModelBuilder:
             Stage.TEXTURE_SYNTHESIS, texture_mesh, cutout, mesh, params, on_progress, cancel
         )
         textured.vertices = fit_to_dimensions(textured.vertices, params.dimensions)
-        textured.meta = {"generator": self.generator.version, "quality": params.quality}
+        textured.meta = {
+            "generator": self.generator.name,
+            "generator_version": self.generator.version,
+            "quality": params.quality,
+            "watertight": is_watertight(mesh),
+        }
         cancel.raise_if_cancelled()
         return textured
+
+
+def is_watertight(mesh: Mesh) -> bool:
+    """Whether the mesh is closed: every edge shared by exactly two faces, once vertices at
+    the same position are merged (trimesh's test)."""
+    import trimesh
+
+    tm = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=True)
+    return bool(tm.is_watertight)
 
 
 def export_stage(
@@ -105,9 +122,10 @@ class Pipeline:
         self.limits = limits or ImageLimits()
 
     @classmethod
-    def from_config(cls, config: PipelineConfig) -> Pipeline:
+    def from_config(cls, config: PipelineConfig, generator: str | None = None) -> Pipeline:
+        """The pipeline with ``generator`` (default: the config's default generator)."""
         remover = RembgRemover(config.models_dir)
-        builder = ModelBuilder(get_generator(config.generator, config.device))
+        builder = ModelBuilder(load_generator(generator or config.generator, config))
         return cls(remover, builder, config.limits)
 
     def run(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -91,13 +92,55 @@ class Dimensions(BaseModel):
         return value
 
 
+#: Bounds of the generator parameters (inclusive), shared by the API schema and the CLI.
+SEED_MAX = 2**32 - 1
+STEPS_RANGE = (1, 100)
+GUIDANCE_RANGE = (0.0, 20.0)
+OCTREE_RANGE = (16, 512)
+NUM_CHUNKS_RANGE = (1_000, 100_000)
+MC_LEVEL_RANGE = (-1.0, 1.0)
+FACE_COUNT_RANGE = (500, 1_000_000)
+
+#: The parameters some generator takes besides quality and dimensions; None means "the
+#: generator's default for the quality" until the generator resolves it.
+TUNABLE_PARAMETERS: tuple[str, ...] = (
+    "seed",
+    "steps",
+    "guidance_scale",
+    "octree_resolution",
+    "num_chunks",
+    "mc_level",
+    "face_count",
+)
+
+
 class GenerationParams(BaseModel):
-    """What a generation is asked for; part of the content-addressed cache key."""
+    """What a generation is asked for; once resolved by its generator (every parameter it
+    takes filled in, defaults from ``quality``), part of the content-addressed cache key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     quality: int = Field(default=5, ge=1, le=10, description="1 (fast, coarse) to 10 (fine)")
     dimensions: Dimensions = Field(default_factory=Dimensions)
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+    steps: int | None = Field(default=None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
+    guidance_scale: float | None = Field(
+        default=None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], allow_inf_nan=False
+    )
+    octree_resolution: int | None = Field(default=None, ge=OCTREE_RANGE[0], le=OCTREE_RANGE[1])
+    num_chunks: int | None = Field(default=None, ge=NUM_CHUNKS_RANGE[0], le=NUM_CHUNKS_RANGE[1])
+    mc_level: float | None = Field(
+        default=None, ge=MC_LEVEL_RANGE[0], le=MC_LEVEL_RANGE[1], allow_inf_nan=False
+    )
+    face_count: int | None = Field(default=None, ge=FACE_COUNT_RANGE[0], le=FACE_COUNT_RANGE[1])
+
+    def given(self) -> dict[str, int | float]:
+        """The generator parameters that are set (not left to the generator's defaults)."""
+        return {
+            name: getattr(self, name)
+            for name in TUNABLE_PARAMETERS
+            if getattr(self, name) is not None
+        }
 
 
 @dataclass
@@ -141,7 +184,7 @@ class TexturedMesh:
     texture: np.ndarray
     roughness: float = 0.8
     metallic: float = 0.0
-    meta: dict[str, float | int | str] = field(default_factory=dict)
+    meta: dict[str, float | int | str | bool] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """Serialise to an ``.npz`` (the canonical artifact), uncompressed: zlib over the
@@ -154,6 +197,7 @@ class TexturedMesh:
             uv=self.uv.astype(np.float32),
             texture=self.texture.astype(np.uint8),
             pbr=np.array([self.roughness, self.metallic], dtype=np.float32),
+            meta=np.array(json.dumps(self.meta, sort_keys=True)),
         )
         return buf.getvalue()
 
@@ -168,4 +212,13 @@ class TexturedMesh:
                 texture=z["texture"],
                 roughness=roughness,
                 metallic=metallic,
+                meta=read_meta(z),
             )
+
+
+def read_meta(archive: Any) -> dict[str, float | int | str | bool]:
+    """The ``meta`` of a canonical mesh's open ``.npz`` (empty for meshes stored before it)."""
+    if "meta" not in archive.files:
+        return {}
+    meta = json.loads(str(archive["meta"]))
+    return meta if isinstance(meta, dict) else {}

@@ -9,10 +9,12 @@ import trimesh
 from scipy import ndimage
 
 from serve_app.errors import JobCancelledError, NoSubjectError
-from serve_app.pipeline.generators import get_generator
+from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.generators import load_generator
 from serve_app.pipeline.generators.inflate import (
     FACE_BUDGET,
     INFLATION,
+    InflateGenerator,
     clean_grid,
     corner_interior,
     solve_poisson,
@@ -34,7 +36,7 @@ def disc(size: int, radius: float) -> np.ndarray:
 
 
 def generate(mask: np.ndarray, quality: int = 5) -> trimesh.Trimesh:
-    mesh = get_generator("inflate", "cpu").generate(
+    mesh = InflateGenerator(device="cpu").generate(
         cutout_from_mask(mask), GenerationParams(quality=quality), no_progress, CancelToken()
     )
     return trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
@@ -155,15 +157,15 @@ def test_cancel_stops_shape_generation_mid_stage():
             token.cancel()
 
     with pytest.raises(JobCancelledError):
-        get_generator("inflate", "cpu").generate(
+        InflateGenerator(device="cpu").generate(
             cutout_from_mask(disc(400, 180)), GenerationParams(quality=10), on_progress, token
         )
     assert max(reports) < 0.85, "work went on after the cancel"
 
 
 def test_unknown_generator_is_a_clear_error():
-    with pytest.raises(Exception, match="unknown shape generator 'nope'; known: inflate"):
-        get_generator("nope")
+    with pytest.raises(Exception, match="generator 'nope' is not enabled; enabled: inflate"):
+        load_generator("nope", PipelineConfig())
 
 
 @pytest.mark.gpu
@@ -171,7 +173,7 @@ def test_unknown_generator_is_a_clear_error():
 def test_cuda_mesh_matches_cpu_mesh():
     cutout = cutout_from_mask(disc(300, 120))
     params = GenerationParams(quality=5)
-    cpu = get_generator("inflate", "cpu").generate(cutout, params, no_progress, CancelToken())
-    gpu = get_generator("inflate", "cuda").generate(cutout, params, no_progress, CancelToken())
+    cpu = InflateGenerator(device="cpu").generate(cutout, params, no_progress, CancelToken())
+    gpu = InflateGenerator(device="cuda").generate(cutout, params, no_progress, CancelToken())
     assert np.array_equal(cpu.faces, gpu.faces)
     assert np.abs(cpu.vertices - gpu.vertices).max() < 1e-2 * np.ptp(cpu.vertices)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from serve_app.errors import InvalidInputError
+from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
 
 
 class ShapeGenerator(Protocol):
-    """Makes a closed mesh from a cut-out.
+    """Makes a mesh from a cut-out.
 
     The mesh is in image pixel units: +X right, +Y up (minus the image row), +Z towards
-    the camera, so that texturing can project the cut-out straight onto it.
+    the camera, so that texturing can project the cut-out straight onto it. ``generate``
+    takes parameters as they come (``resolve`` fills what is unset from the quality) and
+    raises ``JobCancelledError`` soon after ``cancel`` is set.
     """
 
     name: str
     version: str
+
+    def resolve(self, params: GenerationParams) -> GenerationParams: ...
 
     def generate(
         self,
@@ -28,20 +32,19 @@ class ShapeGenerator(Protocol):
     ) -> Mesh: ...
 
 
-def _inflate(device: str) -> ShapeGenerator:
-    from serve_app.pipeline.generators.inflate import InflateGenerator
+def load_generator(name: str, config: PipelineConfig) -> ShapeGenerator:
+    """The enabled generator ``name``, loaded with its settings from ``config``."""
+    enabled = config.generators.enabled()
+    if name not in enabled:
+        raise InvalidInputError(
+            f"shape generator {name!r} is not enabled; enabled: {', '.join(enabled)}"
+        )
+    if name == "inflate":
+        from serve_app.pipeline.generators.inflate import InflateGenerator
 
-    return InflateGenerator(device=device)
+        return InflateGenerator(device=config.device)
+    from serve_app.pipeline.generators.hunyuan3d import Hunyuan3DGenerator
 
-
-GENERATORS: dict[str, Callable[[str], ShapeGenerator]] = {"inflate": _inflate}
-
-
-def get_generator(name: str, device: str = "auto") -> ShapeGenerator:
-    """The shape generator registered as ``name``, placed on ``device`` (auto, cpu, cuda)."""
-    try:
-        factory = GENERATORS[name]
-    except KeyError:
-        known = ", ".join(sorted(GENERATORS))
-        raise InvalidInputError(f"unknown shape generator {name!r}; known: {known}") from None
-    return factory(device)
+    settings = config.generators.hunyuan3d
+    assert settings is not None  # enabled() lists it only when set
+    return Hunyuan3DGenerator(settings)

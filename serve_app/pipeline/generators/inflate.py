@@ -17,6 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from serve_app.errors import NoSubjectError
+from serve_app.pipeline.generators.catalog import INFLATE, resolve_params
 from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
 from serve_app.pipeline.types import Stage as S
 
@@ -53,7 +54,7 @@ def pick_device(device: str) -> torch.device:
 class InflateGenerator:
     """Inflates a silhouette into a closed, rounded mesh. Needs no weights."""
 
-    name = "inflate"
+    name = INFLATE
     version = "inflate-1"
 
     def __init__(self, device: str = "auto", cpu_threads: int = 1) -> None:
@@ -63,6 +64,9 @@ class InflateGenerator:
             # the ONNX session or a neighbouring replica for cores.
             torch.set_num_threads(cpu_threads)
 
+    def resolve(self, params: GenerationParams) -> GenerationParams:
+        return resolve_params(self.name, params)
+
     def generate(
         self,
         cutout: CutOut,
@@ -70,6 +74,7 @@ class InflateGenerator:
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
+        params = self.resolve(params)
         on_progress(S.SHAPE_GENERATION, 0.0)
         grid, scale, origin = working_mask(cutout, FACE_BUDGET[params.quality])
         cancel.raise_if_cancelled()
