@@ -13,7 +13,7 @@ it is used and nothing here is installed. Where it does not, this module's ``tra
 registered in ``sys.modules`` as ``torchvision`` and ``torchvision.transforms`` while hy3dgen
 is imported, and removed afterwards: tensor-only versions of those four classes with torchvision's
 semantics (same output size rule, ``interpolate(..., antialias=True)``, the same crop offsets,
-``(x - mean) / std`` in the input's dtype). ``tests/unit/test_hunyuan3d_compat.py`` checks them
+``(x - mean) / std`` in the input's dtype). ``tests/unit/test_torchvision_compat.py`` checks them
 against the real torchvision where it exists (marked ``gpu``: CUDA machines have one).
 """
 
@@ -86,6 +86,9 @@ class Resize:
         if (out_h, out_w) == (height, width):
             return image
         batch = image.reshape(-1, *image.shape[-3:]) if image.ndim != 4 else image
+        # torchvision interpolates half precision in float32 and casts back
+        if batch.dtype not in (torch.float32, torch.float64):
+            batch = batch.to(torch.float32)
         mode = self.interpolation.value
         antialias = self.antialias and mode in ("bilinear", "bicubic")
         resized = torch.nn.functional.interpolate(
@@ -95,7 +98,7 @@ class Resize:
             align_corners=False if mode != "nearest" else None,
             antialias=antialias,
         )
-        return resized.reshape(*image.shape[:-2], out_h, out_w)
+        return resized.reshape(*image.shape[:-2], out_h, out_w).to(image.dtype)
 
 
 class CenterCrop:
