@@ -53,6 +53,19 @@ def test_local_config_runs_on_cpu_on_port_8000() -> None:
     config = AppConfig.model_validate(schema.applications[0].args)
     assert config.shape_texture.num_gpus == 0
     assert config.shape_texture.accelerator_type is None
+    assert config.pipeline.generator == "inflate"
+    assert config.pipeline.generators.enabled() == ["inflate"]  # no weights needed
+
+
+def test_cluster_config_serves_hunyuan3d_in_fp16_by_default_and_inflate_too() -> None:
+    pipeline = AppConfig.from_yaml(REPO_ROOT / "serve_config.yaml").pipeline
+    assert pipeline.generator == "hunyuan3d"
+    assert pipeline.generators.enabled() == ["inflate", "hunyuan3d"]
+    hunyuan3d = pipeline.generators.hunyuan3d
+    assert hunyuan3d is not None
+    assert (hunyuan3d.device, hunyuan3d.dtype) == ("cuda", "float16")
+    assert hunyuan3d.model_path.is_absolute()
+    assert hunyuan3d.model_path.name == "hunyuan3d-dit-v2-0"
 
 
 @pytest.mark.parametrize(
