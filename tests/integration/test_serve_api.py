@@ -40,7 +40,7 @@ def test_readiness_checks_registry_storage_models_and_deployments(api: Api) -> N
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
-    for check in ("registry", "storage", "background_model", "generator"):
+    for check in ("registry", "storage", "background_model", "generator:inflate"):
         assert body["checks"][check]["ok"], body
     deployments = {k for k in body["checks"] if k.startswith("deployment:")}
     assert deployments == {

@@ -1,0 +1,124 @@
+"""Both generators behind one service: a hunyuan3d job and an inflate job over HTTP.
+
+The application runs beside the session's main one (its own registry, storage and route
+prefix) with ``hunyuan3d`` enabled as the default, on a tiny random Hunyuan3D-2 that this
+process writes to disk before deploying; the ShapeTexture replica loads it from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serve_client import Api, Service
+
+from tests.gltf_validator import validate_glb
+from tests.serving import app_args, deploy, wait_until
+
+APP = "orfeas-generators"
+PREFIX = "/generators"
+#: Small enough for a 2-core CPU: a 33³ grid and three denoising steps.
+FAST = {"octree_resolution": 32, "steps": 3, "face_count": 4000}
+
+
+@pytest.fixture(scope="module")
+def api(
+    ray_serve: str, tmp_path_factory: pytest.TempPathFactory, tiny_hunyuan3d: Path
+) -> Iterator[Api]:
+    from ray import serve
+
+    storage_root = tmp_path_factory.mktemp("generators-storage")
+    args: dict[str, Any] = app_args(storage_root)
+    args["pipeline"]["generator"] = "hunyuan3d"
+    args["pipeline"]["generators"] = {
+        "hunyuan3d": {"model_path": str(tiny_hunyuan3d), "device": "cpu"}
+    }
+    args["registry"] = {"name": "job_registry_generators"}
+    deploy(args, name=APP, route_prefix=PREFIX)
+    try:
+        with httpx.Client(base_url=ray_serve + PREFIX, timeout=60.0) as client:
+            yield Api(client, Service(url=ray_serve + PREFIX, storage_root=storage_root))
+    finally:
+        serve.delete(APP)
+
+
+def generators_ready(api: Api) -> dict[str, Any] | None:
+    response = api.client.get("/api/health")
+    body = dict(response.json())
+    checks = body["checks"]
+    loaded = all(checks.get(f"generator:{n}", {}).get("ok") for n in ("inflate", "hunyuan3d"))
+    return body if response.status_code == 200 and loaded else None
+
+
+def test_health_reports_both_generators_loaded(api: Api) -> None:
+    body = wait_until(lambda: generators_ready(api), 60, "both generators loaded")
+    assert body["status"] == "ok"
+    assert body["checks"]["generator:inflate"]["detail"] == "inflate-1"
+    assert body["checks"]["generator:hunyuan3d"]["detail"].startswith("hunyuan3d-1+hy3dgen2.0.2+")
+    listing = api.client.get("/api/generators").json()
+    assert listing["default"] == "hunyuan3d"
+    by_name = {g["name"]: g for g in listing["generators"]}
+    assert list(by_name) == ["inflate", "hunyuan3d"]
+    assert by_name["hunyuan3d"]["loaded"] and by_name["inflate"]["loaded"]
+    assert by_name["hunyuan3d"]["default"] and not by_name["inflate"]["default"]
+    assert "steps" in by_name["hunyuan3d"]["parameters"] and by_name["inflate"]["parameters"] == []
+
+
+def test_a_hunyuan3d_job_and_an_inflate_job_complete(api: Api) -> None:
+    wait_until(lambda: generators_ready(api), 60, "both generators loaded")
+    photo = api.unique_photo()
+    neural = api.upload(photo)
+    response = api.generate(neural, format="glb", quality=2, **FAST)  # the default generator
+    assert response.status_code == 202, response.text
+    inflated = api.upload(api.photo("coffee"))
+    response = api.generate(inflated, format="glb", quality=2, generator="inflate")
+    assert response.status_code == 202, response.text
+
+    done = api.wait(neural, timeout_s=240)
+    assert done["status"] == "completed", done
+    assert done["generator"] == "hunyuan3d" and not done["cached"]
+    assert done["generator_version"].startswith("hunyuan3d-1+hy3dgen2.0.2+")
+    assert done["parameters"] == {
+        "seed": 0,
+        "steps": 3,
+        "guidance_scale": 5.0,
+        "octree_resolution": 32,
+        "num_chunks": 8000,
+        "mc_level": 0.0,
+        "face_count": 4000,
+    }
+    assert isinstance(done["watertight"], bool)
+    glb = api.client.get(f"/download/{neural}/glb")
+    assert glb.status_code == 200
+    assert validate_glb(glb.content)["numErrors"] == 0
+
+    other = api.wait(inflated, timeout_s=240)
+    assert other["status"] == "completed", other
+    assert other["generator"] == "inflate" and other["generator_version"] == "inflate-1"
+    assert other["parameters"] == {} and other["watertight"] is True
+
+    # The same photo asked for with every default spelled out: the same model, from cache.
+    again = api.upload(photo)
+    explicit = {**FAST, "seed": 0, "guidance_scale": 5, "num_chunks": 8000, "mc_level": 0}
+    response = api.generate(again, format="glb", quality=2, generator="hunyuan3d", **explicit)
+    assert response.status_code == 202, response.text
+    cached = api.wait(again)
+    assert cached["status"] == "completed" and cached["cached"], cached
+    assert cached["watertight"] == done["watertight"]
+    assert cached["generator_version"] == done["generator_version"]
+
+
+def test_parameters_the_generator_does_not_take_are_refused(api: Api) -> None:
+    job = api.upload(api.photo("astronaut"))
+    response = api.generate(job, generator="inflate", steps=4)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("steps: not a parameter")
+    response = api.generate(job, generator="shap_e")
+    assert response.status_code == 422
+    assert response.json()["error"]["enabled"] == ["inflate", "hunyuan3d"]
+    response = api.generate(job, octree_resolution=4096)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("octree_resolution: ")
