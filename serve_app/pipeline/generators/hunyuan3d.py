@@ -37,6 +37,7 @@ from serve_app.errors import (
     ModelUnavailableError,
     NoSubjectError,
     NoSurfaceError,
+    OrfeasError,
 )
 from serve_app.pipeline.config import Hunyuan3DSettings
 from serve_app.pipeline.generators.catalog import HUNYUAN3D, resolve_params
@@ -242,18 +243,20 @@ class Hunyuan3DGenerator:
         cancel: CancelToken,
     ) -> Mesh:
         p = self.resolve(params)
-        out_of_memory: str | None = None
         try:
             return self._generate(cutout, p, on_progress, cancel)
-        except torch.cuda.OutOfMemoryError as exc:
-            out_of_memory = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+        except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first
+            failure = detach_frames(exc)
         finally:
             self._release()  # after the except block: the failed run's tensors are gone
-        raise GpuOutOfMemoryError(
-            f"the GPU ran out of memory generating the shape ({out_of_memory}); retry later "
-            "or with a lower quality or octree_resolution",
-            retryable=True,
-        )
+        if is_out_of_memory(failure):
+            first = str(failure).splitlines()[0] if str(failure) else "CUDA out of memory"
+            raise GpuOutOfMemoryError(
+                f"the GPU ran out of memory generating the shape ({first}); retry later "
+                "or with a lower quality or octree_resolution",
+                retryable=True,
+            ) from None
+        raise failure
 
     def _generate(
         self,
@@ -332,6 +335,37 @@ class Hunyuan3DGenerator:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def detach_frames(exc: BaseException) -> BaseException:
+    """``exc`` without its traceback (and those of its causes), so the frames of a failed
+    run, which hold its GPU tensors, can be freed before it is raised again. Where the error
+    is not one of ours, the stack it had is kept as text in a note (shown when it is logged).
+    """
+    import traceback
+
+    if not isinstance(exc, OrfeasError) and not is_out_of_memory(exc):
+        exc.add_note("raised at:\n" + "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return exc
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The caching allocator's ``torch.cuda.OutOfMemoryError``, or an allocation made
+    around it that failed the same way (cuBLAS, cuDNN: a RuntimeError saying so)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "CUDA out of memory" in text
+        or "CUDA error: out of memory" in text
+        or "CUBLAS_STATUS_ALLOC_FAILED" in text
+    )
 
 
 def _lerp(band: tuple[float, float], fraction: float) -> float:
