@@ -30,7 +30,7 @@ help:
 
 setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium
 
-$(VENV_STAMP): pyproject.toml requirements.lock
+$(VENV_STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	@scripts/setup.sh venv
 
 # Keyed on its md5, checked by the script; the venv first so its pip does the download.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate requirements.lock: every installed package pinned (transitive ones too), from a
-# fresh venv in a temporary directory. Used as pip constraints by scripts/setup.sh.
+# fresh venv in a temporary directory (the project, then requirements-nodeps.txt without
+# dependencies, as scripts/setup.sh installs them). Used as pip constraints by setup.sh.
 #
 #   scripts/lock.sh            keep the current pins, add pins for new dependencies
 #   LOCK_FRESH=1 scripts/lock.sh   resolve everything again from pyproject.toml
@@ -22,9 +23,11 @@ fi
 echo "lock: creating a fresh venv in $tmp"
 "$PYTHON" -m venv "$tmp/venv"
 pip=("$tmp/venv/bin/python" -m pip)
-echo "lock: installing -e .[dev] ${constraints[*]} (a few minutes)"
+echo "lock: installing -e .[dev] and requirements-nodeps.txt ${constraints[*]} (a few minutes)"
 if ! "${pip[@]}" install -q --upgrade pip "${constraints[@]}" >"$tmp/pip.log" 2>&1 \
-  || ! "${pip[@]}" install -q -e ".[dev]" "${constraints[@]}" >>"$tmp/pip.log" 2>&1; then
+  || ! "${pip[@]}" install -q -e ".[dev]" "${constraints[@]}" >>"$tmp/pip.log" 2>&1 \
+  || ! "${pip[@]}" install -q --no-deps -r requirements-nodeps.txt "${constraints[@]}" \
+    >>"$tmp/pip.log" 2>&1; then
   grep -v 'is ignored: it is neither a file nor a directory' "$tmp/pip.log" | tail -40 >&2
   echo "lock: pip install failed (LOCK_FRESH=1 resolves from scratch)" >&2
   exit 1
