@@ -60,9 +60,9 @@ BOX_V = 1.01
 RECIPE = 1
 
 #: Progress within the shape stage: conditioning, denoising, decoding, extraction, clean-up.
-_DENOISE = (0.02, 0.60)
-_DECODE = (0.60, 0.88)
-_CLEAN = 0.94
+DENOISE_BAND = (0.02, 0.60)
+DECODE_BAND = (0.60, 0.88)
+CLEAN_START = 0.94
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -273,7 +273,7 @@ class Hunyuan3DGenerator:
         steps = p.steps
 
         def after_step(step: int, timestep: Any, outputs: Any) -> None:
-            on_progress(S.SHAPE_GENERATION, _lerp(_DENOISE, (step + 1) / steps))
+            on_progress(S.SHAPE_GENERATION, _lerp(DENOISE_BAND, (step + 1) / steps))
             cancel.raise_if_cancelled()
 
         queries = (p.octree_resolution + 1) ** 3
@@ -283,7 +283,7 @@ class Hunyuan3DGenerator:
         def before_chunk(module: Any, args: Any, kwargs: Any) -> None:
             nonlocal chunks
             cancel.raise_if_cancelled()
-            on_progress(S.SHAPE_GENERATION, _lerp(_DECODE, min(1.0, chunks / total_chunks)))
+            on_progress(S.SHAPE_GENERATION, _lerp(DECODE_BAND, min(1.0, chunks / total_chunks)))
             chunks += 1
 
         # A CPU generator makes the same initial noise on every device (diffusers' randn_tensor).
@@ -321,7 +321,7 @@ class Hunyuan3DGenerator:
                 mc_level=p.mc_level,
             )
         cancel.raise_if_cancelled()
-        on_progress(S.SHAPE_GENERATION, _CLEAN)
+        on_progress(S.SHAPE_GENERATION, CLEAN_START)
         vertices, faces = clean_mesh(
             mesh.vertices, mesh.faces, p.face_count, self.settings.postprocess
         )
