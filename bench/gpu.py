@@ -6,9 +6,10 @@
 
 It runs the pipeline, not Serve: no Ray, FastAPI, rembg or onnxruntime is imported. Besides
 torch, numpy, scipy, pillow, pyyaml, scikit-image, opencv, pytest, transformers, safetensors
-and huggingface_hub it needs hy3dgen, diffusers, trimesh, pydantic (with pydantic_core,
-annotated-types, typing-inspection, typing_extensions), omegaconf, fast-simplification and
-importlib_metadata (with zipp); the README lists the exact set. pymeshlab may be missing:
+and huggingface_hub it needs hy3dgen, diffusers (which checks for requests, so requests,
+urllib3 and charset-normalizer), einops, trimesh, pydantic (with pydantic_core,
+annotated-types, typing-inspection, typing_extensions) and fast-simplification, each
+installable with --no-deps (the README has the command). pymeshlab may be missing:
 hy3dgen only names it when imported, so a stand-in module is put in its place and hunyuan3d's
 mesh clean-up runs on fast-simplification instead (the output says so; the clean-up column is
 then not the service's figure).
