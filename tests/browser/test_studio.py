@@ -77,6 +77,30 @@ def test_no_request_leaves_the_service(
     assert not traffic.page_errors, traffic.page_errors
 
 
+def test_the_studio_offers_the_enabled_generators_and_sends_the_choice(
+    page: Any, photo_path: Path
+) -> None:
+    page.goto("/")
+    page.wait_for_selector("#generator option[value='inflate']", state="attached")
+    options = page.eval_on_selector_all(
+        "#generator option", "options => options.map(o => [o.value, o.textContent, o.selected])"
+    )
+    assert options == [["inflate", "inflate (default)", True]]  # the service enables inflate
+    assert page.inner_text("#generator-hint").startswith("silhouette inflation")
+    assert page.is_hidden("#seed-field")  # inflate takes no seed
+
+    page.set_input_files("#photo-input", str(photo_path))
+    page.wait_for_selector("#preview:not([hidden])")
+    page.fill("#quality", "1")
+    with page.expect_request("**/api/generate-3d") as sent:
+        page.click("#generate-button")
+    body = sent.value.post_data_json
+    assert body["generator"] == "inflate" and "seed" not in body
+    wait_until_done(page)
+    assert page.inner_text("#job-label").endswith("(inflate, closed mesh)")
+    page.wait_for_selector(".job-meta:has-text('inflate')")
+
+
 def test_cancel_from_the_page(page: Any, photo_path: Path) -> None:
     generate(page, photo_path, quality=10)
     with page.expect_response(re.compile(r"/api/jobs/[0-9a-f]{32}/cancel$")) as answer:

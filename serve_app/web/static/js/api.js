@@ -59,11 +59,17 @@ export function uploadImage(file) {
   return request("/api/upload-image", { method: "POST", body: form });
 }
 
-export function generate3d(jobId, { format, quality, dimensions }) {
-  return request("/api/generate-3d", {
-    method: "POST",
-    json: { job_id: jobId, format, quality, dimensions },
-  });
+/** `POST /api/generate-3d`; `generator` and `seed` are left out when not given. */
+export function generate3d(jobId, { format, quality, dimensions, generator, seed }) {
+  const json = { job_id: jobId, format, quality, dimensions };
+  if (generator) json.generator = generator;
+  if (seed !== undefined && seed !== null) json.seed = seed;
+  return request("/api/generate-3d", { method: "POST", json });
+}
+
+/** `GET /api/generators`: the enabled shape generators, the default, which are loaded. */
+export function generators() {
+  return request("/api/generators");
 }
 
 export function jobStatus(jobId, { signal } = {}) {

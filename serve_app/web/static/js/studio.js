@@ -125,6 +125,59 @@ async function useMadeImage(result) {
   jobs.load();
 }
 
+// ---- shape generators -------------------------------------------------------
+
+const generatorInfo = new Map(); // name → { summary, default, loaded, error, parameters }
+
+/** Offer the service's enabled generators (its default chosen); on failure, its default. */
+async function loadGenerators() {
+  let answer;
+  try {
+    answer = await api.generators();
+  } catch (err) {
+    $("generator-hint").textContent = `The list of generators is unavailable (${err.message}).`;
+    return;
+  }
+  const select = $("generator");
+  select.replaceChildren();
+  for (const info of answer.generators) {
+    generatorInfo.set(info.name, info);
+    const option = document.createElement("option");
+    option.value = info.name;
+    option.textContent = info.name + (info.default ? " (default)" : "")
+      + (info.loaded ? "" : " (not loaded)");
+    option.selected = info.default;
+    select.append(option);
+  }
+  showGenerator();
+}
+
+function showGenerator() {
+  const info = generatorInfo.get($("generator").value);
+  $("seed-field").hidden = !info?.parameters.includes("seed");
+  if (!info) {
+    $("generator-hint").textContent = "";
+  } else if (info.loaded) {
+    $("generator-hint").textContent = info.summary;
+  } else {
+    const why = info.error || "no worker has loaded it yet";
+    $("generator-hint").textContent = `${info.summary}. Not loaded: ${why}`;
+  }
+}
+
+$("generator").addEventListener("change", showGenerator);
+
+/** The seed field's value: undefined when empty or hidden, or an error in words. */
+function chosenSeed() {
+  const text = $("seed").value.trim();
+  if ($("seed-field").hidden || !text) return { value: undefined };
+  const seed = Number(text);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 4294967295) {
+    return { error: "The seed is a whole number from 0 to 4294967295." };
+  }
+  return { value: seed };
+}
+
 // ---- generate, progress, cancel ---------------------------------------------
 
 $("quality").addEventListener("input", (event) => {
@@ -138,6 +191,11 @@ $("generate-form").addEventListener("submit", async (event) => {
   const dimensions = validDimensions(["width", "height", "depth"].map((id) => $(id)));
   if (dimensions.error) {
     showMessage(dimensions.error);
+    return;
+  }
+  const seed = chosenSeed();
+  if (seed.error) {
+    showMessage(seed.error);
     return;
   }
   if (!state.photo && !state.sourceJobId) {
@@ -155,6 +213,8 @@ $("generate-form").addEventListener("submit", async (event) => {
       format: $("format").value,
       quality: Number($("quality").value),
       dimensions: dimensions.value,
+      generator: $("generator").value || undefined,
+      seed: seed.value,
     });
     jobs.offset = 0;
     follow(job);
@@ -251,7 +311,9 @@ function render(job) {
   $("progress-bar").setAttribute("aria-valuenow", String(Math.round(percent)));
   $("progress").dataset.status = job.status;
   $("eta-text").textContent = etaText(job);
-  $("job-label").textContent = `Job ${job.job_id}`;
+  const surface = { true: "closed mesh", false: "open mesh" }[String(job.watertight)];
+  const about = [job.generator, surface].filter(Boolean).join(", ");
+  $("job-label").textContent = `Job ${job.job_id}` + (about ? ` (${about})` : "");
   $("cancel-button").disabled = !ACTIVE.has(job.status);
   history.replaceState(null, "", `#job=${job.job_id}`);
   for (const link of document.querySelectorAll(".downloads [data-format]")) {
@@ -312,3 +374,4 @@ async function openJob(job) {
 const fromAddress = /^#job=([0-9a-f]{32})$/.exec(location.hash);
 if (fromAddress) openJob({ job_id: fromAddress[1] });
 jobs.load();
+loadGenerators();
