@@ -48,10 +48,9 @@ class ShapeTexture:
             except OrfeasError as exc:
                 logger.error("generator %s is not available: %s", name, exc.message)
                 self._load_errors[name] = exc
-                self._registry.report_generator.remote(name, None, exc.message)
                 continue
             self._builders[name] = ModelBuilder(generator)
-            self._registry.report_generator.remote(name, generator.version)
+        self._report_generators()
         self._lock = threading.Lock()
         self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
@@ -103,5 +102,18 @@ class ShapeTexture:
             raise ModelUnavailableError(error.message, generator=name)
         raise ModelUnavailableError(f"generator {name!r} is not enabled here", generator=name)
 
+    def _report_generators(self) -> None:
+        """Tell the registry what each enabled generator is here: its version, or why it did
+        not load. Sent at start and with every health check, so a restarted registry (which
+        keeps no such state) knows again within one health-check period."""
+        try:
+            for name, builder in self._builders.items():
+                self._registry.report_generator.remote(name, builder.generator.version)
+            for name, error in self._load_errors.items():
+                self._registry.report_generator.remote(name, None, error.message)
+        except Exception as exc:  # a missing registry must not make this replica unhealthy
+            logger.warning("could not report the generators to the registry: %s", exc)
+
     def check_health(self) -> None:
         self._store.check_writable()
+        self._report_generators()

@@ -63,6 +63,18 @@ def test_a_killed_registry_comes_back_with_every_job_and_resumes_the_ones_in_fli
     print(f"journal: {durability}")
 
 
+def test_a_restarted_registry_learns_the_loaded_generators_again_without_a_job(
+    fault_service: FaultService, admin: httpx.Client
+) -> None:
+    wait_ready(admin)
+    kill_registry(fault_service.registry, restart=True)
+    # The registry keeps no generator state; the ShapeTexture replicas report theirs again
+    # with their health checks (every 2 s here), so readiness returns with no job run.
+    wait_ready(admin, timeout_s=60)
+    check = admin.get("/api/health").json()["checks"]["generator:inflate"]
+    assert check == {"ok": True, "detail": "inflate-1"}
+
+
 def test_a_restarted_service_on_the_same_storage_keeps_finished_jobs_downloadable(
     fault_service: FaultService, admin: httpx.Client, clients: list[httpx.Client]
 ) -> None:
