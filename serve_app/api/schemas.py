@@ -122,7 +122,7 @@ class GenerateRequest(BaseModel):
         ge=NUM_CHUNKS_RANGE[0],
         le=NUM_CHUNKS_RANGE[1],
         description=f"hunyuan3d: occupancy queries decoded per batch (GPU memory against "
-        f"speed; the mesh does not change); default {catalog.HUNYUAN3D_NUM_CHUNKS}",
+        f"speed); default {catalog.HUNYUAN3D_NUM_CHUNKS}",
     )
     mc_level: float | None = Field(
         default=None,
