@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.text_params import MAX_GUIDANCE_SCALE, MAX_PIXELS, MAX_STEPS, MIN_SIDE
 from serve_app.policy import RetentionConfig, SecurityConfig
 
 
@@ -181,6 +182,46 @@ def _default_shape() -> DeploymentOptions:
     )
 
 
+def _default_text_to_image() -> DeploymentOptions:
+    return DeploymentOptions(
+        num_cpus=1.0,
+        max_ongoing_requests=1,
+        graceful_shutdown_timeout_s=300.0,
+        autoscaling=AutoscalingOptions(min_replicas=1, max_replicas=1, target_ongoing_requests=1),
+    )
+
+
+class TextToImageConfig(StrictModel):
+    """The TextToImage deployment: a diffusers pipeline from a local directory, when set."""
+
+    model_path: Path | None = Field(
+        default=None,
+        description="a diffusers pipeline directory (model_index.json, unet/ or transformer/, "
+        "vae/, text_encoder/, tokenizer/, scheduler/); unset: no text-to-image",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="auto: float16 on CUDA, float32 on the CPU"
+    )
+    max_pixels: int = Field(
+        default=1024 * 1024, ge=MIN_SIDE * MIN_SIDE, le=MAX_PIXELS, description="width × height"
+    )
+    default_steps: int = Field(default=30, ge=1, le=MAX_STEPS)
+    max_steps: int = Field(default=50, ge=1, le=MAX_STEPS)
+    default_guidance_scale: float = Field(default=7.0, ge=0.0, le=MAX_GUIDANCE_SCALE)
+    deployment: DeploymentOptions = Field(default_factory=_default_text_to_image)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.default_steps > self.max_steps:
+            raise ValueError(
+                f"default_steps ({self.default_steps}) exceeds max_steps ({self.max_steps})"
+            )
+        if self.device == "cpu" and self.dtype == "float16":
+            raise ValueError("dtype float16 needs device cuda (or auto): use float32 on the CPU")
+        return self
+
+
 class AppConfig(StrictModel):
     """Everything ``build_app`` needs; the ``args`` block of a Serve config file."""
 
@@ -192,6 +233,7 @@ class AppConfig(StrictModel):
     shape_texture: DeploymentOptions = Field(default_factory=_default_shape)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    text_to_image: TextToImageConfig = Field(default_factory=TextToImageConfig)
 
     @model_validator(mode="after")
     def _bounded_queues(self) -> Self:
@@ -225,6 +267,11 @@ class AppConfig(StrictModel):
         storage = self.storage.model_copy(update={"root": _absolute(self.storage.root, base)})
         pipeline = self.pipeline.resolved(base)
         update: dict[str, Any] = {"storage": storage, "pipeline": pipeline}
+        if self.text_to_image.model_path is not None:
+            model_path = _absolute(self.text_to_image.model_path, base)
+            update["text_to_image"] = self.text_to_image.model_copy(
+                update={"model_path": model_path}
+            )
         if self.registry.journal_path is not None:
             journal = _absolute(self.registry.journal_path, base)
             update["registry"] = self.registry.model_copy(update={"journal_path": journal})

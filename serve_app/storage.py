@@ -6,6 +6,7 @@ Layout (every name is a validated job id or a hex digest, never a client's filen
     jobs/<job_id>/upload.json            which upload a job refers to
     meshes/<key[:2]>/<key>.npz           canonical meshes, by generation cache key
     exports/<key[:2]>/<key>.<format>     formats derived from a canonical mesh, made once
+    images/<key[:2]>/<key>.json          a generated image (an upload), by text-to-image key
 
 Writes go to a temporary file in the same directory and are renamed into place, so a
 reader sees a whole file or none; concurrent writers of the same content are harmless.
@@ -116,6 +117,28 @@ class ArtifactStore:
         _write_atomic(path, data)
         return path
 
+    # -- generated images (text to image) ----------------------------------------------
+
+    def put_generated_image(self, job_id: str, key: str, png: bytes) -> UploadInfo:
+        """Store a generated PNG as ``job_id``'s upload and index it under its cache ``key``."""
+        info = self.put_upload(job_id, png, "image/png")
+        entry = {"sha256": info.sha256, "size_bytes": info.size_bytes, "media_type": "image/png"}
+        _write_atomic(self._image_index(key), json.dumps(entry).encode())
+        return info
+
+    def generated_image(self, key: str) -> UploadInfo | None:
+        """The image generated under cache ``key``, or None (never made, or its bytes expired)."""
+        try:
+            entry = json.loads(self._image_index(key).read_bytes())
+        except FileNotFoundError:
+            return None
+        info = UploadInfo(
+            sha256=_digest(entry["sha256"]),
+            size_bytes=int(entry["size_bytes"]),
+            media_type=str(entry["media_type"]),
+        )
+        return info if self._upload_path(info.sha256).is_file() else None
+
     # -- health --------------------------------------------------------------------------
 
     def check_writable(self) -> None:
@@ -127,6 +150,10 @@ class ArtifactStore:
     def _upload_path(self, sha256: str) -> Path:
         sha256 = _digest(sha256)
         return self.root / "uploads" / sha256[:2] / sha256
+
+    def _image_index(self, key: str) -> Path:
+        key = _digest(key)
+        return self.root / "images" / key[:2] / f"{key}.json"
 
     def _job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id

@@ -60,6 +60,15 @@ def tiny_hunyuan3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_hunyuan3d(tmp_path_factory.mktemp("hunyuan3d") / "hunyuan3d-dit-tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline saved as a diffusers model directory
+    (tests/tiny_diffusion.py); built once per session, read-only for the tests."""
+    from tests.tiny_diffusion import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``gpu`` on machines without CUDA (torch is imported only if any exist)."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]

@@ -1,36 +1,82 @@
-"""``POST /api/text-to-image``: a prompt in, an upload out — when a model is configured."""
+"""``POST /api/text-to-image``: a prompt in, an image job out — when a model is configured.
+
+Prompts are untrusted text: 1 to 1,000 characters, no control characters (tabs and line
+breaks are allowed), never echoed in an error and logged only as a hash and a length.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.api.deps import ServicesDep
 from serve_app.api.schemas import ErrorResponse, UploadResponse
-from serve_app.errors import ModelNotConfiguredError
+from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
+from serve_app.pipeline.text_params import TextToImageParams, check_limits, describe_prompt
+from serve_app.pipeline.types import Dimensions, GenerationParams, OutputFormat
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
+#: Generator names: short lowercase identifiers (which ones are enabled is the service's).
+GENERATOR_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
-class TextToImageRequest(BaseModel):
+
+class Generate3DOptions(BaseModel):
+    """How the picture becomes a model: ``POST /api/generate-3d``'s body without ``job_id``."""
+
     model_config = ConfigDict(extra="forbid")
 
-    prompt: Annotated[str, Field(min_length=1, max_length=500, examples=["a red ceramic mug"])]
+    format: OutputFormat = "glb"
+    quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine)")
+    dimensions: Dimensions = Field(default_factory=Dimensions)
+    generator: str | None = Field(
+        default=None, pattern=GENERATOR_PATTERN, description="shape generator; unset: default"
+    )
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(quality=self.quality, dimensions=self.dimensions)
+
+
+class TextToImageRequest(TextToImageParams):
+    """``POST /api/text-to-image``: the picture to make, and optionally the model to make
+    of it (``generate_3d``) in the same job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generate_3d: Generate3DOptions | None = Field(
+        default=None, description="go on to a 3D model under the same job id"
+    )
+
+    def params(self) -> TextToImageParams:
+        return TextToImageParams.model_validate(self.model_dump(exclude={"generate_3d"}))
 
 
 @router.post(
     "/api/text-to-image",
     responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
-async def text_to_image(body: TextToImageRequest) -> UploadResponse:
-    """Make a photo from ``prompt`` and store it as a new upload (then generate as usual).
+async def text_to_image(body: TextToImageRequest, services: ServicesDep) -> UploadResponse:
+    """Make a picture from ``prompt`` (then, with ``generate_3d``, a model of it).
 
-    This build has no text-to-image backend, so the answer is always a 503
-    ``model_not_configured``: an image is never faked. Upload a photo instead.
+    503 ``model_not_configured`` when ``text_to_image.model_path`` is not set: an image is
+    never faked. 422 naming the field for a bad prompt or parameters over the limits.
     """
-    raise ModelNotConfiguredError(
-        "text-to-image is not configured on this service: no text-to-image model is "
-        "installed, so upload a photo instead",
+    section = services.config.text_to_image
+    if section.model_path is None:
+        raise ModelNotConfiguredError(
+            "text-to-image is not configured on this service: no text-to-image model is "
+            "installed (setting text_to_image.model_path), so upload a photo instead",
+            feature="text_to_image",
+            setting="text_to_image.model_path",
+        )
+    params = body.params()
+    check_limits(params, section.max_pixels, section.max_steps)
+    logger.info("text-to-image request refused: prompt %s", describe_prompt(params.prompt))
+    raise ModelUnavailableError(
+        "text-to-image jobs are not served by this version of the service: upload a photo instead",
         feature="text_to_image",
+        setting="text_to_image.model_path",
     )
