@@ -8,6 +8,7 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.meshtools.config import MeshLimits
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.policy import RetentionConfig, SecurityConfig
 
@@ -192,6 +193,7 @@ class AppConfig(StrictModel):
     shape_texture: DeploymentOptions = Field(default_factory=_default_shape)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    mesh_tools: MeshLimits = Field(default_factory=MeshLimits)
 
     @model_validator(mode="after")
     def _bounded_queues(self) -> Self:
