@@ -5,8 +5,9 @@ metallic and roughness factors, lit by a light kit (key, fill, back and head lig
 environment map: prefiltering one costs seconds per image on a CPU), framed to fill the
 image from the asked direction. No
 display is needed: the render window is VTK's EGL one, which runs on Mesa's llvmpipe on
-a CPU-only machine (Debian: libegl1, libegl-mesa0, libgl1-mesa-dri) and on the GPU's own
-EGL where a driver provides one. Renders are serialised within a process.
+a CPU-only machine (Debian: libegl1, libegl-mesa0, libgl1-mesa-dri); where a GPU driver
+installs its own EGL vendor library, libglvnd may choose that one instead. Renders are
+serialised within a process.
 """
 
 from __future__ import annotations
