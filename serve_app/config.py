@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.meshtools.config import MeshLimits
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.text_params import MAX_GUIDANCE_SCALE, MAX_PIXELS, MAX_STEPS, MIN_SIDE
 from serve_app.policy import RetentionConfig, SecurityConfig
@@ -234,6 +235,7 @@ class AppConfig(StrictModel):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     text_to_image: TextToImageConfig = Field(default_factory=TextToImageConfig)
+    mesh_tools: MeshLimits = Field(default_factory=MeshLimits)
 
     @model_validator(mode="after")
     def _bounded_queues(self) -> Self:

@@ -55,6 +55,19 @@ class UnsupportedMediaTypeError(OrfeasError):
     code = "unsupported_media_type"
 
 
+class InvalidMeshError(InvalidInputError):
+    """A mesh file that is recognised but broken: truncated, lying counts, NaN coordinates."""
+
+    code = "invalid_mesh"
+
+
+class MeshTooLargeError(OrfeasError):
+    """A mesh with more faces or vertices than the service analyses."""
+
+    status_code = 413
+    code = "mesh_too_large"
+
+
 class NoSubjectError(OrfeasError):
     status_code = 422
     code = "no_subject"
@@ -75,6 +88,11 @@ class ValidationFailedError(OrfeasError):
 class JobNotFoundError(OrfeasError):
     status_code = 404
     code = "job_not_found"
+
+
+class VariantNotFoundError(OrfeasError):
+    status_code = 404
+    code = "variant_not_found"
 
 
 class ArtifactNotFoundError(OrfeasError):

@@ -8,6 +8,8 @@ import serve_app
 from serve_app.api.deps import Services
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.live import router as live_router
+from serve_app.api.meshtools import ANALYZE_PATH
+from serve_app.api.meshtools import router as meshtools_router
 from serve_app.api.routes import router
 from serve_app.api.security import install_security
 from serve_app.api.text import router as text_router
@@ -31,10 +33,12 @@ def create_api(services: Services) -> FastAPI:
         services.config.security,
         services.config.pipeline.limits.max_upload_bytes,
         services.limiter,
+        path_limits={ANALYZE_PATH: services.config.mesh_tools.max_upload_bytes},
     )
     app.include_router(router)
     app.include_router(live_router)
     app.include_router(text_router)
+    app.include_router(meshtools_router)
     install_web(app)
     return app
 

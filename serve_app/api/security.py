@@ -4,8 +4,9 @@ One ASGI middleware, in front of every route, so no route can forget it:
 
 - **Body size**: a ``Content-Length`` over the limit is a 413 before a byte is read; a body
   without one is counted while it streams in and cut off with a 413 at the limit. Image
-  uploads get ``pipeline.limits.max_upload_bytes`` (plus multipart framing), every other
-  request ``security.max_body_bytes``.
+  uploads get ``pipeline.limits.max_upload_bytes``, mesh files for analysis
+  ``mesh_tools.max_upload_bytes`` (each plus multipart framing), every other request
+  ``security.max_body_bytes``.
 - **API keys** (when ``security.api_key_hashes`` is set): ``Authorization: Bearer <key>``
   or ``X-API-Key: <key>`` (WebSockets, which browsers cannot give headers, may pass
   ``?api_key=``). Keys are compared by their SHA-256; the config never holds a key.
@@ -23,7 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -159,12 +160,17 @@ class SecurityMiddleware:
         config: SecurityConfig,
         upload_limit_bytes: int,
         limiter: Limiter | None = None,
+        path_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.config = config
         self.keys = KeyRing(config.api_key_hashes)
         self.trusted = TrustedProxies(config.trusted_proxies)
-        self.upload_limit_bytes = upload_limit_bytes + MULTIPART_OVERHEAD_BYTES
+        #: Paths whose bodies carry a file, each with its own limit (plus framing).
+        self.file_limits = {
+            path: limit + MULTIPART_OVERHEAD_BYTES
+            for path, limit in {UPLOAD_PATH: upload_limit_bytes, **(path_limits or {})}.items()
+        }
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -185,7 +191,7 @@ class SecurityMiddleware:
                 await self._refuse(scope, receive, send, *refusal)
                 return
         if scope["type"] == "http":
-            limit = self.upload_limit_bytes if path == UPLOAD_PATH else self.config.max_body_bytes
+            limit = self.file_limits.get(path, self.config.max_body_bytes)
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 await self._refuse(
@@ -264,14 +270,21 @@ def _counting(receive: Receive, limit: int) -> Receive:
 
 
 def install_security(
-    app: FastAPI, config: SecurityConfig, upload_limit_bytes: int, limiter: Limiter | None
+    app: FastAPI,
+    config: SecurityConfig,
+    upload_limit_bytes: int,
+    limiter: Limiter | None,
+    path_limits: Mapping[str, int] | None = None,
 ) -> None:
-    """Add the guard, then CORS around it (so preflights and refusals carry CORS headers)."""
+    """Add the guard, then CORS around it (so preflights and refusals carry CORS headers).
+    ``path_limits``: body limits of other paths that take a file, beside the image upload's.
+    """
     app.add_middleware(
         SecurityMiddleware,
         config=config,
         upload_limit_bytes=upload_limit_bytes,
         limiter=limiter,
+        path_limits=path_limits,
     )
     if config.cors_origins:
         app.add_middleware(

@@ -54,39 +54,117 @@ def _jpeg(texture: np.ndarray) -> Image.Image:
     return image
 
 
-def _textured(mesh: TexturedMesh, scale: float, image: Image.Image) -> trimesh.Trimesh:
-    material = PBRMaterial(
-        name="base",
+def srgb_to_linear(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """An sRGB colour (0..255 per channel) as linear-light factors (0..1), as glTF wants."""
+
+    def channel(c: int) -> float:
+        x = c / 255.0
+        return x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4
+
+    r, g, b = rgb
+    return (channel(r), channel(g), channel(b))
+
+
+def _material(mesh: TexturedMesh, image: Image.Image | None) -> PBRMaterial:
+    """glTF's metallic-roughness material: the texture, or a plain ``base_color`` factor."""
+    if mesh.base_color is not None:
+        factor = [*srgb_to_linear(mesh.base_color), 1.0]
+        image = None
+    else:
+        factor = [1.0, 1.0, 1.0, 1.0]
+    return PBRMaterial(
+        name=material_name(mesh),
         baseColorTexture=image,
-        baseColorFactor=[255, 255, 255, 255],
+        baseColorFactor=factor,
         metallicFactor=float(mesh.metallic),
         roughnessFactor=float(mesh.roughness),
         doubleSided=False,
     )
+
+
+def _textured(mesh: TexturedMesh, scale: float, image: Image.Image | None) -> trimesh.Trimesh:
+    material = _material(mesh, image)
+    uv = mesh.uv if material.baseColorTexture is not None else None
     return trimesh.Trimesh(
         vertices=mesh.vertices.astype(np.float64) * scale,
         faces=mesh.faces,
-        visual=TextureVisuals(uv=mesh.uv, material=material),
+        visual=TextureVisuals(uv=uv, material=material),
         process=False,
     )
 
 
 def _glb(mesh: TexturedMesh) -> bytes:
-    tm = _textured(mesh, GLB_UNITS_PER_MM, _jpeg(mesh.texture))
+    image = _jpeg(mesh.texture) if mesh.base_color is None else None
+    tm = _textured(mesh, GLB_UNITS_PER_MM, image)
     return _as_bytes(tm.export(file_type="glb"))
 
 
+#: Names inside the OBJ zip.
+OBJ_NAME, MTL_NAME, TEXTURE_NAME = "model.obj", "model.mtl", "texture.png"
+
+
 def _obj(mesh: TexturedMesh) -> bytes:
-    tm = _textured(mesh, 1.0, Image.fromarray(mesh.texture))
-    text, files = trimesh.exchange.obj.export_obj(
-        tm, include_normals=True, include_texture=True, return_texture=True, mtl_name="model.mtl"
+    """The OBJ, its MTL (:func:`mtl_text`) and, unless a plain colour replaced it, the
+    texture as a PNG, zipped."""
+    material = PBRMaterial(name=material_name(mesh))
+    tm = trimesh.Trimesh(
+        vertices=mesh.vertices,
+        faces=mesh.faces,
+        visual=TextureVisuals(uv=mesh.uv, material=material),
+        process=False,
+    )
+    text = trimesh.exchange.obj.export_obj(
+        tm,
+        include_normals=True,
+        include_texture=True,
+        write_texture=False,
+        mtl_name=MTL_NAME,
+        header=None,
     )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("model.obj", text)
-        for name, data in files.items():
-            z.writestr(name, data)
+        z.writestr(OBJ_NAME, text)
+        z.writestr(MTL_NAME, mtl_text(mesh))
+        if mesh.base_color is None:
+            png = io.BytesIO()
+            Image.fromarray(mesh.texture).save(png, format="PNG")
+            z.writestr(TEXTURE_NAME, png.getvalue())
     return buf.getvalue()
+
+
+def material_name(mesh: TexturedMesh) -> str:
+    """The material's name in GLB and MTL: the applied material's, else ``base``."""
+    return mesh.material or "base"
+
+
+def mtl_text(mesh: TexturedMesh) -> str:
+    """The MTL of ``mesh``: classic terms as Blender's importer reads them, and the PBR
+    extension's ``Pr``/``Pm``.
+
+    ``Kd`` is the base colour (white under a texture, ``map_Kd``), ``Ks`` the reflectance
+    at normal incidence (0.04 for a dielectric, the base colour for a metal), ``Ns``
+    ``1000 (1 − roughness)²`` and ``Ka`` the metallic factor (Blender reads roughness and
+    metallic back from these two when ``Pr``/``Pm`` are absent).
+    """
+    r, g, b = (c / 255.0 for c in mesh.base_color) if mesh.base_color else (1.0, 1.0, 1.0)
+    m = float(mesh.metallic)
+    rough = float(mesh.roughness)
+    ks = [0.04 * (1 - m) + c * m for c in (r, g, b)]
+    lines = [
+        "# ORFEAS Serve",
+        f"newmtl {material_name(mesh)}",
+        f"Ka {m:.6f} {m:.6f} {m:.6f}",
+        f"Kd {r:.6f} {g:.6f} {b:.6f}",
+        f"Ks {ks[0]:.6f} {ks[1]:.6f} {ks[2]:.6f}",
+        f"Ns {1000.0 * (1.0 - rough) ** 2:.6f}",
+        "d 1.000000",
+        "illum 2",
+        f"Pr {rough:.6f}",
+        f"Pm {m:.6f}",
+    ]
+    if mesh.base_color is None:
+        lines.append(f"map_Kd {TEXTURE_NAME}")
+    return "\n".join(lines) + "\n"
 
 
 def _stl(mesh: TexturedMesh) -> bytes:

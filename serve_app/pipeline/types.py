@@ -172,10 +172,15 @@ class Mesh:
 class TexturedMesh:
     """The canonical result of one generation, from which every format is exported.
 
-    vertices : (n, 3) float32, millimetres; +Y up, +Z towards the camera
-    faces    : (m, 3) int64, counter-clockwise seen from outside
-    uv       : (n, 2) float32, OpenGL convention (v = 0 at the image's bottom)
-    texture  : (h, w, 3) uint8 base-colour image
+    vertices   : (n, 3) float32, millimetres; +Y up, +Z towards the camera
+    faces      : (m, 3) int64, counter-clockwise seen from outside
+    uv         : (n, 2) float32, OpenGL convention (v = 0 at the image's bottom)
+    texture    : (h, w, 3) uint8 base-colour image (sRGB)
+    roughness, metallic : glTF's PBR factors, 0..1
+    base_color : (r, g, b) sRGB 0..255 when a plain colour replaces the texture (then
+                 ``texture`` is that colour, 1 × 1), None while the texture is the colour
+    material   : the name of the material applied (a preset or "custom"), None for the
+                 generator's own
     """
 
     vertices: np.ndarray
@@ -185,26 +190,37 @@ class TexturedMesh:
     roughness: float = 0.8
     metallic: float = 0.0
     meta: dict[str, float | int | str | bool] = field(default_factory=dict)
+    base_color: tuple[int, int, int] | None = None
+    material: str | None = None
 
     def to_bytes(self) -> bytes:
         """Serialise to an ``.npz`` (the canonical artifact), uncompressed: zlib over the
-        texture costs more time per job than the disk it saves is worth."""
+        texture costs more time per job than the disk it saves is worth. ``base_color`` and
+        ``material`` are written only when set, so files without them read as before."""
+        arrays: dict[str, np.ndarray] = {
+            "vertices": self.vertices.astype(np.float32),
+            "faces": self.faces.astype(np.int64),
+            "uv": self.uv.astype(np.float32),
+            "texture": self.texture.astype(np.uint8),
+            "pbr": np.array([self.roughness, self.metallic], dtype=np.float32),
+        }
+        if self.base_color is not None:
+            arrays["base_color"] = np.array(self.base_color, dtype=np.uint8)
+        if self.material is not None:
+            arrays["material"] = np.array(self.material, dtype=np.str_)
         buf = io.BytesIO()
-        np.savez(
-            buf,
-            vertices=self.vertices.astype(np.float32),
-            faces=self.faces.astype(np.int64),
-            uv=self.uv.astype(np.float32),
-            texture=self.texture.astype(np.uint8),
-            pbr=np.array([self.roughness, self.metallic], dtype=np.float32),
-            meta=np.array(json.dumps(self.meta, sort_keys=True)),
-        )
+        arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             roughness, metallic = (float(x) for x in z["pbr"])
+            base_color = None
+            if "base_color" in z.files:
+                r, g, b = (int(x) for x in z["base_color"])
+                base_color = (r, g, b)
             return cls(
                 vertices=z["vertices"],
                 faces=z["faces"],
@@ -213,6 +229,8 @@ class TexturedMesh:
                 roughness=roughness,
                 metallic=metallic,
                 meta=read_meta(z),
+                base_color=base_color,
+                material=str(z["material"]) if "material" in z.files else None,
             )
 
 

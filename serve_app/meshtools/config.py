@@ -1,0 +1,22 @@
+"""Limits of the mesh tools: how big a mesh file may be, how many faces it may have."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MeshLimits(BaseModel):
+    """Checked before a mesh file's bytes reach a parser, and again on what it parsed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest mesh file accepted for analysis"
+    )
+    max_faces: int = Field(
+        default=2_000_000, gt=0, description="triangles (after splitting polygons)"
+    )
+    max_vertices: int = Field(default=2_000_000, gt=0)
+    max_gltf_nodes: int = Field(
+        default=10_000, gt=0, description="nodes of a GLB's scene graph (each may place a mesh)"
+    )

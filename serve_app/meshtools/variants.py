@@ -1,0 +1,69 @@
+"""Content addresses of a job's model variants: same job, base, operation and parameters → same id.
+
+A variant id is the sha256 hex of a canonical JSON recipe: the schema version, the job,
+the content key of the mesh it is made from (the job's canonical mesh key, or the base
+variant's id — so a re-run of the job gives new ids), the operation and its parameters
+(keys sorted, floats rounded to 1e-9, so 0.3 and 0.30000000000000004 are one variant). Being
+a 64-hex digest, the id is also the ArtifactStore key of the variant's mesh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+#: Bumped when a recipe's meaning changes (an operation's algorithm, the mesh layout).
+VARIANT_SCHEMA = 1
+VARIANT_ID_PATTERN = r"^[0-9a-f]{64}$"
+_VARIANT_ID_RE = re.compile(VARIANT_ID_PATTERN)
+_DIGITS = 9
+
+
+class VariantOperation(StrEnum):
+    """What made a variant."""
+
+    OPTIMIZE = "optimize"
+    MATERIAL = "material"
+
+
+def variant_id(
+    job_id: str, base_key: str, operation: VariantOperation, params: Mapping[str, Any]
+) -> str:
+    """The id of the variant of ``job_id`` made by ``operation`` with ``params`` from the
+    mesh stored under ``base_key``. ``params`` holds JSON values (pydantic's
+    ``model_dump(mode="json")``); NaN and infinities are refused."""
+    recipe = {
+        "schema": VARIANT_SCHEMA,
+        "job": job_id,
+        "base": base_key,
+        "operation": str(VariantOperation(operation)),
+        "params": _canonical(dict(params)),
+    }
+    blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def is_variant_id(value: str) -> bool:
+    return bool(_VARIANT_ID_RE.fullmatch(value))
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("variant parameters must be finite")
+        rounded = round(value, _DIGITS)
+        return int(rounded) if rounded.is_integer() else rounded
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
