@@ -17,7 +17,7 @@ RUN_ARGS ?=
 BENCH ?= pipeline
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint bench lock clean distclean chromium
+.PHONY: help setup run test lint bench lock clean distclean chromium prometheus
 
 help:
 	@echo "make setup      .venv (pinned by requirements.lock), $(MODEL), node_modules"
@@ -28,7 +28,7 @@ help:
 	@echo "make lock       regenerate requirements.lock (LOCK_FRESH=1 to resolve from scratch)"
 	@echo "make clean      outputs and caches; make distclean also .venv, models, node_modules"
 
-setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium
+setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium prometheus
 
 $(VENV_STAMP): pyproject.toml requirements.lock
 	@scripts/setup.sh venv
@@ -47,6 +47,10 @@ $(WEB_STAMP): $(NODE_STAMP) serve_app/web/assets.py
 # Debian's Chromium for the browser tests; installs only when /usr/bin/chromium is missing.
 chromium:
 	@scripts/setup.sh chromium
+
+# Debian's Prometheus for the test that scrapes the service; installs only when missing.
+prometheus:
+	@scripts/setup.sh prometheus
 
 run: setup
 	@scripts/run.sh $(RUN_ARGS)
