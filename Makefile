@@ -17,7 +17,7 @@ RUN_ARGS ?=
 BENCH ?= pipeline
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint bench lock clean distclean chromium renderer
+.PHONY: help setup run test lint bench lock clean distclean chromium renderer prometheus
 
 help:
 	@echo "make setup      .venv (pinned by requirements.lock), $(MODEL), node_modules"
@@ -28,7 +28,7 @@ help:
 	@echo "make lock       regenerate requirements.lock (LOCK_FRESH=1 to resolve from scratch)"
 	@echo "make clean      outputs and caches; make distclean also .venv, models, node_modules"
 
-setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium renderer
+setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium renderer prometheus
 
 $(VENV_STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	@scripts/setup.sh venv
@@ -51,6 +51,10 @@ chromium:
 # Debian's EGL and Mesa for the preview renderer; installs only the packages that are missing.
 renderer:
 	@scripts/setup.sh renderer
+
+# Debian's Prometheus for the test that scrapes the service; installs only when missing.
+prometheus:
+	@scripts/setup.sh prometheus
 
 run: setup
 	@scripts/run.sh $(RUN_ARGS)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up a checkout: .venv (pinned by requirements.lock), models/u2netp.onnx, node_modules,
-# the browser assets vendored from node_modules, Chromium for the browser tests, and EGL
-# with Mesa for the preview renderer.
+# the browser assets vendored from node_modules, Chromium for the browser tests, EGL with
+# Mesa for the preview renderer, and Prometheus for the test that scrapes the service with it.
 #
-#   scripts/setup.sh [all|venv|model|node|web|chromium|renderer]...
+#   scripts/setup.sh [all|venv|model|node|web|chromium|renderer|prometheus]...
 #
 # Every step is idempotent and returns at once when its inputs have not changed.
 # PYTHON picks the interpreter for the venv (default: python3); VENV its directory (default:
@@ -31,6 +31,7 @@ CHROMIUM=/usr/bin/chromium
 # VTK renders previews off-screen through EGL: the GL vendor library, Mesa's EGL and its
 # drivers (llvmpipe on a machine without a GPU).
 RENDER_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+PROMETHEUS=/usr/bin/prometheus
 
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -253,17 +254,45 @@ step_renderer() {
   say "renderer: ${missing[*]} installed"
 }
 
+# Debian's Prometheus (and promtool) for tests/integration/test_prometheus.py. Where systemd
+# runs, the package also starts a `prometheus` service on :9090; the tests start their own.
+step_prometheus() {
+  if [[ -x $PROMETHEUS ]]; then
+    say "prometheus: $PROMETHEUS present"
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    say "prometheus: $PROMETHEUS is missing; install the Debian package as root:"
+    say "  apt-get update && apt-get install -y --no-install-recommends prometheus"
+    say "prometheus: the test that scrapes the service with it is skipped until then"
+    return
+  fi
+  say "prometheus: apt-get install prometheus"
+  local log
+  log=$(mktemp)
+  if ! { apt-get update -q \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
+      >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    rm -f "$log"
+    die "prometheus: apt-get install prometheus failed"
+  fi
+  rm -f "$log"
+  say "prometheus: $("$PROMETHEUS" --version 2>&1 | head -n 1)"
+}
+
 steps=("$@")
 [[ ${#steps[@]} -eq 0 ]] && steps=(all)
 for step in "${steps[@]}"; do
   case $step in
-    all) step_venv; step_model; step_node; step_web; step_chromium; step_renderer ;;
+    all) step_venv; step_model; step_node; step_web; step_chromium; step_renderer; step_prometheus ;;
     venv) step_venv ;;
     model) step_model ;;
     node) step_node; step_web ;;
     web) step_web ;;
     chromium) step_chromium ;;
     renderer) step_renderer ;;
-    *) die "unknown step '$step' (all, venv, model, node, web, chromium, renderer)" ;;
+    prometheus) step_prometheus ;;
+    *) die "unknown step '$step' (all, venv, model, node, web, chromium, renderer, prometheus)" ;;
   esac
 done

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import os
 from os import PathLike
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,6 +21,8 @@ SWAGGER_JS_URL = "/vendor/swagger-ui/swagger-ui-bundle.js"
 SWAGGER_CSS_URL = "/vendor/swagger-ui/swagger-ui.css"
 SWAGGER_FAVICON_URL = "/vendor/swagger-ui/favicon-32x32.png"
 SETUP_HINT = "run `make setup` (or `scripts/setup.sh web`) to copy them from node_modules"
+#: The page's base element; its address becomes the application's route prefix.
+INDEX_BASE = '<base href="/">'
 
 
 def install(app: FastAPI, vendor_dir: Path) -> None:
@@ -27,10 +30,11 @@ def install(app: FastAPI, vendor_dir: Path) -> None:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/", response_class=HTMLResponse)
-    async def studio() -> FileResponse:
+    async def studio(request: Request) -> HTMLResponse:
         """The studio: photo or prompt in, live progress, 3D viewer, downloads."""
-        return FileResponse(
-            INDEX_HTML, media_type="text/html", headers={"Cache-Control": "no-cache"}
+        return HTMLResponse(
+            studio_page(request.scope.get("root_path", "")),
+            headers={"Cache-Control": "no-cache"},
         )
 
     @router.get("/api/docs", response_class=HTMLResponse)
@@ -53,6 +57,14 @@ def install(app: FastAPI, vendor_dir: Path) -> None:
     app.include_router(router)
     app.mount("/static", NoCacheFiles(directory=STATIC_DIR), name="static")
     app.mount("/vendor", VendorFiles(vendor_dir), name="vendor")
+
+
+def studio_page(root_path: str) -> str:
+    """The studio's HTML with its base at ``root_path`` (where Serve mounted the app), so
+    its relative addresses (API, static files, WebSocket) work under any route prefix.
+    """
+    base = html.escape(root_path.rstrip("/") + "/", quote=True)
+    return INDEX_HTML.read_text(encoding="utf-8").replace(INDEX_BASE, f'<base href="{base}">', 1)
 
 
 def assets_missing_response(vendor_dir: Path) -> JSONResponse | None:

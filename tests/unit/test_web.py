@@ -40,10 +40,33 @@ def test_studio_page_is_served_with_an_import_map(vendor_dir: Path) -> None:
     imports = json.loads(
         re.search(r'<script type="importmap">(.*?)</script>', response.text, re.S).group(1)
     )["imports"]
+    # Relative to the page's base, so the studio works under any route prefix.
     assert imports == {
-        "three": "/vendor/three/build/three.module.js",
-        "three/addons/": "/vendor/three/addons/",
+        "three": "./vendor/three/build/three.module.js",
+        "three/addons/": "./vendor/three/addons/",
     }
+    assert '<base href="/">' in response.text
+
+
+def test_studio_page_base_is_the_route_prefix(vendor_dir: Path) -> None:
+    app = FastAPI(title="web test", docs_url=None, redoc_url=None)
+    install_web(app, vendor_dir=vendor_dir)
+    prefixed = TestClient(app, root_path="/studio")
+    page = prefixed.get("/").text
+    assert page.count("<base ") == 1 and '<base href="/studio/">' in page
+    # Every address the page and its scripts use is relative to that base.
+    addresses = re.findall(r'(?:src|href)="([^"]+)"', page.replace('<base href="/studio/">', ""))
+    assert addresses and all(not a.startswith("/") for a in addresses), addresses
+    # An import map takes relative addresses only in the "./" form.
+    imports = re.search(r'<script type="importmap">(.*?)</script>', page, re.S)
+    assert imports and all(
+        v.startswith("./") for v in json.loads(imports.group(1))["imports"].values()
+    )
+    for script in sorted((STATIC_DIR / "js").glob("*.js")):
+        text = script.read_text()
+        absolute = re.findall(r"""(?:fetch|request|EventSource|WebSocket)\(\s*[`"']/""", text)
+        assert not absolute, f"{script.name} uses an absolute address: {absolute}"
+        assert not re.search(r"""[`"']/(api|ws|download|static|vendor)/""", text), script.name
 
 
 def test_static_and_vendored_files_are_served(vendor_dir: Path) -> None:

@@ -1,4 +1,43 @@
 // The HTTP API of ORFEAS Serve, as small async functions that throw ApiError with words.
+//
+// Addresses are relative to the page's base (the application's route prefix). When the
+// service asks for API keys, the key the user gave is kept in sessionStorage (this tab
+// only) and sent as `Authorization: Bearer` on every request; browsers cannot give a
+// WebSocket headers, so `socketUrl` puts it in the `api_key` query parameter instead.
+
+const KEY_STORAGE = "orfeas.apiKey";
+let unauthorizedHandler = null;
+
+/** The API key in use, or null. */
+export function apiKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE) || null;
+  } catch {
+    return null; // storage turned off: no key is kept
+  }
+}
+
+export function setApiKey(key) {
+  sessionStorage.setItem(KEY_STORAGE, key);
+}
+
+export function forgetApiKey() {
+  try {
+    sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // nothing was kept
+  }
+}
+
+/** Headers that carry `key` (default: the key in use). */
+export function authHeaders(key = apiKey()) {
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+/** `handler(error)` runs on every 401; `error.keySent` says whether a key went with it. */
+export function onUnauthorized(handler) {
+  unauthorizedHandler = handler;
+}
 
 /** An API or network failure: `code` is the server's error code (or a local one). */
 export class ApiError extends Error {
@@ -12,8 +51,11 @@ export class ApiError extends Error {
 }
 
 /** Fetch `path` and return its JSON body; any non-2xx answer becomes an ApiError. */
-export async function request(path, { method = "GET", json, body, signal } = {}) {
-  const init = { method, signal, headers: { Accept: "application/json" } };
+export async function request(
+  path,
+  { method = "GET", json, body, signal, key = apiKey(), notify = true } = {},
+) {
+  const init = { method, signal, headers: { Accept: "application/json", ...authHeaders(key) } };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers["Content-Type"] = "application/json";
@@ -27,10 +69,33 @@ export async function request(path, { method = "GET", json, body, signal } = {})
     if (err.name === "AbortError") throw err;
     throw new ApiError(`could not reach the server (${err.message})`, { code: "network_error" });
   }
+  if (response.status === 401) throw unauthorized(response, key, notify);
   if (!response.ok) throw await errorFrom(response);
   const type = response.headers.get("Content-Type") || "";
   if (type.includes("application/json")) return response.json();
   return response;
+}
+
+/** The error for a 401, in words that say what to do; the handler hears of it first. */
+function unauthorized(response, key, notify = true) {
+  const error = key
+    ? new ApiError("the API key was not accepted by the server", { code: "key_rejected", status: 401 })
+    : new ApiError("this server needs an API key", { code: "key_required", status: 401 });
+  error.keySent = Boolean(key);
+  response.body?.cancel();
+  if (notify) unauthorizedHandler?.(error);
+  return error;
+}
+
+/** Whether the server accepts `key`: true, false (401), or an ApiError for anything else. */
+export async function checkKey(key) {
+  try {
+    await request("api/jobs?limit=1", { key, notify: false });
+    return true;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return false;
+    throw err;
+  }
 }
 
 /** Turn an error response into an ApiError, reading `{"error": {"code", "message"}}`. */
@@ -56,7 +121,7 @@ export async function errorFrom(response) {
 export function uploadImage(file) {
   const form = new FormData();
   form.append("image", file, file.name || "photo.png");
-  return request("/api/upload-image", { method: "POST", body: form });
+  return request("api/upload-image", { method: "POST", body: form });
 }
 
 /** `POST /api/generate-3d`; `generator` and `seed` are left out when not given. */
@@ -64,31 +129,56 @@ export function generate3d(jobId, { format, quality, dimensions, generator, seed
   const json = { job_id: jobId, format, quality, dimensions };
   if (generator) json.generator = generator;
   if (seed !== undefined && seed !== null) json.seed = seed;
-  return request("/api/generate-3d", { method: "POST", json });
+  return request("api/generate-3d", { method: "POST", json });
 }
 
 /** `GET /api/generators`: the enabled shape generators, the default, which are loaded. */
 export function generators() {
-  return request("/api/generators");
+  return request("api/generators");
 }
 
 export function jobStatus(jobId, { signal } = {}) {
-  return request(`/api/job-status/${jobId}`, { signal });
+  return request(`api/job-status/${jobId}`, { signal });
 }
 
 export function cancelJob(jobId) {
-  return request(`/api/jobs/${jobId}/cancel`, { method: "POST" });
+  return request(`api/jobs/${jobId}/cancel`, { method: "POST" });
 }
 
 export function listJobs({ offset = 0, limit = 8 } = {}) {
-  return request(`/api/jobs?offset=${offset}&limit=${limit}`);
+  return request(`api/jobs?offset=${offset}&limit=${limit}`);
 }
 
 /** `POST /api/text-to-image`: JSON (a job) or an image body, returned as-is. */
 export function textToImage(prompt) {
-  return request("/api/text-to-image", { method: "POST", json: { prompt } });
+  return request("api/text-to-image", { method: "POST", json: { prompt } });
 }
 
 export function downloadUrl(jobId, format) {
-  return `/download/${jobId}/${format}`;
+  return `download/${jobId}/${format}`;
+}
+
+/** The job's live-events WebSocket address (with the API key, as the server accepts it). */
+export function socketUrl(jobId) {
+  const url = new URL(`ws/jobs/${jobId}`, document.baseURI);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const key = apiKey();
+  if (key) url.searchParams.set("api_key", key);
+  return url.href;
+}
+
+/** Fetch a file the server keeps (with the API key): `{ blob, filename }`. */
+export async function fetchFile(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: authHeaders() });
+  } catch (err) {
+    throw new ApiError(`could not reach the server (${err.message})`, { code: "network_error" });
+  }
+  if (response.status === 401) throw unauthorized(response, apiKey());
+  if (!response.ok) throw await errorFrom(response);
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const named = /filename="?([^";]+)"?/.exec(disposition);
+  const filename = named ? named[1] : path.split("/").filter(Boolean).pop();
+  return { blob: await response.blob(), filename };
 }

@@ -5,7 +5,7 @@
 // cannot open, or ends before the job does, hands over to the next one; polling goes on
 // until the job ends.
 
-import { ApiError, jobStatus } from "./api.js";
+import { ApiError, apiKey, jobStatus, socketUrl } from "./api.js";
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const OPEN_TIMEOUT_MS = 4000;
@@ -86,10 +86,9 @@ function viaWebSocket(jobId, { update, fail }) {
     queueMicrotask(() => fail("this browser has no WebSocket"));
     return () => {};
   }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   let socket;
   try {
-    socket = new WebSocket(`${scheme}//${location.host}/ws/jobs/${jobId}`);
+    socket = new WebSocket(socketUrl(jobId));
   } catch (err) {
     queueMicrotask(() => fail(`WebSocket refused: ${err.message}`));
     return () => {};
@@ -128,7 +127,12 @@ function viaEventSource(jobId, { update, fail }) {
     queueMicrotask(() => fail("this browser has no EventSource"));
     return () => {};
   }
-  const source = new EventSource(`/api/jobs/${jobId}/events`);
+  if (apiKey()) {
+    // An EventSource cannot send headers, so it cannot carry the key.
+    queueMicrotask(() => fail("an event stream cannot carry the API key"));
+    return () => {};
+  }
+  const source = new EventSource(`api/jobs/${jobId}/events`);
   let opened = false;
   let ended = false;
   const timer = setTimeout(() => end("the event stream did not open in time"), OPEN_TIMEOUT_MS);

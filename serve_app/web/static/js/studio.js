@@ -20,6 +20,70 @@ const state = {
 
 const jobs = new JobsList($("jobs"), { onOpen: openJob });
 
+// ---- the API key -----------------------------------------------------------
+
+/** Ask for a key: the service answered 401 (`error.keySent`: the key in use was refused). */
+function askForKey(error) {
+  if (error.keySent) api.forgetApiKey();
+  showKeyStatus();
+  $("key-reason").textContent = error.keySent
+    ? "The API key in use was not accepted by this server. Enter a valid key."
+    : "This server asks for an API key before it answers.";
+  const dialog = $("key-dialog");
+  if (!dialog.open) {
+    $("key-message").hidden = true;
+    dialog.showModal();
+  }
+  $("api-key").focus();
+}
+
+function showKeyStatus() {
+  $("key-status").hidden = !api.apiKey();
+}
+
+$("key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("api-key");
+  const message = $("key-message");
+  const key = input.value.trim();
+  if (!key) {
+    message.textContent = "Enter the key first.";
+    message.hidden = false;
+    return;
+  }
+  $("key-submit").disabled = true;
+  message.hidden = true;
+  try {
+    if (!(await api.checkKey(key))) {
+      message.textContent = "That key was not accepted by this server. Check it and try again.";
+      message.hidden = false;
+      input.select();
+      return;
+    }
+    api.setApiKey(key);
+    input.value = "";
+    $("key-dialog").close();
+    showKeyStatus();
+    clearMessage();
+    showMessage("API key accepted: it is kept in this tab until you close it.", "info");
+    jobs.load();
+  } catch (err) {
+    message.textContent = `Could not check the key: ${err.message}`;
+    message.hidden = false;
+  } finally {
+    $("key-submit").disabled = false;
+  }
+});
+
+$("key-forget").addEventListener("click", () => {
+  api.forgetApiKey();
+  showKeyStatus();
+  jobs.load();
+});
+
+api.onUnauthorized(askForKey);
+showKeyStatus();
+
 // ---- messages --------------------------------------------------------------
 
 function showMessage(text, kind = "error") {
@@ -119,7 +183,8 @@ async function useMadeImage(result) {
   if (!result.job_id) throw new api.ApiError("the answer named no image or job");
   state.photo = null;
   state.sourceJobId = result.job_id;
-  const url = [result.image_url, result.preview_url, result.url].find((u) => typeof u === "string");
+  let url = [result.image_url, result.preview_url, result.url].find((u) => typeof u === "string");
+  if (url && api.apiKey()) url = URL.createObjectURL((await api.fetchFile(url)).blob);
   showPreview(url || "", `Image made from the prompt (job ${result.job_id.slice(0, 8)})`);
   $("status-text").textContent = "Image ready: press Generate to make a model of it.";
   jobs.load();
@@ -333,6 +398,27 @@ function setBusy(busy) {
   $("generate-button").disabled = busy;
 }
 
+// A link cannot send the API key: with a key, downloads go through fetch.
+for (const link of document.querySelectorAll(".downloads [data-format]")) {
+  link.addEventListener("click", async (event) => {
+    if (!api.apiKey() || !link.hasAttribute("href")) return;
+    event.preventDefault();
+    try {
+      const { blob, filename } = await api.fetchFile(link.getAttribute("href"));
+      const url = URL.createObjectURL(blob);
+      const save = document.createElement("a");
+      save.href = url;
+      save.download = filename;
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (err) {
+      showMessage(`Could not download the model: ${err.message}`);
+    }
+  });
+}
+
 // ---- the viewer ------------------------------------------------------------
 
 async function showModel(jobId) {
@@ -347,7 +433,7 @@ async function showModel(jobId) {
       if (!webglAvailable()) throw new Error("this browser has WebGL turned off");
       state.viewer = new ModelViewer($("viewer"));
     }
-    await state.viewer.load(api.downloadUrl(jobId, "glb"));
+    await state.viewer.load(api.downloadUrl(jobId, "glb"), api.authHeaders());
     placeholder.hidden = true;
     $("viewer").dataset.loaded = jobId;
   } catch (err) {

@@ -61,9 +61,9 @@ export class ModelViewer {
     this.renderer.render(this.scene, this.camera);
   }
 
-  /** Load the GLB at `url`, replace the shown model and frame it. */
-  async load(url) {
-    const gltf = await new GLTFLoader().loadAsync(url);
+  /** Load the GLB at `url` (sending `headers`), replace the shown model and frame it. */
+  async load(url, headers = {}) {
+    const gltf = await new GLTFLoader().setRequestHeader(headers).loadAsync(url);
     this.clear();
     this.model = gltf.scene;
     this.scene.add(this.model);
