@@ -70,8 +70,9 @@ def _by_quality(values: tuple[int, ...]) -> str:
 GENERATOR_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
-class GenerateRequest(BaseModel):
-    """``POST /api/generate-3d``: which uploaded job to run, and how.
+class GenerateOptions(BaseModel):
+    """How a job's picture becomes a model: ``POST /api/generate-3d``'s body without
+    ``job_id`` (also ``generate_3d`` of ``POST /api/text-to-image``).
 
     The generator parameters are optional: what is left out comes from the generator's
     defaults for ``quality``; a parameter the chosen generator does not take is a 422.
@@ -79,7 +80,6 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: JobId
     format: OutputFormat = "glb"
     quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine)")
     dimensions: Dimensions = Field(default_factory=Dimensions)
@@ -153,6 +153,12 @@ class GenerateRequest(BaseModel):
             mc_level=self.mc_level,
             face_count=self.face_count,
         )
+
+
+class GenerateRequest(GenerateOptions):
+    """``POST /api/generate-3d``: which uploaded job to run, and how."""
+
+    job_id: JobId
 
 
 class GeneratorInfo(BaseModel):

@@ -9,35 +9,15 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from serve_app.api.deps import ServicesDep
-from serve_app.api.schemas import ErrorResponse, UploadResponse
+from serve_app.api.schemas import ErrorResponse, GenerateOptions, UploadResponse
 from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
 from serve_app.pipeline.text_params import TextToImageParams, check_limits, describe_prompt
-from serve_app.pipeline.types import Dimensions, GenerationParams, OutputFormat
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
-
-#: Generator names: short lowercase identifiers (which ones are enabled is the service's).
-GENERATOR_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
-
-
-class Generate3DOptions(BaseModel):
-    """How the picture becomes a model: ``POST /api/generate-3d``'s body without ``job_id``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format: OutputFormat = "glb"
-    quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine)")
-    dimensions: Dimensions = Field(default_factory=Dimensions)
-    generator: str | None = Field(
-        default=None, pattern=GENERATOR_PATTERN, description="shape generator; unset: default"
-    )
-
-    def params(self) -> GenerationParams:
-        return GenerationParams(quality=self.quality, dimensions=self.dimensions)
 
 
 class TextToImageRequest(TextToImageParams):
@@ -46,7 +26,7 @@ class TextToImageRequest(TextToImageParams):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    generate_3d: Generate3DOptions | None = Field(
+    generate_3d: GenerateOptions | None = Field(
         default=None, description="go on to a 3D model under the same job id"
     )
 

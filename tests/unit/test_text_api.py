@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from serve_app.api import Services, create_api
-from serve_app.api.schemas import GenerateRequest
-from serve_app.api.text import Generate3DOptions, TextToImageRequest
+from serve_app.api.schemas import GenerateOptions, GenerateRequest
+from serve_app.api.text import TextToImageRequest
 from serve_app.config import AppConfig
 from serve_app.pipeline.text_params import (
     TextToImageParams,
@@ -169,11 +169,11 @@ def test_describe_prompt_is_a_hash_and_a_length() -> None:
 
 def test_generate_3d_options_mirror_generate_3d_without_job_id() -> None:
     mirrored = set(GenerateRequest.model_fields) - {"job_id"}
-    assert mirrored <= set(Generate3DOptions.model_fields)
+    assert mirrored <= set(GenerateOptions.model_fields)
     for name in mirrored:
-        ours, theirs = Generate3DOptions.model_fields[name], GenerateRequest.model_fields[name]
+        ours, theirs = GenerateOptions.model_fields[name], GenerateRequest.model_fields[name]
         assert ours.annotation == theirs.annotation and ours.metadata == theirs.metadata, name
-    options = Generate3DOptions.model_validate({"format": "obj", "quality": 7})
+    options = GenerateOptions.model_validate({"format": "obj", "quality": 7})
     assert options.params() == GenerateRequest(job_id="0" * 32, quality=7).params()
 
 
@@ -182,7 +182,7 @@ def test_the_request_gives_the_image_parameters_alone() -> None:
         {"prompt": "a mug", "negative_prompt": "  ", "seed": 4, "generate_3d": {}}
     )
     assert request.params() == TextToImageParams(prompt="a mug", seed=4)
-    assert request.generate_3d == Generate3DOptions()
+    assert request.generate_3d == GenerateOptions()
 
 
 # -- the image cache key ------------------------------------------------------------------
