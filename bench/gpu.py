@@ -50,6 +50,7 @@ GPU_TESTS = (
     "tests/unit/test_torchvision_compat.py",
     "tests/unit/test_inflate.py",
     "tests/unit/test_hunyuan3d.py",
+    "tests/unit/test_text_to_image.py",
 )
 
 
