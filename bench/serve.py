@@ -97,8 +97,8 @@ def serve_bare(port: int) -> None:
 
     from serve_app.api import Services, create_api
     from serve_app.config import AppConfig
-    from serve_app.jobs import JobTable, RunRequest, RunResult, UploadInfo
     from serve_app.pipeline.types import GenerationParams
+    from serve_app.registry.jobs import JobTable, RunRequest, RunResult, UploadInfo
     from serve_app.storage import ArtifactStore
 
     table = JobTable()

@@ -6,7 +6,7 @@ the validated config.
 
 from deployments.background import BackgroundRemoval
 from deployments.ingress import Ingress
-from deployments.registry import JobRegistry, connect_registry
 from deployments.shape import ShapeTexture
+from serve_app.registry.actor import JobRegistry, connect_registry
 
 __all__ = ["BackgroundRemoval", "Ingress", "JobRegistry", "ShapeTexture", "connect_registry"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from deployments.registry import connect_registry
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
-from serve_app.jobs import JobTicket
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut, Stage
+from serve_app.registry.actor import connect_registry
+from serve_app.registry.jobs import JobTicket
 from serve_app.storage import ArtifactStore
 
 

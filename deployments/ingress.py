@@ -9,9 +9,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.limiter import LimiterClient, connect_limiter
-from deployments.registry import Backends, RegistryClient, RegistrySettings, connect_registry
 from serve_app.api import Services, create_api
 from serve_app.config import AppConfig
+from serve_app.registry.actor import Backends, RegistryClient, RegistrySettings, connect_registry
 from serve_app.storage import ArtifactStore
 
 #: Deployment states in which replicas serve requests.

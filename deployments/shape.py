@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from deployments.registry import connect_registry
 from deployments.worker import RunReporter, lower_priority
-from serve_app.cache import cache_key
 from serve_app.config import AppConfig
-from serve_app.jobs import JobTicket, RunResult
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut, Stage
+from serve_app.registry.actor import connect_registry
+from serve_app.registry.cache import cache_key
+from serve_app.registry.jobs import JobTicket, RunResult
 from serve_app.storage import ArtifactStore
 
 

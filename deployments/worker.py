@@ -11,8 +11,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from serve_app.jobs import JobTicket
 from serve_app.pipeline.types import CancelToken, Stage
+from serve_app.registry.jobs import JobTicket
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from serve_app.errors import ArtifactNotFoundError
-from serve_app.jobs import UploadInfo, check_job_id
 from serve_app.pipeline.types import OUTPUT_FORMATS
+from serve_app.registry.jobs import UploadInfo, check_job_id
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 

@@ -11,9 +11,9 @@ from fastapi import Depends, Request
 
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
-from serve_app.events import JobLog, WatchReply
-from serve_app.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo
 from serve_app.metrics import MetricsSnapshot
+from serve_app.registry.feeds import JobLog, WatchReply
+from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo
 from serve_app.storage import ArtifactStore
 
 

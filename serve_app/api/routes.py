@@ -21,11 +21,11 @@ from serve_app.api.schemas import (
     ReadinessResponse,
     UploadResponse,
 )
-from serve_app.cache import derive_format
 from serve_app.errors import JobConflictError, PayloadTooLargeError
-from serve_app.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import OutputFormat
+from serve_app.registry.cache import derive_format
+from serve_app.registry.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]

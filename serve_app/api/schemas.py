@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.events import JobLog
-from serve_app.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus
 from serve_app.pipeline.types import OUTPUT_FORMATS, Dimensions, GenerationParams, OutputFormat
+from serve_app.registry.feeds import JobLog
+from serve_app.registry.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus
 
 JobId = Annotated[
     str,

@@ -21,8 +21,8 @@ from typing import Any
 from serve_app.api.deps import JobRegistryClient
 from serve_app.api.schemas import JobStatusResponse
 from serve_app.errors import JobNotFoundError, OrfeasError
-from serve_app.events import WatchReply
-from serve_app.jobs import JobSnapshot
+from serve_app.registry.feeds import WatchReply
+from serve_app.registry.jobs import JobSnapshot
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.cache import cache_key
 from serve_app.errors import JobConflictError, JobNotFoundError, ValidationFailedError
-from serve_app.jobs import (
+from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
+from serve_app.registry.cache import cache_key
+from serve_app.registry.jobs import (
     TRANSITIONS,
     JobStatus,
     JobTable,
@@ -19,7 +20,6 @@ from serve_app.jobs import (
     UploadInfo,
     check_job_id,
 )
-from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
 from serve_app.storage import ArtifactStore
 
 JOB = "0123456789abcdef0123456789abcdef"

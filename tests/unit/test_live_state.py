@@ -9,9 +9,6 @@ from typing import Any
 import pytest
 
 from serve_app.errors import JobConflictError
-from serve_app.eta import StageClock, seed_seconds
-from serve_app.events import JobFeed
-from serve_app.jobs import JobRecord, JobStatus, JobTable, RunRequest, RunResult, UploadInfo
 from serve_app.metrics import (
     JOBS_COMPLETED,
     JOBS_SUBMITTED,
@@ -19,8 +16,18 @@ from serve_app.metrics import (
     UPLOAD_BYTES,
     render_prometheus,
 )
-from serve_app.monitor import JobMonitor
 from serve_app.pipeline.types import GenerationParams, Stage
+from serve_app.registry.eta import StageClock, seed_seconds
+from serve_app.registry.feeds import JobFeed
+from serve_app.registry.jobs import (
+    JobRecord,
+    JobStatus,
+    JobTable,
+    RunRequest,
+    RunResult,
+    UploadInfo,
+)
+from serve_app.registry.monitor import JobMonitor
 
 JOB = "0" * 31 + "1"
 OTHER = "0" * 31 + "2"
@@ -93,7 +100,7 @@ def test_a_feed_wakes_every_watcher_and_times_out_quietly() -> None:
 
 
 def test_a_job_log_is_bounded_and_counts_what_it_dropped() -> None:
-    from serve_app.events import JobFeeds
+    from serve_app.registry.feeds import JobFeeds
 
     feeds = JobFeeds(log_size=5)
     for i in range(12):

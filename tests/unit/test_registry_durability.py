@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.jobs import JobStatus, JobTable, RunRequest, RunResult, UploadInfo
-from serve_app.journal import JobJournal, decode_record, encode_record
-from serve_app.leases import LeaseBook
 from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
 from serve_app.policy import RetentionConfig
-from serve_app.retention import plan_expiry, scan_store, sweep
+from serve_app.registry.jobs import JobStatus, JobTable, RunRequest, RunResult, UploadInfo
+from serve_app.registry.journal import JobJournal, decode_record, encode_record
+from serve_app.registry.leases import LeaseBook
+from serve_app.registry.retention import plan_expiry, scan_store, sweep
 from serve_app.storage import ArtifactStore
 
 UPLOAD = UploadInfo(sha256="a" * 64, size_bytes=3, media_type="image/png")

@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.journal import JobJournal
 from serve_app.policy import RetentionConfig
+from serve_app.registry.journal import JobJournal
 from serve_app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)

@@ -36,16 +36,16 @@ from serve_app.errors import (
     ServiceOverloadedError,
     WorkerLostError,
 )
-from serve_app.jobs import JobRecord, JobTicket
-from serve_app.journal import JobJournal
-from serve_app.leases import Lease, LeaseBook
 from serve_app.pipeline.types import Stage
-from serve_app.retention import Sweep, plan_expiry, scan_store, sweep
+from serve_app.registry.jobs import JobRecord, JobTicket
+from serve_app.registry.journal import JobJournal
+from serve_app.registry.leases import Lease, LeaseBook
+from serve_app.registry.retention import Sweep, plan_expiry, scan_store, sweep
 
 if TYPE_CHECKING:
-    from deployments.registry import Backends, RegistrySettings
-    from serve_app.jobs import JobTable
-    from serve_app.monitor import JobMonitor
+    from serve_app.registry.actor import Backends, RegistrySettings
+    from serve_app.registry.jobs import JobTable
+    from serve_app.registry.monitor import JobMonitor
     from serve_app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ class DurableRuns:
             await asyncio.sleep(1.0)
 
     async def _backends_from_journal(self) -> Backends | None:
-        from deployments.registry import Backends
+        from serve_app.registry.actor import Backends
 
         meta: dict[str, str] | None = self._journal.get_meta("backends")
         if not meta:

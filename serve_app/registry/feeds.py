@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from serve_app.jobs import JobSnapshot
+from serve_app.registry.jobs import JobSnapshot
 
 #: Snapshots kept per job for watchers that fall behind by a few changes.
 HISTORY_SIZE = 64

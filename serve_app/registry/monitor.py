@@ -12,9 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from serve_app.eta import StageClock
-from serve_app.events import JobFeeds, JobLog, WatchReply
-from serve_app.jobs import JobRecord, JobSnapshot, JobStatus
 from serve_app.metrics import (
     ACTIVE_JOBS,
     CACHE_HITS,
@@ -31,6 +28,9 @@ from serve_app.metrics import (
     ServiceMetrics,
 )
 from serve_app.pipeline.types import Stage
+from serve_app.registry.eta import StageClock
+from serve_app.registry.feeds import JobFeeds, JobLog, WatchReply
+from serve_app.registry.jobs import JobRecord, JobSnapshot, JobStatus
 
 _OUTCOMES = {
     JobStatus.COMPLETED: JOBS_COMPLETED,

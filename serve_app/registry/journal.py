@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from serve_app.jobs import JobRecord, JobStatus, RunRequest, RunResult, UploadInfo
 from serve_app.pipeline.types import GenerationParams
+from serve_app.registry.jobs import JobRecord, JobStatus, RunRequest, RunResult, UploadInfo
 
 logger = logging.getLogger(__name__)
 

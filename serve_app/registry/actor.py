@@ -18,12 +18,14 @@ import ray
 from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 
-from deployments.durability import DurableRuns
-from serve_app.cache import cache_key
 from serve_app.config import AppConfig, RegistryConfig
 from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
-from serve_app.events import JobLog, WatchReply
-from serve_app.jobs import (
+from serve_app.metrics import MetricsSnapshot, RayMetrics
+from serve_app.pipeline.types import Stage
+from serve_app.policy import RetentionConfig
+from serve_app.registry.cache import cache_key
+from serve_app.registry.feeds import JobLog, WatchReply
+from serve_app.registry.jobs import (
     JobPage,
     JobRecord,
     JobSnapshot,
@@ -34,10 +36,8 @@ from serve_app.jobs import (
     RunResult,
     UploadInfo,
 )
-from serve_app.metrics import MetricsSnapshot, RayMetrics
-from serve_app.monitor import JobMonitor
-from serve_app.pipeline.types import Stage
-from serve_app.policy import RetentionConfig
+from serve_app.registry.monitor import JobMonitor
+from serve_app.registry.supervisor import DurableRuns
 from serve_app.remote import as_orfeas_error
 from serve_app.storage import ArtifactStore
 
