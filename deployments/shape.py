@@ -8,8 +8,8 @@ from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut, Stage
-from serve_app.registry.actor import connect_registry
 from serve_app.registry.cache import cache_key
+from serve_app.registry.client import find_registry
 from serve_app.registry.jobs import JobTicket, RunResult
 from serve_app.storage import ArtifactStore
 
@@ -32,7 +32,7 @@ class ShapeTexture:
         self._generator = get_generator(config.pipeline.generator, config.pipeline.device)
         self._builder = ModelBuilder(self._generator)
         self._lock = threading.Lock()
-        self._registry = connect_registry(config)
+        self._registry = find_registry(config)
         self._registry.report_generator.remote(self._generator_name, self._generator.version)
         self._timings: ReplicaStageTimings = ReplicaStageTimings(self._generator_name)
 

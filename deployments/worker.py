@@ -98,9 +98,7 @@ class RunReporter:
     def _beat(self, stage: Stage, fraction: float) -> None:
         ticket = self._ticket
         try:
-            ref: Any = self._registry.heartbeat.remote(
-                ticket.job_id, ticket.run, str(stage), fraction
-            )
+            ref: Any = self._registry.heartbeat.remote(ticket.job_id, ticket.run, stage, fraction)
             stop: object = ray.get(ref, timeout=max(5.0, 8 * self._interval_s))
         except Exception as exc:  # a missed beat is not fatal; the next one may pass
             logger.warning("heartbeat for job %s failed: %s", ticket.job_id, exc)

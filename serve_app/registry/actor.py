@@ -1,133 +1,166 @@
-"""JobRegistry: the named, detached, async Ray actor that owns job state and starts runs.
+"""JobRegistry: one source of truth for jobs, composed of the registry's parts; and its actor.
 
-Runs are dispatched from here, not from the HTTP request that asked for them, so a
-client disconnect or an ingress restart cannot cancel or orphan a job. The registry
-chains ``shape.build.remote(ticket, background.remove.remote(ticket))``: the cut-out goes
-from one replica to the other through Ray's object store, never through the registry.
+``JobRegistry`` is a plain class over the parts (table, journal, monitor and change feed,
+supervisor, workers, retention), so it can run in-process; ``RegistryActor`` is the same
+as the named, detached async Ray actor that ``build_app`` creates. Runs are dispatched
+from here, not from the HTTP request that asked for them, so a client disconnect or an
+ingress restart cannot cancel or orphan a job.
+
+Every method runs on the actor's single event loop and mutates the table without
+awaiting in between, so "one active run per job" needs no lock. Expected refusals (404,
+409, 429, 503) are returned as values rather than raised: cheaper than remote exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from dataclasses import dataclass, field
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import ray
-from ray.actor import ActorHandle
-from ray.serve.handle import DeploymentHandle
-
-from serve_app.config import AppConfig, RegistryConfig
+from serve_app.config import AppConfig
 from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
-from serve_app.metrics import MetricsSnapshot, RayMetrics
+from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
 from serve_app.pipeline.types import Stage
-from serve_app.policy import RetentionConfig
-from serve_app.registry.cache import cache_key
-from serve_app.registry.feeds import JobLog, WatchReply
-from serve_app.registry.jobs import (
-    JobPage,
-    JobRecord,
-    JobSnapshot,
-    JobStatus,
-    JobTable,
-    JobTicket,
-    RunRequest,
-    RunResult,
-    UploadInfo,
-)
+from serve_app.registry import retention
+from serve_app.registry.feeds import Changes, JobLog
+from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo, Viewer
+from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
-from serve_app.registry.supervisor import DurableRuns
-from serve_app.remote import as_orfeas_error
+from serve_app.registry.supervisor import Supervisor
+from serve_app.registry.table import JobTable
+from serve_app.registry.workers import Backends, Workers
 from serve_app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
 #: Heartbeats a cancelled run's workers get to stop before the run is ended without them.
 CANCEL_GRACE_BEATS = 3
-#: Longest a watcher's call waits in the registry before it gets an empty reply.
-MAX_WATCH_S = 30.0
+#: Longest a reader of the change feed waits in the registry for a change.
+MAX_WAIT_S = 30.0
+#: The journal under the storage root, unless ``registry.journal_path`` names one.
+JOURNAL_FILE = Path("registry") / "journal.sqlite3"
 
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    """What the registry needs from the application config."""
-
-    storage_root: Path
-    background_model: str
-    max_jobs: int
-    heartbeat_interval_s: float = 0.25
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
-    retention: RetentionConfig = field(default_factory=RetentionConfig)
-
-    @classmethod
-    def from_config(cls, config: AppConfig) -> RegistrySettings:
-        return cls(
-            storage_root=config.storage.root,
-            background_model=config.pipeline.background_model,
-            max_jobs=config.registry.max_jobs,
-            heartbeat_interval_s=config.registry.heartbeat_interval_s,
-            registry=config.registry,
-            retention=config.retention,
-        )
-
-
-@dataclass(frozen=True)
-class Backends:
-    """Handles of the two worker deployments a run goes through."""
-
-    background: DeploymentHandle
-    shape: DeploymentHandle
-
-
-#: A registry answer: the job, or the refusal (404, 409) returned rather than raised,
-#: because expected refusals are cheaper as values than as remote exceptions.
+#: A registry answer: the job, or the refusal returned rather than raised.
 Reply = JobSnapshot | OrfeasError
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-class JobRegistry(DurableRuns):
-    """One source of truth for jobs: claims runs atomically and drives them to an end.
 
-    Every method runs on the actor's single event loop and mutates the table without
-    awaiting in between, so "one active run per job" needs no lock.
+def journal_path(config: AppConfig) -> Path:
+    """The configured journal file, or the default one under the storage root."""
+    return config.registry.journal_path or config.storage.root / JOURNAL_FILE
+
+
+@dataclass(frozen=True)
+class SyncPage:
+    """A page of every job the registry holds in memory, oldest first, for a reader that
+    (re)starts following the change feed at position ``seq`` of feed ``epoch``.
     """
 
-    async def __init__(self, settings: RegistrySettings) -> None:  # type: ignore[misc]
-        self._settings = settings
-        self._store = ArtifactStore(settings.storage_root)
-        self._table = JobTable(settings.max_jobs)
-        self._versions: dict[str, str] = {}
-        self._handles: dict[tuple[str, str], DeploymentHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._monitor = JobMonitor(self._find, sink=RayMetrics())
-        self._open_durability()  # journal, watchdog, resume of in-flight runs, retention
+    epoch: str
+    seq: int
+    jobs: tuple[JobSnapshot, ...]
+    total: int
 
-    async def configure(self, settings: RegistrySettings) -> None:
-        """Adopt the settings of the application that is (re)deployed now."""
-        if settings != self._settings:
-            self._settings = settings
-            self._store = ArtifactStore(settings.storage_root)
-            self._table.max_jobs = settings.max_jobs
-            self._reopen_journal()
 
-    async def ping(self) -> dict[str, Any]:
-        return {
-            "jobs": self._table.counts(),
-            "running_tasks": len(self._tasks),
-            "generators": dict(self._versions),
-        }
+def served(
+    method: Callable[Concatenate[JobRegistry, P], Awaitable[R]],
+) -> Callable[Concatenate[JobRegistry, P], Awaitable[R]]:
+    """Count each call of a registry method (``JobRegistry.served_calls`` reports them)."""
 
-    async def register_upload(self, job_id: str, upload: UploadInfo) -> Reply:
+    @functools.wraps(method)
+    async def counted(self: JobRegistry, *args: P.args, **kwargs: P.kwargs) -> R:
+        self.calls[method.__name__] += 1
+        return await method(self, *args, **kwargs)
+
+    return counted
+
+
+class JobRegistry:
+    """Claims runs atomically and drives them to an end; publishes every change."""
+
+    def __init__(self, config: AppConfig, sink: MetricsSink | None = None) -> None:
+        self._config = config
+        self._table = JobTable(config.registry.max_jobs)
+        self._monitor = JobMonitor(self._table, sink=sink)
+        self._ledger = Ledger(journal_path(config))
+        self._workers = Workers(
+            self._ledger, ArtifactStore(config.storage.root), config.pipeline.background_model
+        )
+        self._supervisor = Supervisor(
+            self._table, self._monitor, self._ledger, self._workers, config.registry
+        )
+        #: Calls served, by method (``served_calls``): what each kind of request costs.
+        self.calls: Counter[str] = Counter()
+        self._loops: list[asyncio.Task[None]] = []
+        self._in_flight = self._load_journal()
+
+    def start(self) -> None:
+        """Start the watchdog, retention and (after a restart) resume; on the event loop."""
+        self._loops = [
+            asyncio.create_task(self._supervisor.watchdog(), name="registry-watchdog"),
+            asyncio.create_task(self._retention(), name="registry-retention"),
+        ]
+        if self._in_flight:
+            resume = self._supervisor.resume(self._in_flight)
+            self._loops.append(asyncio.create_task(resume, name="registry-resume"))
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._ledger.journal.close()
+
+    # -- configuration -------------------------------------------------------------------
+
+    @served
+    async def configure(self, config: AppConfig) -> None:
+        """Adopt the config of the application that is (re)deployed now."""
+        if config == self._config:
+            return
+        self._config = config
+        self._workers.store = ArtifactStore(config.storage.root)
+        self._workers.background_model = config.pipeline.background_model
+        self._supervisor.policy = config.registry
+        self._table.max_jobs = config.registry.max_jobs
+        for record in self._ledger.move_to(journal_path(config)):
+            if record.job_id not in self._table:
+                self._table.restore(record)
+        self._forget(self._table.evict())
+
+    @served
+    async def attach(self, backends: Backends) -> None:
+        """The worker deployments runs go through (an ingress replica says, as it starts)."""
+        self._workers.attach(backends)
+
+    @served
+    async def report_generator(self, name: str, version: str) -> None:
+        """A ShapeTexture replica says which generator version it runs (for cache keys)."""
+        self._workers.versions[name] = version
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    @served
+    async def register_upload(
+        self, job_id: str, upload: UploadInfo, owner: str | None = None
+    ) -> Reply:
         try:
-            record = self._table.add(job_id, upload)
+            record = self._table.add(job_id, upload, owner)
         except OrfeasError as exc:
             return exc
-        self._journal_save(record)
+        self._ledger.save(record)
         self._monitor.uploaded(record)
-        if len(self._monitor.feeds) > self._table.max_jobs + 1000:
-            self._monitor.forget(lambda j: j in self._table)
+        self._forget(self._table.evict())
         return self._monitor.snapshot(record)
 
+    @served
     async def get(self, job_id: str) -> Reply:
         await self._recover(job_id)
         try:
@@ -135,38 +168,31 @@ class JobRegistry(DurableRuns):
         except OrfeasError as exc:
             return exc
 
-    async def list_jobs(self, offset: int, limit: int, status: JobStatus | None) -> JobPage:
-        return self._table.page(offset, limit, status)
-
-    async def submit(
-        self, job_id: str, request: RunRequest, backends: Backends, client: str | None = None
-    ) -> Reply:
+    @served
+    async def submit(self, job_id: str, request: RunRequest, client: str | None = None) -> Reply:
         """Claim a new run (404 unknown, 409 active, 503 queue full, 429 client's share
         used) and start it in the background; ``client`` is an API key id or an address.
         """
         await self._recover(job_id)
         # From here to the dispatch nothing awaits: admission and claim are atomic.
         try:
-            if not self._table.get(job_id).status.active and (refusal := self._admit(client)):
+            record = self._table.get(job_id)
+            if not record.status.active and (refusal := self._supervisor.admit(client)):
                 return refusal
-            record = self._table.start_run(job_id, request)
+            record = self._table.start_run(job_id, request, client)
         except OrfeasError as exc:
             return exc
-        record.client = client
-        self._journal_save(record)  # accepted means journaled
-        self._dispatch(record, backends)
+        self._ledger.save(record)  # accepted means journaled
+        self._supervisor.dispatch(record)
         self._monitor.changed(record)
         return self._monitor.snapshot(record)
 
-    async def heartbeat(self, job_id: str, run: int, stage: str, fraction: float) -> bool:
-        """A worker's progress report; True tells it to stop (cancelled, or no longer its run)."""
-        stop = self._table.report_progress(job_id, run, Stage(stage), fraction)
-        record = self._table.current(job_id, run)
-        if record is not None:
-            self._renew(job_id, run, stage, fraction)
-            self._monitor.changed(record)
-        return stop
+    @served
+    async def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
+        """A worker's progress report; True tells it to stop (cancelled, or not its run)."""
+        return self._supervisor.heartbeat(job_id, run, stage, fraction)
 
+    @served
     async def cancel(self, job_id: str) -> Reply:
         """Cancel a job's run: 404 unknown, 409 unless queued or running.
 
@@ -182,12 +208,12 @@ class JobRegistry(DurableRuns):
         except OrfeasError as exc:
             return exc
         run = record.run
-        self._journal_save(record)
+        self._ledger.save(record)
         self._monitor.changed(record)
         if record.status.active:
-            grace_s = CANCEL_GRACE_BEATS * self._settings.heartbeat_interval_s
+            grace_s = CANCEL_GRACE_BEATS * self._config.registry.heartbeat_interval_s
             if not await self._monitor.wait_until_ended(record, grace_s):
-                error = JobCancelledError("the job was cancelled").to_dict()
+                error = JobCancelledError("the job was cancelled")
                 if self._table.fail(job_id, run, error) is not None:
                     self._monitor.log(
                         record,
@@ -195,24 +221,11 @@ class JobRegistry(DurableRuns):
                         f"the workers did not stop within {grace_s:.2f} s; "
                         "ended without them, they stop at their next heartbeat",
                     )
-                    self._journal_save(record)
+                    self._ledger.save(record)
                     self._monitor.changed(record)
         return self._monitor.snapshot(record)
 
-    async def watch(
-        self, job_id: str, since: int | None, timeout_s: float
-    ) -> WatchReply | OrfeasError:
-        """The job's state (``since`` None) or its changes after version ``since``.
-
-        Waits up to ``timeout_s`` for a change (an empty reply: nothing changed).
-        """
-        await self._recover(job_id)
-        try:
-            record = self._table.get(job_id)
-        except OrfeasError as exc:
-            return exc
-        return await self._monitor.watch(record, since, min(max(0.0, timeout_s), MAX_WATCH_S))
-
+    @served
     async def job_log(self, job_id: str) -> JobLog | OrfeasError:
         """The job's recent events, oldest first."""
         await self._recover(job_id)
@@ -220,144 +233,135 @@ class JobRegistry(DurableRuns):
             return JobNotFoundError(f"no job with id {job_id}", job_id=job_id)
         return self._monitor.read_log(job_id)
 
+    # -- what the ingress replicas follow ----------------------------------------------
+
+    @served
+    async def changes(self, epoch: str | None, since: int, timeout_s: float) -> Changes:
+        """The feed's changes after position ``since`` of ``epoch``; waits up to
+        ``timeout_s`` for one. A reset answer means: list every job again (``sync``).
+        """
+        return await self._monitor.feed.read(epoch, since, min(max(0.0, timeout_s), MAX_WAIT_S))
+
+    @served
+    async def sync(self, offset: int, limit: int) -> SyncPage:
+        """Jobs ``offset`` to ``offset + limit`` in memory (oldest first), for a reader that
+        follows the feed from the position in the answer.
+        """
+        feed = self._monitor.feed
+        jobs = tuple(self._monitor.snapshot(r) for r in self._table.slice(offset, limit))
+        return SyncPage(epoch=feed.epoch, seq=feed.seq, jobs=jobs, total=len(self._table))
+
+    @served
+    async def list_jobs(
+        self, offset: int, limit: int, status: JobStatus | None, viewer: Viewer
+    ) -> JobPage:
+        """A page of the jobs ``viewer`` may see, newest first (for a view that is stale)."""
+        return self._table.page(offset, limit, status, viewer)
+
+    # -- operators ---------------------------------------------------------------------
+
+    @served
+    async def ping(self) -> dict[str, Any]:
+        return {
+            "jobs": {str(status): n for status, n in self._table.counts().items()},
+            "running_tasks": self._supervisor.stats()["running_tasks"],
+            "generators": dict(self._workers.versions),
+        }
+
+    @served
     async def metrics(self) -> MetricsSnapshot:
         """Service-wide counters, gauges and histograms (what ``GET /metrics`` shows)."""
         return self._monitor.metrics_snapshot()
 
-    async def report_generator(self, name: str, version: str) -> None:
-        """A ShapeTexture replica says which generator version it runs (for cache keys)."""
-        self._versions[name] = version
+    async def served_calls(self) -> dict[str, int]:
+        """How many calls of each method this registry has served (not counting this)."""
+        return dict(self.calls)
 
-    async def _run(self, ticket: JobTicket, backends: Backends) -> None:
-        job_id, run = ticket.job_id, ticket.run
-        try:
-            result = await self._from_cache(ticket)
-            if result is None and self._table.current(job_id, run) is None:
-                return  # cancelled while the cache was checked: never dispatched
-            if result is None:
-                background = self._handle(backends.background)
-                shape = self._handle(backends.shape)
-                cutout = background.remove.remote(ticket)
-                result = await shape.build.remote(ticket, cutout)
-            self._versions[result.generator] = result.generator_version
-            record = self._table.complete(job_id, run, result)
-        except Exception as exc:  # every failure ends the run with a safe error body
-            error = as_orfeas_error(exc)
-            if self._retried(ticket, error, backends):  # a lost worker: run it again
-                return
-            if error.status_code >= 500:
-                logger.warning("job %s run %d failed: %s", job_id, run, error.message)
-            record = self._table.fail(job_id, run, error.to_dict())
-            if isinstance(error, JobCancelledError):
-                if record is not None:
-                    self._monitor.changed(record)
-                self._monitor.feeds.log(
-                    job_id, run, "workers_stopped", f"the workers of run {run} stopped"
-                )
-                return
-        if record is not None:
-            self._monitor.changed(record)
+    async def durability(self) -> dict[str, Any]:
+        """Leases, pending resumes and the journal's write cost (for operators and tests)."""
+        journal = self._ledger.journal
+        stats = self._supervisor.stats()
+        return {
+            "leases": stats["leases"],
+            "resuming": stats["resuming"],
+            "journal": str(journal.path),
+            "journal_writes": journal.writes,
+            "journal_mean_write_ms": round(
+                1000 * journal.write_seconds / max(1, journal.writes), 4
+            ),
+        }
 
-    async def _from_cache(self, ticket: JobTicket) -> RunResult | None:
-        """A finished result if this exact generation is already stored."""
-        generator = ticket.request.generator
-        version = self._versions.get(generator)
-        if version is None:
-            return None
-        key = cache_key(
-            ticket.upload.sha256,
-            ticket.request.params,
-            self._settings.background_model,
-            generator,
-            version,
+    async def collect_garbage(self) -> dict[str, Any]:
+        """Expire old ended jobs (TTL, disk budget) and remove the files only they used."""
+        expired, result = await retention.collect(
+            self._table, self._ledger.journal, self._workers.store, self._config.retention
         )
-        if not await asyncio.to_thread(self._store.touch_mesh, key):
-            return None
-        return RunResult(
-            artifact_key=key,
-            formats=(),
-            generator=generator,
-            generator_version=version,
-            cached=True,
-        )
+        self._forget(expired)
+        if expired or result.files:
+            logger.info(
+                "retention: %d jobs expired, %d files (%d bytes) removed",
+                len(expired),
+                result.files,
+                result.bytes,
+            )
+        return {"expired_jobs": expired, "files": result.files, "bytes": result.bytes}
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _load_journal(self) -> list[str]:
+        """Put every journaled job back; return the ids whose run was in flight."""
+        start = time.perf_counter()
+        records = self._ledger.journal.load_all()
+        in_flight = []
+        for record in records:
+            self._table.restore(record)
+            if record.status.active:
+                in_flight.append(record.job_id)
+        self._forget(self._table.evict())
+        if records:
+            logger.warning(
+                "registry restored %d jobs (%d in flight) from %s in %.3f s",
+                len(records),
+                len(in_flight),
+                self._ledger.path,
+                time.perf_counter() - start,
+            )
+        return in_flight
+
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.retention.interval_s)
+            try:
+                await self.collect_garbage()
+            except Exception:
+                logger.exception("retention collector failed")
 
     async def _recover(self, job_id: str) -> None:
-        """Re-adopt a job this registry does not know but whose upload is stored."""
-        if job_id in self._table or self._journal_load(job_id):
+        """Bring back a job evicted from memory (from the journal), or one whose upload is
+        stored but that this registry never heard of (its registration failed).
+        """
+        if job_id in self._table:
             return
-        upload = await asyncio.to_thread(self._store.job_upload, job_id)
+        record = self._ledger.load(job_id)
+        if record is not None:
+            self._table.restore(record)
+            self._forget(self._table.evict())
+            return
+        store = self._workers.store
+        upload = await asyncio.to_thread(store.job_upload, job_id)
         if upload is not None and job_id not in self._table:
-            self._monitor.changed(self._table.add(job_id, upload))
+            owner = await asyncio.to_thread(store.job_owner, job_id)
+            record = self._table.add(job_id, upload, owner)
+            self._ledger.save(record)
+            self._monitor.changed(record)
 
-    def _find(self, job_id: str) -> JobRecord | None:
-        return self._table.get(job_id) if job_id in self._table else None
-
-    def _handle(self, handle: DeploymentHandle) -> DeploymentHandle:
-        """One long-lived handle per deployment (each new handle would open a router)."""
-        key = (handle.app_name, handle.deployment_name)
-        return self._handles.setdefault(key, handle)
+    def _forget(self, job_ids: Iterable[str]) -> None:
+        self._monitor.forget(list(job_ids))
 
 
-def connect_registry(config: AppConfig) -> ActorHandle:
-    """The registry actor, created on first use; every caller gets the same one."""
-    settings = config.registry
-    actor = (
-        ray.remote(JobRegistry)
-        .options(
-            name=settings.name,
-            namespace=settings.namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            num_cpus=settings.num_cpus,
-            max_concurrency=1000,
-            max_restarts=-1,
-        )
-        .remote(RegistrySettings.from_config(config))
-    )
-    return cast(ActorHandle, actor)
+class RegistryActor(JobRegistry):
+    """``JobRegistry`` as the named, detached async actor (``build_app`` creates it)."""
 
-
-class RegistryClient:
-    """The ingress's typed view of the registry; errors come back as OrfeasError."""
-
-    def __init__(self, actor: ActorHandle, backends: Backends) -> None:
-        self._actor = actor
-        self._backends = backends
-
-    async def register_upload(self, job_id: str, upload: UploadInfo) -> JobSnapshot:
-        return await self._call("register_upload", job_id, upload)
-
-    async def submit(
-        self, job_id: str, request: RunRequest, client: str | None = None
-    ) -> JobSnapshot:
-        return await self._call("submit", job_id, request, self._backends, client)
-
-    async def get(self, job_id: str) -> JobSnapshot:
-        return await self._call("get", job_id)
-
-    async def list_jobs(self, offset: int, limit: int, status: JobStatus | None) -> JobPage:
-        return await self._call("list_jobs", offset, limit, status)
-
-    async def ping(self) -> dict[str, Any]:
-        return await self._call("ping")
-
-    async def cancel(self, job_id: str) -> JobSnapshot:
-        return await self._call("cancel", job_id)
-
-    async def watch(self, job_id: str, since: int | None, timeout_s: float) -> WatchReply:
-        return await self._call("watch", job_id, since, timeout_s)
-
-    async def job_log(self, job_id: str) -> JobLog:
-        return await self._call("job_log", job_id)
-
-    async def metrics(self) -> MetricsSnapshot:
-        return await self._call("metrics")
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        try:
-            reply = await getattr(self._actor, method).remote(*args)
-        except (OrfeasError, ray.exceptions.RayError) as exc:
-            raise as_orfeas_error(exc) from None
-        if isinstance(reply, OrfeasError):
-            raise reply
-        return reply
+    async def __init__(self, config: AppConfig) -> None:  # type: ignore[misc]
+        super().__init__(config, RayMetrics())
+        self.start()

@@ -1,24 +1,109 @@
-"""Per-job change feeds (what live watchers wait on) and bounded per-job event logs.
+"""The registry's change feed (what ingress replicas follow) and bounded per-job event logs.
 
-Both live in the registry actor and are used from its one event loop: a publish bumps the
-job's version, keeps the snapshot in a short history and wakes every waiting watcher at
-once (one ``asyncio.Event`` per generation of changes, replaced on each publish).
+Every published change of a job gets the next position of one registry-wide sequence and
+is kept in a ring of recent changes; the position is the snapshot's ``version``. A reader
+(an ingress replica's job view) asks for the changes after the position it has; the
+answer comes as soon as there is one, or empty after a wait. A reader that fell behind the
+ring, or that knew an earlier registry (the ``epoch`` changes with every start), is told
+to list every job again. Positions start from the registry's start time in microseconds,
+so a job's versions keep growing across registry restarts (unless a registry published
+more than a million changes a second).
+
+Both live in the registry actor and are used from its one event loop: a publish wakes
+every waiting reader at once (one ``asyncio.Event`` per generation of changes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
+from serve_app.pipeline.types import Stage
 from serve_app.registry.jobs import JobSnapshot
 
-#: Snapshots kept per job for watchers that fall behind by a few changes.
-HISTORY_SIZE = 64
+#: Changes kept for readers that fall behind; beyond it they resynchronise.
+CHANGES_KEPT = 8192
+#: Most changes in one reply (a reader that is further behind asks again at once).
+MAX_BATCH = 2000
 #: Log entries kept per job; older ones are dropped (and counted).
 LOG_SIZE = 200
+
+
+@dataclass(frozen=True)
+class Change:
+    """Position ``seq`` of the feed: ``job_id``'s new state, or None when it was forgotten."""
+
+    seq: int
+    job_id: str
+    snapshot: JobSnapshot | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A reply of the feed: the changes after the reader's position, up to ``seq``.
+
+    ``reset`` means the reader cannot catch up from its position (it fell behind the
+    ring, or ``epoch`` names a registry it did not know): it must list every job again.
+    ``complete`` is False when more changes wait (the reply was cut at its limit).
+    """
+
+    epoch: str
+    seq: int
+    changes: tuple[Change, ...] = ()
+    reset: bool = False
+    complete: bool = True
+
+
+class ChangeFeed:
+    """The registry-wide sequence of job changes and a ring of the recent ones."""
+
+    def __init__(self, kept: int = CHANGES_KEPT) -> None:
+        self.epoch = uuid.uuid4().hex
+        self.seq = time.time_ns() // 1000
+        self._ring: deque[Change] = deque(maxlen=kept)
+        self._changed = asyncio.Event()
+
+    def publish(self, job_id: str, snapshot: JobSnapshot | None) -> JobSnapshot | None:
+        """Append a change; return the snapshot stamped with its position (its version)."""
+        self.seq += 1
+        if snapshot is not None:
+            snapshot = replace(snapshot, version=self.seq)
+        self._ring.append(Change(self.seq, job_id, snapshot))
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return snapshot
+
+    async def wait(self, seq: int, timeout_s: float) -> bool:
+        """Wait until something after ``seq`` is published; False on timeout."""
+        if self.seq > seq:
+            return True
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        return True
+
+    async def read(
+        self, epoch: str | None, since: int, timeout_s: float, limit: int = MAX_BATCH
+    ) -> Changes:
+        """The changes after ``since``, waiting up to ``timeout_s`` for the first one."""
+        if epoch != self.epoch or since > self.seq or since < self._first() - 1:
+            return Changes(self.epoch, self.seq, reset=True)
+        if since == self.seq:
+            await self.wait(since, timeout_s)
+        skip = since - self._first() + 1
+        batch = tuple(itertools.islice(self._ring, skip, skip + limit))
+        seq = batch[-1].seq if batch else since
+        return Changes(self.epoch, seq, batch, complete=seq == self.seq)
+
+    def _first(self) -> int:
+        """The position of the oldest change kept (``seq + 1`` while none is)."""
+        return self._ring[0].seq if self._ring else self.seq + 1
 
 
 @dataclass(frozen=True)
@@ -29,7 +114,7 @@ class LogEntry:
     run: int
     event: str
     message: str
-    stage: str | None = None
+    stage: Stage | None = None
 
 
 @dataclass(frozen=True)
@@ -41,93 +126,38 @@ class JobLog:
     dropped: int
 
 
-@dataclass(frozen=True)
-class WatchReply:
-    """What a watcher gets: the job's version now and the snapshots it has not seen yet.
-
-    Empty ``snapshots`` means nothing changed before the wait timed out (a keep-alive).
-    """
-
-    version: int
-    snapshots: tuple[JobSnapshot, ...]
+class _Log:
+    def __init__(self, size: int) -> None:
+        self.entries: deque[LogEntry] = deque(maxlen=size)
+        self.written = 0
 
 
-class JobFeed:
-    """One job's change counter, recent snapshots, watchers and log."""
+class JobLogs:
+    """The bounded event log of every job the registry knows, created on first use."""
 
-    def __init__(self, history_size: int = HISTORY_SIZE, log_size: int = LOG_SIZE) -> None:
-        self.version = 0
-        self.watchers = 0
-        self._history: deque[tuple[int, JobSnapshot]] = deque(maxlen=history_size)
-        self._changed = asyncio.Event()
-        self._log: deque[LogEntry] = deque(maxlen=log_size)
-        self._logged = 0
-
-    def publish(self, snapshot: JobSnapshot) -> int:
-        self.version += 1
-        self._history.append((self.version, snapshot))
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        return self.version
-
-    def since(self, version: int) -> tuple[JobSnapshot, ...]:
-        """Snapshots published after ``version`` that are still in the history."""
-        return tuple(snap for v, snap in self._history if v > version)
-
-    async def wait(self, version: int, timeout_s: float) -> bool:
-        """Wait until something newer than ``version`` is published; False on timeout."""
-        if self.version > version:
-            return True
-        changed = self._changed
-        self.watchers += 1
-        try:
-            await asyncio.wait_for(changed.wait(), timeout=max(0.0, timeout_s))
-        except TimeoutError:
-            return False
-        finally:
-            self.watchers -= 1
-        return True
-
-    def log(self, entry: LogEntry) -> None:
-        self._log.append(entry)
-        self._logged += 1
-
-    def read_log(self, job_id: str) -> JobLog:
-        entries = tuple(self._log)
-        return JobLog(job_id=job_id, entries=entries, dropped=self._logged - len(entries))
-
-
-class JobFeeds:
-    """The feeds of every job the registry knows, created on first use."""
-
-    def __init__(self, history_size: int = HISTORY_SIZE, log_size: int = LOG_SIZE) -> None:
-        self.history_size = history_size
-        self.log_size = log_size
-        self._feeds: dict[str, JobFeed] = {}
-
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._feeds
+    def __init__(self, size: int = LOG_SIZE) -> None:
+        self.size = size
+        self._logs: dict[str, _Log] = {}
 
     def __len__(self) -> int:
-        return len(self._feeds)
-
-    def get(self, job_id: str) -> JobFeed:
-        feed = self._feeds.get(job_id)
-        if feed is None:
-            feed = self._feeds[job_id] = JobFeed(self.history_size, self.log_size)
-        return feed
-
-    def peek(self, job_id: str) -> JobFeed | None:
-        return self._feeds.get(job_id)
+        return len(self._logs)
 
     def log(
-        self, job_id: str, run: int, event: str, message: str, stage: str | None = None
+        self, job_id: str, run: int, event: str, message: str, stage: Stage | None = None
     ) -> None:
-        self.get(job_id).log(LogEntry(time.time(), run, event, message, stage))
+        log = self._logs.get(job_id)
+        if log is None:
+            log = self._logs[job_id] = _Log(self.size)
+        log.entries.append(LogEntry(time.time(), run, event, message, stage))
+        log.written += 1
 
-    def forget(self, keep: Callable[[str], bool]) -> int:
-        """Drop the feeds of jobs for which ``keep`` is false and nobody waits; count them."""
-        gone = [j for j, f in self._feeds.items() if f.watchers == 0 and not keep(j)]
-        for job_id in gone:
-            del self._feeds[job_id]
-        return len(gone)
+    def read(self, job_id: str) -> JobLog:
+        log = self._logs.get(job_id)
+        if log is None:
+            return JobLog(job_id=job_id, entries=(), dropped=0)
+        entries = tuple(log.entries)
+        return JobLog(job_id=job_id, entries=entries, dropped=log.written - len(entries))
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            self._logs.pop(job_id, None)

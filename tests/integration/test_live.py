@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serve_client import TERMINAL, Api
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.integration.serve_client import TERMINAL, Api
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,8 @@ import time
 
 import httpx
 import pytest
-from serve_client import Api
+
+from tests.integration.serve_client import Api
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
