@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.serve_client import Api, Service
+from tests.client import Api, Service
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.integration.serve_client import Api
+from tests.client import Api
 
 pytestmark = pytest.mark.integration
 

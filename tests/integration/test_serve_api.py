@@ -13,7 +13,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from tests.integration.serve_client import Api
+from tests.client import Api
 
 pytestmark = pytest.mark.integration
 

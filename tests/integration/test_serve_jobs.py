@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trimesh
 
-from tests.integration.serve_client import Api
+from tests.client import Api
 
 pytestmark = pytest.mark.integration
 
