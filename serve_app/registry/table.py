@@ -74,12 +74,16 @@ class JobTable:
     def page(
         self, offset: int, limit: int, status: JobStatus | None = None, viewer: Viewer = EVERYONE
     ) -> JobPage:
-        """The jobs ``viewer`` may see, newest first (``JobView.page`` without a view)."""
-        matching = [
-            r
-            for r in reversed(self._jobs.values())
-            if (status is None or r.status is status) and viewer.may_see(r.owner)
-        ]
+        """The jobs ``viewer`` may see, newest first by creation (as ``JobView.page``)."""
+        matching = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if (status is None or r.status is status) and viewer.may_see(r.owner)
+            ),
+            key=lambda r: (r.created_at, r.job_id),
+            reverse=True,
+        )
         chosen = tuple(r.snapshot() for r in matching[offset : offset + limit])
         return JobPage(jobs=chosen, total=len(matching), offset=offset, limit=limit)
 

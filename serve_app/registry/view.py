@@ -20,6 +20,7 @@ instant ago through another replica) is asked of the registry once and kept.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -65,6 +66,9 @@ class JobView:
         self.staleness_s = staleness_s
         self._source = source
         self._jobs: dict[str, JobSnapshot] = {}
+        #: (created_at, job_id) of every job, ascending: the same order on every replica,
+        #: whatever order the changes arrived in (a replica's own writes come first).
+        self._order: list[tuple[float, str]] = []
         self._epoch: str | None = None
         self._seq = 0
         self._heard_at = -float("inf")  # monotonic time the last full feed reply was asked
@@ -114,7 +118,8 @@ class JobView:
         """The jobs ``viewer`` may see, newest first, a page at a time."""
         if not self.fresh:
             return await self._source.list_jobs(offset, limit, status, viewer)
-        return page_of(reversed(self._jobs.values()), offset, limit, status, viewer)
+        newest_first = (self._jobs[job_id] for _, job_id in reversed(self._order))
+        return page_of(newest_first, offset, limit, status, viewer)
 
     @contextlib.contextmanager
     def listen(self, job_id: str) -> Iterator[asyncio.Queue[Update]]:
@@ -138,11 +143,16 @@ class JobView:
         if held is not None and held.version > job.version:
             return
         self._jobs[job.job_id] = job
+        if held is None:
+            bisect.insort(self._order, (job.created_at, job.job_id))
         if held is None or held.version < job.version:
             self._deliver(job.job_id, job)
 
     def _forget(self, job_id: str) -> None:
-        if self._jobs.pop(job_id, None) is not None:
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            key = (job.created_at, job.job_id)
+            del self._order[bisect.bisect_left(self._order, key)]
             self._deliver(job_id, None)
 
     def _deliver(self, job_id: str, update: Update) -> None:
@@ -197,6 +207,7 @@ class JobView:
             jobs.update((job.job_id, job) for job in page.jobs)
             offset += len(page.jobs)
         before, self._jobs = self._jobs, jobs
+        self._order = sorted((job.created_at, job.job_id) for job in jobs.values())
         self._epoch, self._seq = first.epoch, first.seq
         for job_id, job in jobs.items():
             held = before.get(job_id)
