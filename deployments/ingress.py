@@ -55,7 +55,10 @@ class Ingress:
         await asyncio.to_thread(self._services.store.check_writable)
 
     async def __del__(self) -> None:
-        await self._services.jobs.stop()
+        """Serve calls this when the replica stops: stop following the feed."""
+        services: Services | None = getattr(self, "_services", None)
+        if services is not None:
+            await services.jobs.stop()
 
     async def _deployment_status(self) -> dict[str, tuple[bool, str]]:
         """Each deployment of this application: serving or not, and its replica states."""

@@ -47,11 +47,17 @@ class Service:
 
 
 class Api:
-    """An HTTP client of the service plus the steps most tests share."""
+    """An HTTP client of the service plus the steps most tests share.
 
-    def __init__(self, client: httpx.Client, service: Service | None = None) -> None:
+    ``poll_s`` paces the waits' status polls (keep it within the service's rate limit).
+    """
+
+    def __init__(
+        self, client: httpx.Client, service: Service | None = None, poll_s: float = 0.05
+    ) -> None:
         self.client = client
         self.service = service
+        self.poll_s = poll_s
 
     @staticmethod
     def photo(name: str = "chelsea", fmt: str = "JPEG") -> bytes:
@@ -110,7 +116,7 @@ class Api:
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id}: {what} not within {timeout_s} s; last: {job}")
-            time.sleep(0.05)
+            time.sleep(self.poll_s)
 
     def wait(self, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
         """Until the job's run ends; its final status."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,4 +55,34 @@ def registry_call(name: str, method: str, *args: Any) -> Any:
     return ray.get(getattr(actor, method).remote(*args), timeout=60)
 
 
-__all__ = ["FaultService", "kill_registry", "kill_replica", "registry_call"]
+def wait_for_registry(name: str, timeout_s: float = 60.0) -> None:
+    """Until the (restarting) registry actor answers a call."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            registry_call(name, "ping")
+            return
+        except ray.exceptions.RayError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def wait_for_replicas(app: str, deployment: str, count: int, timeout_s: float = 120.0) -> None:
+    """Until ``deployment`` has ``count`` replicas again (Serve replaces a killed one)."""
+    deadline = time.monotonic() + timeout_s
+    while len(replica_names(app, deployment)) != count:
+        assert time.monotonic() < deadline, f"{app}/{deployment} never had {count} replicas"
+        time.sleep(0.2)
+
+
+__all__ = [
+    "FaultService",
+    "kill_registry",
+    "kill_replica",
+    "registry_call",
+    "wait_for_registry",
+    "wait_for_replicas",
+]

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.client import Api, photo
-from tests.fault.harness import FaultService, kill_registry, registry_call
+from tests.fault.harness import FaultService, kill_registry, registry_call, wait_for_registry
 from tests.serving import deploy, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
@@ -37,7 +37,7 @@ def test_a_killed_registry_comes_back_with_every_job_and_resumes_the_ones_in_fli
     admin.wait_for(in_flight[0], lambda j: j["status"] == "running", 60, "a running job")
 
     kill_registry(fault_service.registry, restart=True)
-    registry_call(fault_service.registry, "ping")  # waits for the restarted actor
+    wait_for_registry(fault_service.registry)
 
     # Back with every job: the finished one still downloadable, the uploaded one waiting.
     assert admin.wait_for(done, bool, 60, "an answer")["status"] == "completed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.client import Api, photo
-from tests.fault.harness import FaultService, kill_replica, replica_names
+from tests.fault.harness import FaultService, kill_replica, replica_names, wait_for_replicas
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -19,6 +19,7 @@ def test_an_ingress_restart_neither_cancels_nor_orphans_a_running_job(
     killed = kill_replica(fault_service.app, "Ingress")
     job = admin.wait(job_id, 120)  # answered by the other replica meanwhile
     assert (job["status"], job["run"], job["cancel_requested"]) == ("completed", 1, False), job
-    admin.wait_ready()
     assert killed not in replica_names(fault_service.app, "Ingress")
+    wait_for_replicas(fault_service.app, "Ingress", 2)  # replaced: as the other tests expect
+    admin.wait_ready()
     assert admin.client.get(f"/download/{job_id}/glb").status_code == 200

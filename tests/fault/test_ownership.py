@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -11,8 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.client import Api, photo
-from tests.fault.conftest import CLIENT_KEYS, keyed_client
-from tests.fault.harness import FaultService, replica_names
+from tests.fault.conftest import OWNER_KEYS, POLL_S, keyed_client
+from tests.fault.harness import FaultService, wait_for_replicas
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -34,10 +35,10 @@ def test_other_keys_get_404_for_a_job_and_never_see_it_listed(
     fault_service: FaultService, admin: Api
 ) -> None:
     admin.wait_ready()
-    assert len(replica_names(fault_service.app, "Ingress")) == 2
-    owner_key, other_key = CLIENT_KEYS[30], CLIENT_KEYS[31]
+    wait_for_replicas(fault_service.app, "Ingress", 2)
+    owner_key, other_key = OWNER_KEYS
     with keyed_client(fault_service, owner_key) as o, keyed_client(fault_service, other_key) as x:
-        owner, other = Api(o, fault_service), Api(x, fault_service)
+        owner, other = Api(o, fault_service, POLL_S), Api(x, fault_service, POLL_S)
         job_id = owner.upload(photo(size=200, unique=True))
         assert owner.generate(job_id, format="stl", quality=1).status_code == 202
         assert owner.wait(job_id, 120)["status"] == "completed"
@@ -82,8 +83,9 @@ def test_status_is_read_from_each_replicas_view_not_asked_of_the_registry(
     with httpx.Client(base_url=fault_service.url, timeout=30) as anonymous:
         assert anonymous.get(f"/api/job-status/{job_id}").status_code == 401
     before = registry_call(fault_service.registry, "served_calls")
-    for _ in range(40):  # over both replicas
+    for _ in range(30):  # over both replicas, within the key's rate limit
         assert admin.status(job_id)["status"] == "uploaded"
+        time.sleep(POLL_S)
     assert admin.client.get("/api/jobs").status_code == 200
     after = registry_call(fault_service.registry, "served_calls")
     for method in ("get", "list_jobs", "sync"):
