@@ -10,6 +10,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from serve_app.api.schemas import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
 from serve_app.metrics import MetricsSnapshot
@@ -55,6 +56,8 @@ class Services:
     deployment_status: Callable[[], Awaitable[dict[str, tuple[bool, str]]]] | None = None
     #: The rate limiter every replica shares; None: no rate limits are enforced.
     limiter: Limiter | None = None
+    #: Status bodies rendered once per snapshot, for the many polls of one job.
+    status_bodies: StatusBodies = field(default_factory=StatusBodies)
     _conversion_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def conversion_lock(self, key: str) -> asyncio.Lock:

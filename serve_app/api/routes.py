@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
@@ -105,14 +105,13 @@ async def generate_3d(
     return JobStatusResponse.from_snapshot(job)
 
 
-@router.get("/api/job-status/{job_id}", tags=["jobs"])
-async def job_status(
-    job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep
-) -> JobStatusResponse:
+@router.get("/api/job-status/{job_id}", tags=["jobs"], response_model=JobStatusResponse)
+async def job_status(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> Response:
     """Status, stage, progress, error and download links of a job (from this replica's
     snapshots, at most ``registry.status_staleness_s`` behind the registry).
     """
-    return JobStatusResponse.from_snapshot(await services.jobs.get(job_id, viewer))
+    job = await services.jobs.get(job_id, viewer)
+    return Response(services.status_bodies.body(job), media_type="application/json")
 
 
 @router.get("/api/jobs", tags=["jobs"])
