@@ -60,7 +60,7 @@ class FeedSource(Protocol):
 
 
 class JobView:
-    """The snapshots of one ingress replica, by job id, in the registry's order."""
+    """The snapshots of one ingress replica, by job id; listed newest first by creation."""
 
     def __init__(self, source: FeedSource, staleness_s: float) -> None:
         self.staleness_s = staleness_s
