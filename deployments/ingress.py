@@ -8,10 +8,12 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.limiter import LimiterClient, connect_limiter
-from deployments.registry import Backends, RegistryClient, RegistrySettings, connect_registry
+from deployments.limiter import LimiterClient, find_limiter
 from serve_app.api import Services, create_api
 from serve_app.config import AppConfig
+from serve_app.registry.client import RegistryClient, find_registry
+from serve_app.registry.view import JobView
+from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore
 
 #: Deployment states in which replicas serve requests.
@@ -21,7 +23,8 @@ SERVING_STATES = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})
 @serve.ingress()
 class Ingress:
     """CPU, stateless, autoscaled. Jobs never run inside its requests: it claims them in
-    the registry, which dispatches them, so its replicas can come and go freely.
+    the registry, which dispatches them, so its replicas can come and go freely. Each
+    replica answers status reads from its own job view, fed by the registry's changes.
     """
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
@@ -31,14 +34,18 @@ class Ingress:
         self._app_name = serve.get_replica_context().app_name
         store = ArtifactStore(config.storage.root)
         await asyncio.to_thread(store.check_writable)
-        actor = connect_registry(config)
-        await actor.configure.remote(RegistrySettings.from_config(config))
+        registry = RegistryClient(find_registry(config))
+        await registry.attach(Backends(background=background, shape=shape))
+        jobs = JobView(registry, config.registry.status_staleness_s)
+        jobs.start()
+        limiter = find_limiter(config) if config.security.rate_limited else None
         self._services: Services = Services(
             config=config,
             store=store,
-            registry=RegistryClient(actor, Backends(background=background, shape=shape)),
+            registry=registry,
+            jobs=jobs,
             deployment_status=self._deployment_status,
-            limiter=LimiterClient(connect_limiter(config)) if _rate_limited(config) else None,
+            limiter=LimiterClient(limiter) if limiter is not None else None,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -46,6 +53,12 @@ class Ingress:
 
     async def check_health(self) -> None:
         await asyncio.to_thread(self._services.store.check_writable)
+
+    async def __del__(self) -> None:
+        """Serve calls this when the replica stops: stop following the feed."""
+        services: Services | None = getattr(self, "_services", None)
+        if services is not None:
+            await services.jobs.stop()
 
     async def _deployment_status(self) -> dict[str, tuple[bool, str]]:
         """Each deployment of this application: serving or not, and its replica states."""
@@ -61,8 +74,3 @@ class Ingress:
             )
             result[name] = (state in SERVING_STATES, f"{state} ({replicas})")
         return result
-
-
-def _rate_limited(config: AppConfig) -> bool:
-    security = config.security
-    return security.per_key_rate is not None or security.per_ip_rate is not None

@@ -18,6 +18,7 @@ from ray.actor import ActorHandle
 from serve_app.config import AppConfig
 from serve_app.policy import RateLimit
 from serve_app.ratelimit import TokenBuckets
+from serve_app.registry.client import find_actor
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +40,19 @@ class RateLimiter:
         return self._buckets.take(wants)
 
 
-def connect_limiter(config: AppConfig) -> ActorHandle:
-    """The shared limiter actor, created on first use (same namespace as the registry)."""
-    settings = config.registry
-    actor = (
-        ray.remote(RateLimiter)
-        .options(
-            name=f"{settings.name}_rate_limiter",
-            namespace=settings.namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            num_cpus=0,
-            max_concurrency=1000,
-            max_restarts=-1,
-        )
-        .remote()
+def create_limiter(config: AppConfig) -> ActorHandle:
+    """The shared limiter actor named in ``config``, created with its options unless it
+    exists (in the registry's namespace).
+    """
+    options = config.rate_limiter.actor.ray_options(
+        config.rate_limiter_name, config.registry.namespace
     )
-    return cast(ActorHandle, actor)
+    return cast(ActorHandle, ray.remote(RateLimiter).options(**options).remote())
+
+
+def find_limiter(config: AppConfig) -> ActorHandle:
+    """The limiter actor ``build_app`` created."""
+    return find_actor(config.rate_limiter_name, config.registry.namespace)
 
 
 class LimiterClient:

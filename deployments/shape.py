@@ -6,14 +6,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from deployments.registry import connect_registry
 from deployments.worker import RunReporter, lower_priority
-from serve_app.cache import cache_key
 from serve_app.config import AppConfig
 from serve_app.errors import ModelUnavailableError, OrfeasError
-from serve_app.jobs import JobTicket, RunResult
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut, Stage
+from serve_app.registry.cache import cache_key
+from serve_app.registry.client import find_registry
+from serve_app.registry.jobs import JobTicket, RunResult
 from serve_app.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class ShapeTexture:
         lower_priority(config.shape_texture.niceness)
         self._config = config
         self._store = ArtifactStore(config.storage.root)
-        self._registry = connect_registry(config)
+        self._registry = find_registry(config)
         self._builders: dict[str, ModelBuilder] = {}
         self._load_errors: dict[str, OrfeasError] = {}
         for name in config.pipeline.generators.enabled():

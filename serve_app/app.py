@@ -12,15 +12,26 @@ from serve_app.config import AppConfig, DeploymentOptions
 
 
 def build_app(args: AppConfig) -> Application:
-    """Ingress → (BackgroundRemoval, ShapeTexture), with the JobRegistry actor beside them.
+    """The five parts, from validated config:
+
+    - the JobRegistry actor (named, detached; created unless it exists, then given this
+      config) and, when rate limits are set, the RateLimiter actor beside it; the
+      deployments find both by their configured names;
+    - Ingress → (BackgroundRemoval, ShapeTexture), each with its scaling and resources.
+      The ingress hands the two worker handles to the registry once, as it starts.
 
     ``args`` is the ``args`` block of a Serve config, validated strictly; relative paths
     are resolved against the directory the application is built from.
     """
     from deployments import BackgroundRemoval, Ingress, ShapeTexture
+    from deployments.limiter import create_limiter
+    from serve_app.registry.client import create_registry
 
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
     config = config.resolved(Path.cwd())
+    create_registry(config)
+    if config.security.rate_limited:
+        create_limiter(config)
     background = deployment(BackgroundRemoval, config.background_removal).bind(config)
     shape = deployment(ShapeTexture, config.shape_texture).bind(config)
     return deployment(Ingress, config.ingress).bind(config, background, shape)

@@ -115,12 +115,36 @@ class StorageConfig(StrictModel):
     root: Path = Field(default=Path("data"), description="ArtifactStore root directory")
 
 
+class ActorOptions(StrictModel):
+    """Ray options of a named, detached actor that ``build_app`` creates beside the graph."""
+
+    num_cpus: float = Field(default=0.0, ge=0)
+    max_concurrency: int = Field(
+        default=1000, ge=1, description="calls the (async) actor serves at once"
+    )
+    max_restarts: int = Field(
+        default=-1, ge=-1, description="restarts after its process dies; -1: always"
+    )
+
+    def ray_options(self, name: str, namespace: str) -> dict[str, Any]:
+        """Keyword arguments for ``ray.remote(cls).options``: created once, then reused."""
+        return {
+            "name": name,
+            "namespace": namespace,
+            "lifetime": "detached",
+            "get_if_exists": True,
+            "num_cpus": self.num_cpus,
+            "max_concurrency": self.max_concurrency,
+            "max_restarts": self.max_restarts,
+        }
+
+
 class RegistryConfig(StrictModel):
-    """The JobRegistry actor: its name, namespace and limits."""
+    """The JobRegistry actor: its name, namespace, Ray options and limits."""
 
     name: str = Field(default="job_registry", min_length=1)
     namespace: str = Field(default="orfeas", min_length=1)
-    num_cpus: float = Field(default=0.0, ge=0)
+    actor: ActorOptions = Field(default_factory=ActorOptions)
     max_jobs: int = Field(default=10_000, ge=1, description="jobs kept in memory")
     heartbeat_interval_s: float = Field(default=0.25, gt=0, le=10)
     journal_path: Path | None = Field(
@@ -154,6 +178,14 @@ class RegistryConfig(StrictModel):
         description="after a registry restart, how long its in-flight "
         "runs wait for the workers before they fail as interrupted",
     )
+    status_staleness_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="an ingress replica answers status and job lists from its own "
+        "snapshots while it has heard from the registry's change feed within this; "
+        "beyond it, each read asks the registry",
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> Self:
@@ -162,6 +194,19 @@ class RegistryConfig(StrictModel):
         if self.lease_s <= 2 * self.heartbeat_interval_s:
             raise ValueError("lease_s must exceed two heartbeat intervals")
         return self
+
+
+class RateLimiterConfig(StrictModel):
+    """The RateLimiter actor that holds the token buckets every ingress replica shares.
+
+    Created by ``build_app`` only when ``security`` sets a rate limit, in the registry's
+    namespace.
+    """
+
+    name: str | None = Field(
+        default=None, min_length=1, description="default: <registry.name>_rate_limiter"
+    )
+    actor: ActorOptions = Field(default_factory=ActorOptions)
 
 
 def _default_ingress() -> DeploymentOptions:
@@ -233,6 +278,7 @@ class AppConfig(StrictModel):
     background_removal: DeploymentOptions = Field(default_factory=_default_background)
     shape_texture: DeploymentOptions = Field(default_factory=_default_shape)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    rate_limiter: RateLimiterConfig = Field(default_factory=RateLimiterConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     text_to_image: TextToImageConfig = Field(default_factory=TextToImageConfig)
     mesh_tools: MeshLimits = Field(default_factory=MeshLimits)
@@ -252,6 +298,10 @@ class AppConfig(StrictModel):
                     f"({self.registry.max_active_jobs}): accepted jobs could be refused"
                 )
         return self
+
+    @property
+    def rate_limiter_name(self) -> str:
+        return self.rate_limiter.name or f"{self.registry.name}_rate_limiter"
 
     @classmethod
     def from_yaml(cls, path: Path | str, app_name: str | None = None) -> Self:
@@ -278,6 +328,11 @@ class AppConfig(StrictModel):
             journal = _absolute(self.registry.journal_path, base)
             update["registry"] = self.registry.model_copy(update={"journal_path": journal})
         return self.model_copy(update=update)
+
+
+def background_model_file(pipeline: PipelineConfig) -> Path:
+    """The ONNX file of ``pipeline.background_model`` in ``pipeline.models_dir``."""
+    return pipeline.models_dir / f"{pipeline.background_model}.onnx"
 
 
 def _absolute(path: Path, base: Path) -> Path:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+#: Retry-After (seconds) of a 429 or 503 whose error does not say ``retry_after_s``.
+DEFAULT_RETRY_AFTER_S = 1
 
 
 class OrfeasError(Exception):
@@ -22,6 +26,13 @@ class OrfeasError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.details}
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the answer: every 429 and 503 says when to come back."""
+        if self.status_code in (429, 503):
+            seconds = float(self.details.get("retry_after_s", DEFAULT_RETRY_AFTER_S))
+            return {"Retry-After": str(max(1, math.ceil(seconds)))}
+        return {}
 
     def __reduce__(self):  # keep message and details across Ray/pickle boundaries
         return (_rebuild_error, (type(self), self.message, self.details))
@@ -121,10 +132,20 @@ class UnauthorizedError(OrfeasError):
     status_code = 401
     code = "unauthorized"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
 
 class ServiceOverloadedError(OrfeasError):
     status_code = 503
     code = "overloaded"
+
+
+class AssetsMissingError(OrfeasError):
+    """The vendored browser files (three.js, Swagger UI) were not copied into the package."""
+
+    status_code = 503
+    code = "assets_missing"
 
 
 class ModelNotConfiguredError(OrfeasError):

@@ -175,9 +175,6 @@ class ServiceMetrics:
         except Exception as exc:  # an exporter problem must never fail a job
             logger.warning("could not export metric %s: %s", spec.name, exc)
 
-    def value(self, spec: MetricSpec, *labels: str) -> float:
-        return self._values[spec.name].get(labels, 0.0)
-
     def snapshot(self) -> MetricsSnapshot:
         return MetricsSnapshot(
             values={name: dict(series) for name, series in self._values.items()},

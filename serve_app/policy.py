@@ -30,6 +30,11 @@ class SecurityConfig(_Strict):
         description='"sha256:<64 hex>" of each accepted key (`python -m serve_app hash-key`); '
         "empty: no key is required",
     )
+    admin_key_hashes: tuple[str, ...] = Field(
+        default=(),
+        description="keys (hashed the same way) that may also see and act on every "
+        "key's jobs; accepted like the keys above",
+    )
     cors_origins: tuple[str, ...] = Field(
         default=(), description='browser origins allowed to call the API, e.g. "https://a.b"'
     )
@@ -44,7 +49,7 @@ class SecurityConfig(_Strict):
         'addresses or CIDR networks ("10.0.0.0/8")',
     )
 
-    @field_validator("api_key_hashes")
+    @field_validator("api_key_hashes", "admin_key_hashes")
     @classmethod
     def _hashes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
@@ -62,13 +67,18 @@ class SecurityConfig(_Strict):
 
     @model_validator(mode="after")
     def _no_wildcard_with_keys(self) -> Self:
-        if "*" in self.cors_origins and self.api_key_hashes:
+        if "*" in self.cors_origins and self.requires_key:
             raise ValueError('cors_origins "*" is refused when API keys are required')
         return self
 
     @property
     def requires_key(self) -> bool:
-        return bool(self.api_key_hashes)
+        """Keys are configured: every protected call needs one, and jobs have owners."""
+        return bool(self.api_key_hashes or self.admin_key_hashes)
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.per_key_rate is not None or self.per_ip_rate is not None
 
 
 class RetentionConfig(_Strict):

@@ -20,10 +20,11 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from serve_app.errors import ArtifactNotFoundError
-from serve_app.jobs import UploadInfo, check_job_id
 from serve_app.pipeline.types import OUTPUT_FORMATS
+from serve_app.registry.jobs import UploadInfo, check_job_id
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -52,8 +53,12 @@ class ArtifactStore:
 
     # -- uploads -----------------------------------------------------------------------
 
-    def put_upload(self, job_id: str, data: bytes, media_type: str) -> UploadInfo:
-        """Store ``data`` by its hash and record it as ``job_id``'s upload."""
+    def put_upload(
+        self, job_id: str, data: bytes, media_type: str, owner: str | None = None
+    ) -> UploadInfo:
+        """Store ``data`` by its hash and record it as ``job_id``'s upload (and its owner,
+        the API key id that uploaded it, if any).
+        """
         check_job_id(job_id)
         info = UploadInfo(sha256=sha256_hex(data), size_bytes=len(data), media_type=media_type)
         path = self._upload_path(info.sha256)
@@ -61,22 +66,39 @@ class ArtifactStore:
             _touch(path)  # in use again: retention's grace period starts anew
         else:
             _write_atomic(path, data)
-        manifest = {"sha256": info.sha256, "size_bytes": info.size_bytes, "media_type": media_type}
+        manifest = {
+            "sha256": info.sha256,
+            "size_bytes": info.size_bytes,
+            "media_type": media_type,
+            "owner": owner,
+        }
         _write_atomic(self._job_dir(job_id) / "upload.json", json.dumps(manifest).encode())
         return info
 
     def job_upload(self, job_id: str) -> UploadInfo | None:
         """The upload recorded for ``job_id``, or None if there is none."""
-        path = self._job_dir(check_job_id(job_id)) / "upload.json"
-        try:
-            manifest = json.loads(path.read_bytes())
-        except FileNotFoundError:
+        manifest = self._manifest(job_id)
+        if manifest is None:
             return None
         return UploadInfo(
             sha256=_digest(manifest["sha256"]),
             size_bytes=int(manifest["size_bytes"]),
             media_type=str(manifest["media_type"]),
         )
+
+    def job_owner(self, job_id: str) -> str | None:
+        """The API key id that uploaded ``job_id``'s image (None: no key, or no upload)."""
+        manifest = self._manifest(job_id)
+        owner = manifest.get("owner") if manifest else None
+        return str(owner) if owner else None
+
+    def _manifest(self, job_id: str) -> dict[str, Any] | None:
+        path = self._job_dir(check_job_id(job_id)) / "upload.json"
+        try:
+            manifest: dict[str, Any] = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        return manifest
 
     def read_upload(self, sha256: str) -> bytes:
         try:

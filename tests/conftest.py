@@ -43,7 +43,7 @@ def ray_serve() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def service(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The application (the small local graph) on the session's Ray Serve, at ``/``."""
-    from tests.integration.serve_client import Service
+    from tests.client import Service
     from tests.serving import app_args, deploy
 
     storage_root = tmp_path_factory.mktemp("storage")

@@ -8,35 +8,37 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
+from serve_app.api.schemas import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
-from serve_app.events import JobLog, WatchReply
-from serve_app.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo
 from serve_app.metrics import MetricsSnapshot
+from serve_app.registry.feeds import JobLog
+from serve_app.registry.jobs import EVERYONE, JobSnapshot, RunRequest, UploadInfo, Viewer
+from serve_app.registry.view import JobView
 from serve_app.storage import ArtifactStore
 
 
 class JobRegistryClient(Protocol):
-    """The registry as the API uses it; errors arrive as OrfeasError."""
+    """The registry calls the routes make (writes, logs, probes); errors are OrfeasError.
 
-    async def register_upload(self, job_id: str, upload: UploadInfo) -> JobSnapshot: ...
+    Reads of job state go to the replica's ``JobView`` instead.
+    """
+
+    async def register_upload(
+        self, job_id: str, upload: UploadInfo, owner: str | None = None
+    ) -> JobSnapshot: ...
 
     async def submit(
         self, job_id: str, request: RunRequest, client: str | None = None
     ) -> JobSnapshot: ...
 
-    async def get(self, job_id: str) -> JobSnapshot: ...
-
-    async def list_jobs(self, offset: int, limit: int, status: JobStatus | None) -> JobPage: ...
-
-    async def ping(self) -> dict[str, Any]: ...
-
     async def cancel(self, job_id: str) -> JobSnapshot: ...
 
-    async def watch(self, job_id: str, since: int | None, timeout_s: float) -> WatchReply: ...
-
     async def job_log(self, job_id: str) -> JobLog: ...
+
+    async def ping(self) -> dict[str, Any]: ...
 
     async def metrics(self) -> MetricsSnapshot: ...
 
@@ -48,10 +50,14 @@ class Services:
     config: AppConfig
     store: ArtifactStore
     registry: JobRegistryClient
+    #: This replica's snapshots of every job (status, lists, live streams).
+    jobs: JobView
     #: Optional readiness probe of the deployments: name → (healthy, detail).
     deployment_status: Callable[[], Awaitable[dict[str, tuple[bool, str]]]] | None = None
     #: The rate limiter every replica shares; None: no rate limits are enforced.
     limiter: Limiter | None = None
+    #: Status bodies rendered once per snapshot, for the many polls of one job.
+    status_bodies: StatusBodies = field(default_factory=StatusBodies)
     _conversion_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def conversion_lock(self, key: str) -> asyncio.Lock:
@@ -69,4 +75,15 @@ async def get_services(request: Request) -> Services:
     return services
 
 
+def viewer_of(connection: HTTPConnection) -> Viewer:
+    """Whose jobs the caller may see (the security middleware decided; else everyone's)."""
+    viewer: Viewer = getattr(connection.state, "viewer", EVERYONE)
+    return viewer
+
+
+async def get_viewer(request: Request) -> Viewer:
+    return viewer_of(request)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+ViewerDep = Annotated[Viewer, Depends(get_viewer)]

@@ -24,13 +24,30 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+def render_error(error: OrfeasError) -> JSONResponse:
+    """The answer for one of the service's errors: its status, body and headers
+    (``Retry-After`` on 429 and 503, ``WWW-Authenticate`` on 401). Routes raise; the
+    handler below and the security middleware render through here.
+    """
+    error = as_orfeas_error(error)
+    return JSONResponse(
+        {"error": error.to_dict()}, status_code=error.status_code, headers=error.headers() or None
+    )
+
+
+class CarriedError(StarletteHTTPException):
+    """One of the service's errors raised while a body is read: FastAPI's body parsing
+    lets only HTTP exceptions through (any other becomes a 400), so it travels in one.
+    """
+
+    def __init__(self, error: OrfeasError) -> None:
+        super().__init__(error.status_code, error.message)
+        self.error = error
+
+
 async def _orfeas_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrfeasError)
-    error = as_orfeas_error(exc)
-    headers = None
-    if error.status_code in (429, 503):  # the client may come back: say when
-        headers = {"Retry-After": str(max(1, int(error.details.get("retry_after_s", 1))))}
-    return JSONResponse({"error": error.to_dict()}, status_code=error.status_code, headers=headers)
+    return render_error(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -64,6 +81,8 @@ def _friendly(err: Any) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, CarriedError):
+        return render_error(exc.error)
     try:
         phrase = HTTPStatus(exc.status_code).phrase
     except ValueError:
@@ -77,8 +96,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    error = as_orfeas_error(exc, unexpected=OrfeasError("internal server error"))
-    return JSONResponse({"error": error.to_dict()}, status_code=error.status_code)
+    return render_error(as_orfeas_error(exc, unexpected=OrfeasError("internal server error")))
 
 
 def install_error_handlers(app: FastAPI) -> None:

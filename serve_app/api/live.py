@@ -2,10 +2,11 @@
 
 Both streams carry the same JSON as ``GET /api/job-status/{id}``: the current state on
 connect, then every change, then one terminal state (completed, failed or cancelled), then
-the stream closes. The ingress long-polls the registry (``watch``, once per watched job and
-replica: ``serve_app.api.watch``), which wakes it on each change; nothing runs inside these
-requests but reading, so closing a stream never touches the job. Keep-alives go out while
-nothing changes: an SSE comment line, or a WebSocket message ``{"type": "keepalive"}``.
+the stream closes. They read the replica's job view, which follows the registry's change
+feed (``serve_app.registry.view``); nothing runs inside these requests but reading, so
+closing a stream never touches the job. Keep-alives go out while nothing changes: an SSE
+comment line, or a WebSocket message ``{"type": "keepalive"}``. With API keys, a job is
+404 (WebSocket: 4404) to every key but its owner's and an admin's.
 
 Ray Serve applies ``http_options.request_timeout_s`` to the whole of a streaming response
 and of a WebSocket: leave it unset (the default) in the Serve config, or these streams are
@@ -20,17 +21,17 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, WebSocket
+from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from serve_app.api.deps import JobRegistryClient, ServicesDep
+from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
 from serve_app.api.routes import JobIdPath
 from serve_app.api.schemas import ErrorResponse, JobLogResponse, JobStatusResponse
-from serve_app.api.watch import WatchHub, job_updates
+from serve_app.api.watch import job_updates
 from serve_app.errors import JobNotFoundError, OrfeasError
-from serve_app.jobs import is_job_id
 from serve_app.metrics import render_prometheus
+from serve_app.registry.jobs import is_job_id
 
 #: Seconds of silence after which a stream sends a keep-alive.
 KEEPALIVE_S = 10.0
@@ -50,12 +51,17 @@ router = APIRouter(responses=_errors)  # type: ignore[arg-type]
 
 
 @router.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
-async def cancel_job(job_id: JobIdPath, services: ServicesDep) -> JobStatusResponse:
+async def cancel_job(
+    job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep
+) -> JobStatusResponse:
     """Cancel a queued or running job; answers once it has stopped (status ``cancelled``).
 
     404 unknown id, 409 when the job is not queued or running (finished, or never started).
     """
-    return JobStatusResponse.from_snapshot(await services.registry.cancel(job_id))
+    await services.jobs.get(job_id, viewer)
+    job = await services.registry.cancel(job_id)
+    services.jobs.apply(job)
+    return JobStatusResponse.from_snapshot(job)
 
 
 @router.get(
@@ -67,16 +73,16 @@ async def cancel_job(job_id: JobIdPath, services: ServicesDep) -> JobStatusRespo
 async def job_events(
     job_id: JobIdPath,
     services: ServicesDep,
-    request: Request,
+    viewer: ViewerDep,
     keepalive_s: KeepaliveQuery = KEEPALIVE_S,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Server-Sent Events: the job's state now, each change, and its end; then it closes."""
-    first = await services.registry.watch(job_id, None, 0.0)  # 404 before the stream starts
-    if first.snapshots[-1].status.terminal and _seen_version(last_event_id, first.version):
+    first = await services.jobs.get(job_id, viewer)  # 404 before the stream starts
+    if first.status.terminal and _seen_version(last_event_id, first.version):
         return Response(status_code=204)  # a reconnecting EventSource that saw the end
     return StreamingResponse(
-        _sse(job_updates(watch_hub(request), job_id, first, keepalive_s)),
+        _sse(job_updates(services.jobs, first, keepalive_s)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -88,13 +94,13 @@ async def job_socket(websocket: WebSocket, job_id: str, keepalive_s: float = KEE
 
     Closes 4422 for a malformed id and 4404 for an unknown job.
     """
-    registry: JobRegistryClient = websocket.app.state.services.registry
+    services: Services = websocket.app.state.services
     await websocket.accept()
     if not is_job_id(job_id):
         await websocket.close(WS_BAD_JOB_ID, "job_id must be 32 lowercase hex characters")
         return
     try:
-        first = await registry.watch(job_id, None, 0.0)
+        first = await services.jobs.get(job_id, viewer_of(websocket))
     except JobNotFoundError:
         await websocket.close(WS_UNKNOWN_JOB, "job not found")
         return
@@ -102,9 +108,7 @@ async def job_socket(websocket: WebSocket, job_id: str, keepalive_s: float = KEE
         await websocket.close(WS_INTERNAL_ERROR, exc.code)
         return
     keepalive_s = min(60.0, max(0.5, keepalive_s))
-    sender = asyncio.create_task(
-        _send(websocket, job_updates(watch_hub(websocket), job_id, first, keepalive_s))
-    )
+    sender = asyncio.create_task(_send(websocket, job_updates(services.jobs, first, keepalive_s)))
     listener = asyncio.create_task(_until_disconnected(websocket))
     done, _ = await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
     for task in (sender, listener):
@@ -122,8 +126,9 @@ async def job_socket(websocket: WebSocket, job_id: str, keepalive_s: float = KEE
 
 
 @router.get("/api/jobs/{job_id}/logs", tags=["jobs"])
-async def job_logs(job_id: JobIdPath, services: ServicesDep) -> JobLogResponse:
+async def job_logs(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> JobLogResponse:
     """The job's recent events (queued, stages with their durations, its end), oldest first."""
+    await services.jobs.get(job_id, viewer)
     return JobLogResponse.from_log(await services.registry.job_log(job_id))
 
 
@@ -145,15 +150,6 @@ def _seen_version(last_event_id: str | None, version: int) -> bool:
         return last_event_id is not None and int(last_event_id) >= version
     except ValueError:
         return False
-
-
-def watch_hub(connection: Request | WebSocket) -> WatchHub:
-    """This replica's fan-out of job changes, created with the first stream."""
-    state = connection.app.state
-    hub: WatchHub | None = getattr(state, "watch_hub", None)
-    if hub is None:
-        hub = state.watch_hub = WatchHub(state.services.registry)
-    return hub
 
 
 async def _sse(updates: AsyncIterator[tuple[int, dict[str, Any]] | None]) -> AsyncIterator[bytes]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from serve_app.api.deps import Services, ServicesDep
+from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.schemas import ErrorResponse, JobId
 from serve_app.errors import (
     JobConflictError,
@@ -19,12 +19,12 @@ from serve_app.errors import (
     ValidationFailedError,
     VariantNotFoundError,
 )
-from serve_app.jobs import JobStatus
 from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.materials import PRESETS, Material
 from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.types import TexturedMesh
+from serve_app.registry.jobs import JobStatus, Viewer
 
 _codes = (400, 401, 404, 409, 413, 415, 422, 429, 500)
 router = APIRouter(
@@ -103,7 +103,7 @@ _ANALYZE_BODY: dict[str, Any] = {
     openapi_extra=_ANALYZE_BODY,
     responses={200: {"content": {"application/json": {"example": _ANALYSIS_EXAMPLE}}}},
 )
-async def analyze_stl(request: Request, services: ServicesDep) -> MeshAnalysis:
+async def analyze_stl(request: Request, services: ServicesDep, viewer: ViewerDep) -> MeshAnalysis:
     """Size, volume, area, topology and printability of a mesh.
 
     Send a mesh file in the multipart field ``file`` (STL has no unit and is read as
@@ -118,7 +118,7 @@ async def analyze_stl(request: Request, services: ServicesDep) -> MeshAnalysis:
         return await run_in_threadpool(analyze_file, data, limits)
     if kind == "application/json":
         body = _job_request(await _small_body(request))
-        mesh = await _job_mesh(services, body.job_id, body.variant)
+        mesh = await _job_mesh(services, viewer, body.job_id, body.variant)
         return await run_in_threadpool(_analyze_canonical, mesh)
     raise UnsupportedMediaTypeError(
         "send multipart/form-data with the mesh file in the field `file`, "
@@ -176,9 +176,12 @@ def _job_request(body: bytes) -> AnalyzeJobRequest:
         raise RequestValidationError(errors) from None
 
 
-async def _job_mesh(services: Services, job_id: str, variant: str | None) -> TexturedMesh:
-    """The canonical mesh of a completed job (404 unknown job or variant, 409 not done)."""
-    job = await services.registry.get(job_id)
+async def _job_mesh(
+    services: Services, viewer: Viewer, job_id: str, variant: str | None
+) -> TexturedMesh:
+    """The canonical mesh of a completed job (404 unknown job, another key's job or an
+    unknown variant; 409 not done)."""
+    job = await services.jobs.get(job_id, viewer)
     if variant is not None:
         raise VariantNotFoundError(
             f"job {job_id} has no variant {variant}", job_id=job_id, variant=variant

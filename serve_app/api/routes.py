@@ -7,10 +7,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from serve_app.api.deps import Services, ServicesDep
+from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.schemas import (
     CheckResult,
     ErrorResponse,
@@ -23,18 +23,21 @@ from serve_app.api.schemas import (
     ReadinessResponse,
     UploadResponse,
 )
-from serve_app.cache import derive_format
+from serve_app.config import background_model_file
 from serve_app.errors import JobConflictError, PayloadTooLargeError, ValidationFailedError
-from serve_app.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import OutputFormat
+from serve_app.registry.cache import derive_format
+from serve_app.registry.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 READINESS_TIMEOUT_S = 2.0
+#: Retry-After of a degraded readiness answer (503).
+READINESS_RETRY_AFTER_S = 5
 
 _codes = (400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
 _errors = {code: {"model": ErrorResponse} for code in _codes}
@@ -54,12 +57,20 @@ async def readiness(services: ServicesDep) -> JSONResponse:
     checks = await _readiness_checks(services)
     ready = all(check.ok for check in checks.values())
     body = ReadinessResponse(status="ok" if ready else "degraded", checks=checks)
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
+    if ready:
+        return JSONResponse(body.model_dump(mode="json"))
+    headers = {"Retry-After": str(READINESS_RETRY_AFTER_S)}
+    return JSONResponse(body.model_dump(mode="json"), status_code=503, headers=headers)
 
 
 @router.post("/api/upload-image", tags=["jobs"])
-async def upload_image(image: ImageUpload, services: ServicesDep) -> UploadResponse:
-    """Store a photo under a new job id; the job starts as ``uploaded``."""
+async def upload_image(
+    image: ImageUpload, services: ServicesDep, viewer: ViewerDep
+) -> UploadResponse:
+    """Store a photo under a new job id; the job starts as ``uploaded``.
+
+    With API keys the job belongs to the caller's key: other keys never see it.
+    """
     limit = services.config.pipeline.limits.max_upload_bytes
     data = await image.read(limit + 1)
     if len(data) > limit:
@@ -67,8 +78,10 @@ async def upload_image(image: ImageUpload, services: ServicesDep) -> UploadRespo
     kind = await run_in_threadpool(check_image, data, services.config.pipeline.limits)
     media_type = MEDIA_TYPES[kind]
     job_id = uuid.uuid4().hex
-    upload = await run_in_threadpool(services.store.put_upload, job_id, data, media_type)
-    job = await services.registry.register_upload(job_id, upload)
+    owner = viewer.key_id
+    upload = await run_in_threadpool(services.store.put_upload, job_id, data, media_type, owner)
+    job = await services.registry.register_upload(job_id, upload, owner)
+    services.jobs.apply(job)  # read-your-writes on this replica
     return UploadResponse(
         job_id=job.job_id,
         status=job.status,
@@ -80,11 +93,13 @@ async def upload_image(image: ImageUpload, services: ServicesDep) -> UploadRespo
 
 @router.post("/api/generate-3d", status_code=202, tags=["jobs"])
 async def generate_3d(
-    body: GenerateRequest, services: ServicesDep, http: Request
+    body: GenerateRequest, services: ServicesDep, viewer: ViewerDep, http: Request
 ) -> JobStatusResponse:
-    """Start a run of an uploaded job: 202 at once, 404 unknown id, 409 already active,
-    503 when the service's queue is full, 429 when the client has its share of it.
+    """Start a run of an uploaded job: 202 at once, 404 unknown id (or another key's job),
+    409 already active, 503 when the service's queue is full, 429 when the client has its
+    share of it.
     """
+    await services.jobs.get(body.job_id, viewer)
     pipeline = services.config.pipeline
     generator = body.generator or pipeline.generator
     enabled = pipeline.generators.enabled()
@@ -98,6 +113,7 @@ async def generate_3d(
     request = RunRequest(params=params, format=body.format, generator=generator)
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit(body.job_id, request, client)
+    services.jobs.apply(job)
     return JobStatusResponse.from_snapshot(job)
 
 
@@ -127,21 +143,25 @@ async def generators(services: ServicesDep) -> GeneratorsResponse:
     )
 
 
-@router.get("/api/job-status/{job_id}", tags=["jobs"])
-async def job_status(job_id: JobIdPath, services: ServicesDep) -> JobStatusResponse:
-    """Status, stage, progress, error and download links of a job."""
-    return JobStatusResponse.from_snapshot(await services.registry.get(job_id))
+@router.get("/api/job-status/{job_id}", tags=["jobs"], response_model=JobStatusResponse)
+async def job_status(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> Response:
+    """Status, stage, progress, error and download links of a job (from this replica's
+    snapshots, at most ``registry.status_staleness_s`` behind the registry).
+    """
+    job = await services.jobs.get(job_id, viewer)
+    return Response(services.status_bodies.body(job), media_type="application/json")
 
 
 @router.get("/api/jobs", tags=["jobs"])
 async def list_jobs(
     services: ServicesDep,
+    viewer: ViewerDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
 ) -> JobListResponse:
-    """Recent jobs, newest first, a page at a time."""
-    page = await services.registry.list_jobs(offset, limit, status)
+    """Recent jobs the caller may see (its key's own, with keys), newest first."""
+    page = await services.jobs.page(offset, limit, status, viewer)
     return JobListResponse(
         jobs=[JobStatusResponse.from_snapshot(job) for job in page.jobs],
         total=page.total,
@@ -156,12 +176,14 @@ async def list_jobs(
     response_class=FileResponse,
     responses={200: {"description": "the model file"}},
 )
-async def download(job_id: JobIdPath, format: OutputFormat, services: ServicesDep) -> FileResponse:
+async def download(
+    job_id: JobIdPath, format: OutputFormat, services: ServicesDep, viewer: ViewerDep
+) -> FileResponse:
     """The job's model as ``format``, derived from its one canonical mesh on first request."""
     from serve_app.pipeline.export import FILE_NAMES
     from serve_app.pipeline.export import MEDIA_TYPES as MODEL_TYPES
 
-    job = await services.registry.get(job_id)
+    job = await services.jobs.get(job_id, viewer)
     if job.status is not JobStatus.COMPLETED or job.result is None:
         raise JobConflictError(
             f"job {job_id} is {job.status}; its model can be downloaded once it is completed",
@@ -171,9 +193,11 @@ async def download(job_id: JobIdPath, format: OutputFormat, services: ServicesDe
     path = services.store.export_path(key, format)
     if not path.is_file():
         lock_name = f"{key}.{format}"
-        async with services.conversion_lock(lock_name):
-            path = await run_in_threadpool(derive_format, services.store, key, format)
-        services.release_conversion_lock(lock_name)
+        try:
+            async with services.conversion_lock(lock_name):
+                path = await run_in_threadpool(derive_format, services.store, key, format)
+        finally:  # a failed or abandoned conversion must not leave its lock behind
+            services.release_conversion_lock(lock_name)
     return FileResponse(
         path, media_type=MODEL_TYPES[format], filename=f"{job_id}_{FILE_NAMES[format]}"
     )
@@ -200,7 +224,7 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
         checks["storage"] = CheckResult(ok=True)
     except OSError as exc:
         checks["storage"] = CheckResult(ok=False, detail=f"storage root not writable: {exc}")
-    model = services.config.pipeline.models_dir / "u2netp.onnx"
+    model = background_model_file(services.config.pipeline)
     checks["background_model"] = CheckResult(
         ok=model.is_file(), detail=None if model.is_file() else f"missing: {model}"
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.events import JobLog
-from serve_app.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.types import (
     FACE_COUNT_RANGE,
@@ -23,6 +22,8 @@ from serve_app.pipeline.types import (
     GenerationParams,
     OutputFormat,
 )
+from serve_app.registry.feeds import JobLog
+from serve_app.registry.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus
 
 JobId = Annotated[
     str,
@@ -250,6 +251,30 @@ class JobStatusResponse(BaseModel):
             started_at=_time(job.started_at) if job.started_at else None,
             finished_at=_time(job.finished_at) if job.finished_at else None,
         )
+
+
+class StatusBodies:
+    """The JSON body of each job's current snapshot, rendered once per snapshot.
+
+    A job view replaces a job's snapshot object on every change, so the body held for
+    the very same object is that snapshot's body; many polls of an unchanged job cost one
+    rendering. Holds the ``size`` most recently rendered jobs.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._bodies: OrderedDict[str, tuple[JobSnapshot, bytes]] = OrderedDict()
+
+    def body(self, job: JobSnapshot) -> bytes:
+        held = self._bodies.get(job.job_id)
+        if held is not None and held[0] is job:
+            return held[1]
+        body = JobStatusResponse.from_snapshot(job).model_dump_json().encode()
+        self._bodies[job.job_id] = (job, body)
+        self._bodies.move_to_end(job.job_id)
+        while len(self._bodies) > self.size:
+            self._bodies.popitem(last=False)
+        return body
 
 
 class JobListResponse(BaseModel):

@@ -7,15 +7,18 @@ One ASGI middleware, in front of every route, so no route can forget it:
   uploads get ``pipeline.limits.max_upload_bytes``, mesh files for analysis
   ``mesh_tools.max_upload_bytes`` (each plus multipart framing), every other request
   ``security.max_body_bytes``.
-- **API keys** (when ``security.api_key_hashes`` is set): ``Authorization: Bearer <key>``
-  or ``X-API-Key: <key>`` (WebSockets, which browsers cannot give headers, may pass
-  ``?api_key=``). Keys are compared by their SHA-256; the config never holds a key.
+- **API keys** (when ``security.api_key_hashes`` or ``admin_key_hashes`` is set):
+  ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (WebSockets, which browsers
+  cannot give headers, may pass ``?api_key=``). Keys are compared by their SHA-256; the
+  config never holds a key. A key sees only the jobs it uploaded; an admin key sees all.
 - **Rate limits**: token buckets per key and per client address, shared by every ingress
   replica through the RateLimiter actor; over the limit is a 429 with ``Retry-After``.
 - **CORS**: Starlette's CORSMiddleware with the configured origins only.
 
+Refusals are the service's own errors (401, 413, 429), rendered like every other error.
 Liveness, readiness, the docs and the studio page stay public. The client's identity
-(``key:<id>`` or ``ip:<address>``) is left in ``request.state.client_id`` for fair shares.
+(``key:<id>`` or ``ip:<address>``) is left in ``request.state.client_id`` for fair shares,
+and whose jobs it may see in ``request.state.viewer``.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from serve_app.api.errors import error_response
+from serve_app.api.errors import CarriedError, render_error
+from serve_app.errors import OrfeasError, PayloadTooLargeError, RateLimitedError, UnauthorizedError
 from serve_app.policy import RateLimit, SecurityConfig
+from serve_app.registry.jobs import EVERYONE, Viewer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,17 +68,19 @@ def hash_key(key: str) -> str:
 class KeyRing:
     """The accepted keys, by hash; a key's id is the first 12 hex digits of its hash."""
 
-    def __init__(self, hashes: tuple[str, ...]) -> None:
+    def __init__(self, hashes: tuple[str, ...], admin_hashes: tuple[str, ...] = ()) -> None:
         self._hashes = tuple(hashes)
+        self._admin_hashes = tuple(admin_hashes)
 
-    def identify(self, key: str | None) -> str | None:
-        """The id of ``key`` if it is accepted, else None."""
+    def identify(self, key: str | None) -> Viewer | None:
+        """Who ``key`` is (its id, and whether it sees every job), or None if not accepted."""
         if not key:
             return None
         digest = hash_key(key)
-        for accepted in self._hashes:
-            if hmac.compare_digest(accepted, digest):
-                return accepted[7:19]
+        for hashes, admin in ((self._admin_hashes, True), (self._hashes, False)):
+            for accepted in hashes:
+                if hmac.compare_digest(accepted, digest):
+                    return Viewer(key_id=accepted[7:19], sees_all=admin)
         return None
 
 
@@ -164,7 +170,7 @@ class SecurityMiddleware:
     ) -> None:
         self.app = app
         self.config = config
-        self.keys = KeyRing(config.api_key_hashes)
+        self.keys = KeyRing(config.api_key_hashes, config.admin_key_hashes)
         self.trusted = TrustedProxies(config.trusted_proxies)
         #: Paths whose bodies carry a file, each with its own limit (plus framing).
         self.file_limits = {
@@ -177,80 +183,63 @@ class SecurityMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        try:
+            receive = await self._admit(scope, receive)
+        except OrfeasError as error:
+            await _refuse(scope, receive, send, error)
+            return
+        await self.app(scope, receive, send)
+
+    async def _admit(self, scope: Scope, receive: Receive) -> Receive:
+        """Check the request; note who it is from; the ``receive`` that counts its body."""
         path = route_path(scope)
         headers = _headers(scope)
         address = client_address(scope, headers, self.trusted)
-        key_id = self.keys.identify(presented_key(scope, headers))
+        key = self.keys.identify(presented_key(scope, headers))
         state = scope.setdefault("state", {})
         state["client_address"] = address
-        state["api_key_id"] = key_id
-        state["client_id"] = f"key:{key_id}" if key_id else f"ip:{address}"
+        state["api_key_id"] = key.key_id if key else None
+        state["client_id"] = f"key:{key.key_id}" if key else f"ip:{address}"
+        # Without keys every caller sees every job; with keys, its own (or all: an admin).
+        state["viewer"] = key if self.config.requires_key and key else EVERYONE
         if is_protected(path):
-            refusal = await self._refusal(key_id, address)
-            if refusal is not None:
-                await self._refuse(scope, receive, send, *refusal)
-                return
-        if scope["type"] == "http":
-            limit = self.file_limits.get(path, self.config.max_body_bytes)
-            declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                await self._refuse(
-                    scope,
-                    receive,
-                    send,
-                    413,
-                    "payload_too_large",
-                    f"the request body is larger than {limit} bytes",
-                    {},
+            if self.config.requires_key and key is None:
+                raise UnauthorizedError(
+                    "an API key is required: send Authorization: Bearer <key> or X-API-Key"
                 )
-                return
-            receive = _counting(receive, limit)
-        await self.app(scope, receive, send)
+            await self._take_token(key.key_id if key else None, address)
+        if scope["type"] != "http":
+            return receive
+        limit = self.file_limits.get(path, self.config.max_body_bytes)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        return _counting(receive, limit)
 
-    async def _refusal(
-        self, key_id: str | None, address: str
-    ) -> tuple[int, str, str, dict[str, str]] | None:
-        if self.config.requires_key and key_id is None:
-            return (
-                401,
-                "unauthorized",
-                "an API key is required: send Authorization: Bearer <key> or X-API-Key",
-                {"WWW-Authenticate": "Bearer"},
-            )
+    async def _take_token(self, key_id: str | None, address: str) -> None:
         wants: list[tuple[str, RateLimit]] = []
         if key_id is not None and self.config.per_key_rate is not None:
             wants.append((f"key:{key_id}", self.config.per_key_rate))
         if self.config.per_ip_rate is not None:
             wants.append((f"ip:{address}", self.config.per_ip_rate))
         if not wants or self.limiter is None:
-            return None
-        wait = await self.limiter.take(wants)
-        if wait <= 0:
-            return None
-        retry = max(1, math.ceil(wait))
-        return (
-            429,
-            "rate_limited",
-            f"too many requests; retry in {retry} s",
-            {"Retry-After": str(retry)},
-        )
-
-    async def _refuse(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        status: int,
-        code: str,
-        message: str,
-        headers: dict[str, str],
-    ) -> None:
-        if scope["type"] == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": code})
             return
-        response = error_response(status, code, message, headers=headers or None)
-        await response(scope, receive, send)
+        wait = await self.limiter.take(wants)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            raise RateLimitedError(f"too many requests; retry in {retry} s", retry_after_s=retry)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, error: OrfeasError) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": error.code})
+        return
+    await render_error(error)(scope, receive, send)
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"the request body is larger than {limit} bytes", limit_bytes=limit)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:
@@ -263,7 +252,7 @@ def _counting(receive: Receive, limit: int) -> Receive:
         if message.get("type") == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise HTTPException(413, f"the request body is larger than {limit} bytes")
+                raise CarriedError(_too_large(limit))
         return message
 
     return counted

@@ -71,8 +71,8 @@ class RembgRemover:
 
     name = "rembg-u2netp"
 
-    def __init__(self, models_dir: Path) -> None:
-        model_path = Path(models_dir) / "u2netp.onnx"
+    def __init__(self, models_dir: Path, model: str = "u2netp") -> None:
+        model_path = Path(models_dir) / f"{model}.onnx"  # pipeline.background_model
         if not model_path.is_file():
             raise ModelUnavailableError(
                 f"background model not found at {model_path}; run `make setup` to install it",

@@ -124,7 +124,7 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: PipelineConfig, generator: str | None = None) -> Pipeline:
         """The pipeline with ``generator`` (default: the config's default generator)."""
-        remover = RembgRemover(config.models_dir)
+        remover = RembgRemover(config.models_dir, config.background_model)
         builder = ModelBuilder(load_generator(generator or config.generator, config))
         return cls(remover, builder, config.limits)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.errors import ValidationFailedError
-from serve_app.jobs import UploadInfo
+from serve_app.registry.jobs import UploadInfo
 
 MAX_PROMPT_CHARS = 1000
 #: Seeds are 32-bit, so they survive JSON, JavaScript and numpy unchanged.

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 def install_web(app: FastAPI, vendor_dir: Path = VENDOR_DIR) -> None:
     """Add ``GET /``, ``/static/``, ``/vendor/`` and ``GET /api/docs`` to ``app``.
 
-    The app should be created with ``docs_url=None, redoc_url=None``. When the vendored
-    files are missing it still starts: ``/vendor/...`` and ``/api/docs`` answer 503 with
-    ``{"error": {"code": "assets_missing", ...}}`` naming the command that copies them.
+    The app should be created with ``docs_url=None, redoc_url=None`` and the service's
+    error handlers. When the vendored files are missing it still starts: ``/vendor/...``
+    and ``/api/docs`` raise a 503 ``assets_missing`` error naming the command that copies
+    them.
     """
     # FastAPI is imported here, not above: ``python -m serve_app.web`` vendors the assets
     # with the standard library alone, before any venv exists.

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve_app.errors import AssetsMissingError
 from serve_app.web.assets import WEB_DIR, missing
 
 STATIC_DIR = WEB_DIR / "static"
@@ -40,9 +41,7 @@ def install(app: FastAPI, vendor_dir: Path) -> None:
     @router.get("/api/docs", response_class=HTMLResponse)
     async def swagger_ui(request: Request) -> Response:
         """Swagger UI of the OpenAPI spec, its script and style served from ``/vendor/``."""
-        unavailable = assets_missing_response(vendor_dir)
-        if unavailable is not None:
-            return unavailable
+        check_assets(vendor_dir)
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url or '/openapi.json'}",
@@ -67,13 +66,12 @@ def studio_page(root_path: str) -> str:
     return INDEX_HTML.read_text(encoding="utf-8").replace(INDEX_BASE, f'<base href="{base}">', 1)
 
 
-def assets_missing_response(vendor_dir: Path) -> JSONResponse | None:
-    """A 503 naming the missing vendored files and the command that copies them, or None."""
+def check_assets(vendor_dir: Path) -> None:
+    """Raise a 503 naming the missing vendored files and the command that copies them."""
     absent = missing(vendor_dir)
-    if not absent:
-        return None
-    message = f"the vendored browser assets are missing ({', '.join(absent)}): {SETUP_HINT}"
-    return JSONResponse({"error": {"code": "assets_missing", "message": message}}, status_code=503)
+    if absent:
+        message = f"the vendored browser assets are missing ({', '.join(absent)}): {SETUP_HINT}"
+        raise AssetsMissingError(message)
 
 
 class NoCacheFiles(StaticFiles):
@@ -92,7 +90,7 @@ class NoCacheFiles(StaticFiles):
 
 
 class VendorFiles:
-    """Static files under ``vendor_dir``; a 503 JSON error (not a crash) while any is missing."""
+    """Static files under ``vendor_dir``; a 503 error (not a crash) while any is missing."""
 
     def __init__(self, vendor_dir: Path) -> None:
         self.vendor_dir = vendor_dir
@@ -100,9 +98,6 @@ class VendorFiles:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._files is None:
-            unavailable = assets_missing_response(self.vendor_dir)
-            if unavailable is not None:
-                await unavailable(scope, receive, send)
-                return
+            check_assets(self.vendor_dir)
             self._files = StaticFiles(directory=self.vendor_dir)
         await self._files(scope, receive, send)

@@ -16,17 +16,23 @@ import httpx
 import pytest
 
 from serve_app.api.security import hash_key
+from tests.client import Api
 from tests.fault.harness import FaultService
 from tests.serving import app_args, deploy
 
 APP = "orfeas-fault"
 PREFIX = "/fault"
 REGISTRY = "job_registry_fault"
-#: One API key per simulated client of the burst, plus one for the tests' own calls.
+#: One API key per simulated client of the burst, plus an admin key for the tests' own
+#: calls (it sees every client's jobs).
 CLIENT_KEYS = [f"fault-client-key-{i:02d}" for i in range(48)]
 ADMIN_KEY = "fault-admin-key"
+#: Two keys no other test uses, for the ownership tests (each sees only its own jobs).
+OWNER_KEYS = ("fault-owner-key-a", "fault-owner-key-b")
 MAX_ACTIVE_JOBS = 16
 MAX_ACTIVE_PER_CLIENT = 2
+#: The tests' own polls: within ``per_key_rate`` (10 per second), so they are never refused.
+POLL_S = 0.1
 
 
 def fault_args(storage_root: Path) -> dict[str, Any]:
@@ -65,7 +71,8 @@ def fault_args(storage_root: Path) -> dict[str, Any]:
         "resume_timeout_s": 90.0,
     }
     args["security"] = {
-        "api_key_hashes": [hash_key(k) for k in [*CLIENT_KEYS, ADMIN_KEY]],
+        "api_key_hashes": [hash_key(k) for k in [*CLIENT_KEYS, *OWNER_KEYS]],
+        "admin_key_hashes": [hash_key(ADMIN_KEY)],
         "cors_origins": ["http://studio.example"],
         "per_key_rate": {"rate_per_s": 10, "burst": 60},
         "per_ip_rate": {"rate_per_s": 20, "burst": 40},
@@ -116,18 +123,18 @@ def keyed_client(service: FaultService, key: str, address: str | None = None) ->
 
 
 @pytest.fixture
-def admin(fault_service: FaultService) -> Iterator[httpx.Client]:
-    """A client of the fault app with the admin key (on 127.0.0.1)."""
+def admin(fault_service: FaultService) -> Iterator[Api]:
+    """A client of the fault app with the admin key (on 127.0.0.1): it sees every job."""
     with keyed_client(fault_service, ADMIN_KEY) as client:
-        yield client
+        yield Api(client, fault_service, POLL_S)
 
 
 @pytest.fixture
-def clients(fault_service: FaultService) -> Iterator[list[httpx.Client]]:
+def clients(fault_service: FaultService) -> Iterator[list[Api]]:
     """Four clients with keys of their own (each has its own share of the queue)."""
     opened = [keyed_client(fault_service, key) for key in CLIENT_KEYS[-4:]]
     try:
-        yield opened
+        yield [Api(client, fault_service, POLL_S) for client in opened]
     finally:
         for client in opened:
             client.close()

@@ -8,16 +8,17 @@ import time
 import httpx
 import pytest
 
+from tests.client import Api, photo
 from tests.fault.conftest import ADMIN_KEY, CLIENT_KEYS, forwarded_for, keyed_client
-from tests.fault.harness import FaultService, photo, replica_names, wait_ready
+from tests.fault.harness import FaultService, replica_names
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_probes_and_docs_are_public_and_the_api_needs_a_key(
-    fault_service: FaultService, admin: httpx.Client
+    fault_service: FaultService, admin: Api
 ) -> None:
-    wait_ready(admin)
+    admin.wait_ready()
     with httpx.Client(base_url=fault_service.url, timeout=30) as anonymous:
         assert anonymous.get("/health").status_code == 200
         assert anonymous.get("/api/health").status_code == 200
@@ -31,7 +32,7 @@ def test_probes_and_docs_are_public_and_the_api_needs_a_key(
             assert response.status_code == 401, (path, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
             assert response.headers["WWW-Authenticate"] == "Bearer"
-        files = {"image": ("p.png", photo(64), "image/png")}
+        files = {"image": ("p.png", photo(size=64, unique=True), "image/png")}
         assert anonymous.post("/api/upload-image", files=files).status_code == 401
         wrong = {"Authorization": "Bearer not-a-key"}
         assert anonymous.get("/api/jobs", headers=wrong).status_code == 401
@@ -75,9 +76,9 @@ def hammer_until_limited(
 
 
 def test_per_ip_and_per_key_limits_hold_across_ingress_replicas(
-    fault_service: FaultService, admin: httpx.Client
+    fault_service: FaultService, admin: Api
 ) -> None:
-    wait_ready(admin)
+    admin.wait_ready()
     assert len(replica_names(fault_service.app, "Ingress")) == 2
     security = fault_service.args["security"]
     ip_rate, key_rate = security["per_ip_rate"], security["per_key_rate"]
@@ -100,24 +101,22 @@ def test_per_ip_and_per_key_limits_hold_across_ingress_replicas(
         assert client.get("/api/jobs?limit=1").status_code == 200
 
 
-def test_cors_allows_the_configured_origin_only(
-    fault_service: FaultService, admin: httpx.Client
-) -> None:
+def test_cors_allows_the_configured_origin_only(fault_service: FaultService, admin: Api) -> None:
     preflight = {
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "x-api-key",
     }
-    allowed = admin.options(
+    allowed = admin.client.options(
         "/api/generate-3d", headers={"Origin": "http://studio.example", **preflight}
     )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "http://studio.example"
-    refused = admin.options(
+    refused = admin.client.options(
         "/api/generate-3d", headers={"Origin": "http://evil.example", **preflight}
     )
     assert refused.status_code == 400
     assert "access-control-allow-origin" not in refused.headers
-    simple = admin.get("/api/jobs", headers={"Origin": "http://studio.example"})
+    simple = admin.client.get("/api/jobs", headers={"Origin": "http://studio.example"})
     assert simple.headers["access-control-allow-origin"] == "http://studio.example"
-    other = admin.get("/api/jobs", headers={"Origin": "http://evil.example"})
+    other = admin.client.get("/api/jobs", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers

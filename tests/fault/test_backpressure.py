@@ -9,13 +9,14 @@ from collections import Counter
 import httpx
 import pytest
 
+from tests.client import Api, photo
 from tests.fault.conftest import (
     CLIENT_KEYS,
     MAX_ACTIVE_JOBS,
     MAX_ACTIVE_PER_CLIENT,
     forwarded_for,
 )
-from tests.fault.harness import FaultService, photo, wait_ready
+from tests.fault.harness import FaultService
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -45,7 +46,7 @@ async def burst(
     async def uploads(i: int, count: int) -> list[str]:
         ids = []
         for _ in range(count):
-            files = {"image": ("p.png", photo(200), "image/png")}
+            files = {"image": ("p.png", photo(size=200, unique=True), "image/png")}
             response = await clients[i].post("/api/upload-image", files=files)
             assert response.status_code == 200, response.text
             ids.append(response.json()["job_id"])
@@ -72,9 +73,9 @@ async def burst(
 
 
 def test_a_burst_of_120_jobs_from_48_clients_loses_no_accepted_job(
-    fault_service: FaultService, admin: httpx.Client
+    fault_service: FaultService, admin: Api
 ) -> None:
-    wait_ready(admin)
+    admin.wait_ready()
     started = time.monotonic()
     answers = asyncio.run(burst(fault_service, [HEAVY, LIGHT]))
     assert len(answers) == 120
@@ -96,7 +97,7 @@ def test_a_burst_of_120_jobs_from_48_clients_loses_no_accepted_job(
     deadline = time.monotonic() + 180
     while True:
         active = sum(
-            admin.get("/api/jobs", params={"status": s, "limit": 1}).json()["total"]
+            admin.client.get("/api/jobs", params={"status": s, "limit": 1}).json()["total"]
             for s in ("queued", "running")
         )
         if active == 0:
@@ -106,7 +107,7 @@ def test_a_burst_of_120_jobs_from_48_clients_loses_no_accepted_job(
     ended: dict[str, str] = {}
     for status in ("completed", "failed", "cancelled", "uploaded"):
         for offset in (0, 100, 200):
-            page = admin.get(
+            page = admin.client.get(
                 "/api/jobs", params={"status": status, "limit": 100, "offset": offset}
             ).json()
             ended.update({j["job_id"]: status for j in page["jobs"]})

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serve_client import Api, Service
+
+from tests.client import Api, Service
 
 
 @pytest.fixture(scope="session")

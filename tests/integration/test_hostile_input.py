@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from serve_client import Api
+
+from tests.client import Api
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_client import Api
 
+from tests.client import Api
 from tests.meshes import binary_stl, cube, open_cube, two_cubes
 from tests.support import photo_bytes
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 import yaml
 from PIL import Image
-from serve_client import Api
 
+from tests.client import Api
 from tests.serving import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import trimesh
 from PIL import Image
-from serve_client import Api
+
+from tests.client import Api
 
 pytestmark = pytest.mark.integration
 

@@ -101,15 +101,36 @@ def test_inconsistent_deployment_options_are_refused(options: dict[str, Any]) ->
         AppConfig.model_validate({"shape_texture": options})
 
 
-def test_build_app_validates_args_like_serve_deploy_does() -> None:
+@pytest.mark.integration
+def test_build_app_validates_args_and_creates_the_named_actors(
+    ray_serve: str, tmp_path: Path
+) -> None:
+    import ray
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 
     from serve_app.app import build_app
 
     with pytest.raises(ValidationError, match="shape_texture.num_gpu"):
         call_user_app_builder_with_args_if_necessary(build_app, {"shape_texture": {"num_gpu": 1}})
-    app = call_user_app_builder_with_args_if_necessary(build_app, load_args("configs/local.yaml"))
-    assert type(app).__name__ == "Application"
+    args = load_args("configs/local.yaml")
+    name = "job_registry_build_test"
+    args["storage"] = {"root": str(tmp_path)}
+    args["registry"] = {**args["registry"], "name": name, "actor": {"max_concurrency": 64}}
+    args["security"] = {"per_ip_rate": {"rate_per_s": 5, "burst": 5}}
+    try:
+        app = call_user_app_builder_with_args_if_necessary(build_app, args)
+        assert type(app).__name__ == "Application"
+        named = ray.util.list_named_actors(all_namespaces=True)
+        actors = {a["name"]: a for a in named if name in a["name"]}
+        assert set(actors) == {name, f"{name}_rate_limiter"}
+        assert {a["namespace"] for a in actors.values()} == {"orfeas"}
+        registry = ray.get_actor(name, namespace="orfeas")
+        # Built again (a redeploy): the same actor adopts the config, no second one appears.
+        call_user_app_builder_with_args_if_necessary(build_app, args)
+        assert ray.get(registry.served_calls.remote(), timeout=30)["configure"] == 2
+    finally:
+        for actor in (name, f"{name}_rate_limiter"):
+            ray.kill(ray.get_actor(actor, namespace="orfeas"), no_restart=True)
 
 
 def load_args(relative: str) -> dict[str, Any]:

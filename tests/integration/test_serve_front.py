@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.integration.serve_client import Service
+from tests.client import Service
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_client import Api, Service
 
+from tests.client import Api, Service
 from tests.gltf_validator import validate_glb
 from tests.serving import app_args, deploy, wait_until
 

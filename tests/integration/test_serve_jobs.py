@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trimesh
-from serve_client import Api
+
+from tests.client import Api
 
 pytestmark = pytest.mark.integration
 

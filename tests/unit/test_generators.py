@@ -12,13 +12,13 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from serve_app.api import Services, create_api
-from serve_app.cache import cache_key
 from serve_app.config import AppConfig
 from serve_app.errors import ValidationFailedError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators.catalog import HUNYUAN3D_STEPS, SPECS, resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
 from serve_app.pipeline.types import GenerationParams
+from serve_app.registry.cache import cache_key
 from serve_app.storage import ArtifactStore
 
 HUNYUAN3D = {"hunyuan3d": {"model_path": "/models/hunyuan3d-dit-v2-0"}}

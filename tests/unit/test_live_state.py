@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 
 from serve_app.errors import JobConflictError
-from serve_app.eta import StageClock, seed_seconds
-from serve_app.events import JobFeed
-from serve_app.jobs import JobRecord, JobStatus, JobTable, RunRequest, RunResult, UploadInfo
 from serve_app.metrics import (
     JOBS_COMPLETED,
     JOBS_SUBMITTED,
@@ -19,8 +15,12 @@ from serve_app.metrics import (
     UPLOAD_BYTES,
     render_prometheus,
 )
-from serve_app.monitor import JobMonitor
 from serve_app.pipeline.types import GenerationParams, Stage
+from serve_app.registry.eta import StageClock, seed_seconds
+from serve_app.registry.feeds import ChangeFeed, JobLogs
+from serve_app.registry.jobs import JobRecord, JobStatus, RunRequest, RunResult, UploadInfo
+from serve_app.registry.monitor import JobMonitor
+from serve_app.registry.table import JobTable
 
 JOB = "0" * 31 + "1"
 OTHER = "0" * 31 + "2"
@@ -33,8 +33,7 @@ def request(quality: int = 5) -> RunRequest:
 
 def table_and_monitor() -> tuple[JobTable, JobMonitor]:
     table = JobTable()
-    monitor = JobMonitor(lambda j: table.get(j) if j in table else None)
-    return table, monitor
+    return table, JobMonitor(table)
 
 
 def run_all_stages(table: JobTable, monitor: JobMonitor, job_id: str, run: int) -> None:
@@ -76,31 +75,52 @@ def test_remaining_time_shrinks_through_a_run() -> None:
 # -- feeds ----------------------------------------------------------------------------
 
 
-def test_a_feed_wakes_every_watcher_and_times_out_quietly() -> None:
+def test_the_change_feed_wakes_every_reader_and_replays_what_it_missed() -> None:
     async def scenario() -> None:
-        feed = JobFeed()
+        feed = ChangeFeed(kept=4)
+        start = feed.seq
         snap = JobRecord(job_id=JOB, upload=UPLOAD).snapshot()
-        watchers = [asyncio.create_task(feed.wait(0, 5.0)) for _ in range(3)]
+        readers = [asyncio.create_task(feed.read(feed.epoch, start, 5.0)) for _ in range(3)]
         await asyncio.sleep(0.01)
-        assert feed.watchers == 3
-        feed.publish(snap)
-        assert await asyncio.gather(*watchers) == [True, True, True]
-        assert feed.since(0) == (snap,) and feed.since(1) == ()
-        assert await feed.wait(1, 0.01) is False
-        assert feed.watchers == 0
+        published = feed.publish(JOB, snap)
+        assert published is not None and published.version == start + 1
+        for reply in await asyncio.gather(*readers):
+            assert [c.snapshot for c in reply.changes] == [published] and reply.complete
+            assert reply.seq == start + 1 and not reply.reset
+        quiet = await feed.read(feed.epoch, start + 1, 0.01)  # nothing new: an empty answer
+        assert quiet.changes == () and quiet.seq == start + 1
+        for _ in range(3):
+            feed.publish(OTHER, None)  # OTHER forgotten (three times, to fill the ring)
+        batch = await feed.read(feed.epoch, start + 1, 0.0, limit=2)
+        assert [c.seq for c in batch.changes] == [start + 2, start + 3] and not batch.complete
+        assert (await feed.read(feed.epoch, start, 0.0)).changes[0].job_id == JOB
+        feed.publish(JOB, snap)  # the ring keeps 4: position start + 1 is gone
+        assert (await feed.read(feed.epoch, start, 0.0)).reset  # fell behind: list again
+        assert (await feed.read("another registry", feed.seq, 0.0)).reset
 
     asyncio.run(scenario())
 
 
-def test_a_job_log_is_bounded_and_counts_what_it_dropped() -> None:
-    from serve_app.events import JobFeeds
+def test_versions_keep_growing_when_the_registry_restarts() -> None:
+    snap = JobRecord(job_id=JOB, upload=UPLOAD).snapshot()
+    first = ChangeFeed()  # positions start at the start time in microseconds
+    old = [first.publish(JOB, snap) for _ in range(3)][-1]
+    time.sleep(0.001)  # a restart takes longer than a microsecond per change made
+    second = ChangeFeed()
+    new = second.publish(JOB, snap)
+    assert old is not None and new is not None and new.version > old.version
+    assert first.epoch != second.epoch
 
-    feeds = JobFeeds(log_size=5)
+
+def test_a_job_log_is_bounded_and_counts_what_it_dropped() -> None:
+    logs = JobLogs(size=5)
     for i in range(12):
-        feeds.log(JOB, 1, "note", f"line {i}")
-    log = feeds.get(JOB).read_log(JOB)
+        logs.log(JOB, 1, "note", f"line {i}")
+    log = logs.read(JOB)
     assert [e.message for e in log.entries] == [f"line {i}" for i in range(7, 12)]
     assert log.dropped == 7
+    logs.forget([JOB])
+    assert logs.read(JOB).entries == ()
 
 
 # -- the job table's stage timing and cancel ----------------------------------------------
@@ -167,7 +187,7 @@ def test_the_monitor_counts_logs_and_learns_from_a_completed_run() -> None:
     assert events[-1] == "completed"
 
 
-def test_queue_positions_move_up_and_watchers_hear_of_it() -> None:
+def test_queue_positions_move_up_and_readers_of_the_feed_hear_of_it() -> None:
     async def scenario() -> None:
         table, monitor = table_and_monitor()
         for job_id in (JOB, OTHER):
@@ -175,13 +195,15 @@ def test_queue_positions_move_up_and_watchers_hear_of_it() -> None:
             monitor.changed(table.start_run(job_id, request()))
         second = table.get(OTHER)
         assert monitor.snapshot(second).queue_position == 2
-        first_reply = await monitor.watch(second, None, 0.0)
-        waiting = asyncio.create_task(monitor.watch(second, first_reply.version, 5.0))
+        feed = monitor.feed
+        waiting = asyncio.create_task(feed.read(feed.epoch, feed.seq, 5.0))
         await asyncio.sleep(0.01)
         table.report_progress(JOB, 1, Stage.BACKGROUND_REMOVAL, 0.0)
         monitor.changed(table.get(JOB))
         reply = await waiting
-        assert [s.queue_position for s in reply.snapshots] == [1]
+        moved = [c.snapshot for c in reply.changes if c.job_id == OTHER]
+        assert [s.queue_position for s in moved if s is not None] == [1]
+        assert monitor.snapshot(second).version == moved[-1].version  # type: ignore[union-attr]
 
     asyncio.run(scenario())
 
@@ -230,55 +252,3 @@ def test_the_grafana_dashboard_queries_only_metrics_we_export() -> None:
     queried = set(re.findall(r"orfeas_[a-z_]+", text))
     assert queried and queried <= exported, queried - exported
     assert {p["type"] for p in dashboard["panels"]} >= {"timeseries", "stat", "row"}
-
-
-class _Registry:
-    """The registry's ``watch`` over a real table and monitor, as the ingress calls it."""
-
-    def __init__(self) -> None:
-        self.table, self.monitor = table_and_monitor()
-        self.calls = 0
-
-    async def watch(self, job_id: str, since: int | None, timeout_s: float) -> Any:
-        self.calls += since is not None
-        return await self.monitor.watch(self.table.get(job_id), since, timeout_s)
-
-
-def test_the_watch_hub_gives_every_stream_each_change_once_with_one_shared_poll() -> None:
-    from serve_app.api.watch import WatchHub, job_updates
-
-    async def scenario() -> None:
-        registry = _Registry()
-        registry.monitor.uploaded(registry.table.add(JOB, UPLOAD))
-        hub = WatchHub(registry)  # type: ignore[arg-type]
-
-        async def stream() -> list[tuple[str, str | None]]:
-            first = await registry.watch(JOB, None, 0.0)
-            seen = []
-            async for update in job_updates(hub, JOB, first, keepalive_s=5.0):
-                assert update is not None
-                seen.append((update[1]["status"], update[1]["stage"]))
-            return seen
-
-        streams = [asyncio.create_task(stream()) for _ in range(3)]
-        await asyncio.sleep(0.01)
-        record = registry.table.start_run(JOB, request())
-        registry.monitor.changed(record)
-        for stage in Stage:
-            await asyncio.sleep(0.005)
-            registry.table.report_progress(JOB, record.run, stage, 0.5)
-            registry.monitor.changed(record)
-        late = asyncio.create_task(stream())  # joins mid-run
-        await asyncio.sleep(0.005)
-        registry.table.complete(JOB, record.run, RunResult("k", ("glb",), "inflate", "inflate-1"))
-        registry.monitor.changed(record)
-
-        expected = [("uploaded", None), ("queued", None)]
-        expected += [("running", str(stage)) for stage in Stage] + [("completed", "export")]
-        for seen in await asyncio.gather(*streams):
-            assert seen == expected
-        assert (await late)[-2:] == expected[-2:]
-        assert len(hub) == 0  # the shared poll ended with its last stream
-        assert registry.calls <= len(expected) + 1  # one poll for all streams, not one each
-
-    asyncio.run(scenario())

@@ -11,10 +11,11 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from serve_app.api.errors import install_error_handlers
-from serve_app.api.security import hash_key, install_security
+from serve_app.api.security import KeyRing, hash_key, install_security
 from serve_app.config import AppConfig
 from serve_app.policy import RateLimit, SecurityConfig
 from serve_app.ratelimit import TokenBuckets
+from serve_app.registry.jobs import Viewer
 
 KEY = "s3cret-key"
 
@@ -195,3 +196,52 @@ def test_the_cluster_config_bounds_queues_limits_rates_and_names_its_origins() -
     assert config.retention.ttl_s is not None and config.retention.max_bytes is not None
     local = AppConfig.from_yaml(root / "configs" / "local.yaml")
     assert "*" not in local.security.cors_origins
+
+
+def test_every_429_and_503_says_when_to_come_back_and_a_401_how_to_authenticate() -> None:
+    from serve_app import errors
+    from serve_app.api.errors import render_error
+
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.OrfeasError)
+    ]
+    assert any(c.status_code == 429 for c in classes) and any(c.status_code == 503 for c in classes)
+    for cls in classes:
+        response = render_error(cls("x"))
+        if cls.status_code in (429, 503):
+            assert int(response.headers["Retry-After"]) >= 1, cls
+        else:
+            assert "Retry-After" not in response.headers, cls
+    told = render_error(errors.RateLimitedError("slow down", retry_after_s=7.2))
+    assert told.headers["Retry-After"] == "8"  # rounded up, never sooner than said
+    assert render_error(errors.UnauthorizedError("key?")).headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_refusals_of_the_guard_are_the_services_own_errors() -> None:
+    client = make_client(api_key_hashes=(hash_key(KEY),), max_body_bytes=10)
+    refused = client.post("/api/echo", json={"a": "b"})
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "error": {
+            "code": "unauthorized",
+            "message": "an API key is required: send Authorization: Bearer <key> or X-API-Key",
+        }
+    }
+    too_big = client.post("/api/echo", json={"a": "x" * 50}, headers={"X-API-Key": KEY})
+    assert too_big.json()["error"] == {
+        "code": "payload_too_large",
+        "message": "the request body is larger than 10 bytes",
+        "limit_bytes": 10,
+    }
+
+
+def test_an_admin_key_is_accepted_and_sees_every_job() -> None:
+    admin = "admin-key"
+    client = make_client(api_key_hashes=(hash_key(KEY),), admin_key_hashes=(hash_key(admin),))
+    assert client.get("/api/whoami", headers={"X-API-Key": admin}).status_code == 200
+    ring = KeyRing((hash_key(KEY),), (hash_key(admin),))
+    assert ring.identify(admin) == Viewer(key_id=hash_key(admin)[7:19], sees_all=True)
+    assert ring.identify(KEY) == Viewer(key_id=hash_key(KEY)[7:19], sees_all=False)
+    assert ring.identify("nope") is None

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from serve_app.api.errors import install_error_handlers
 from serve_app.web import install_web
 from serve_app.web.assets import VENDORED, missing, unresolved_imports, vendor
 from serve_app.web.routes import STATIC_DIR
@@ -29,6 +30,7 @@ def vendor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def client_for(vendor_dir: Path) -> TestClient:
     app = FastAPI(title="web test", docs_url=None, redoc_url=None)
+    install_error_handlers(app)
     install_web(app, vendor_dir=vendor_dir)
     return TestClient(app)
 
@@ -99,6 +101,7 @@ def test_missing_vendor_answers_503_naming_the_fix(tmp_path: Path) -> None:
     for path in ("/api/docs", "/vendor/three/build/three.module.js"):
         response = client.get(path)
         assert response.status_code == 503, path
+        assert int(response.headers["Retry-After"]) >= 1
         error = response.json()["error"]
         assert error["code"] == "assets_missing"
         assert "make setup" in error["message"]

@@ -11,15 +11,18 @@ files they refer to are never removed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.journal import JobJournal
 from serve_app.policy import RetentionConfig
+from serve_app.registry.journal import JobJournal
+from serve_app.registry.table import JobTable
 from serve_app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,37 @@ class Sweep:
     jobs: int
     files: int
     bytes: int
+
+
+async def collect(
+    table: JobTable, journal: JobJournal, store: ArtifactStore, config: RetentionConfig
+) -> tuple[list[str], Sweep]:
+    """Expire old ended jobs (TTL, disk budget) and remove the files only they used.
+
+    Runs on the registry's event loop; the file walk and the deletions go to threads.
+    Returns the ids of the jobs forgotten (from ``table`` and the journal) and the sweep.
+    """
+    scan = await asyncio.to_thread(scan_store, store)
+    now = time.time()
+    expired = []
+    for job_id in plan_expiry(journal, config, scan, now):
+        record = table.find(job_id)
+        if record is None or not record.status.active:
+            expired.append(job_id)
+    expired_refs = journal.refs_of(expired)
+    for job_id in expired:
+        table.remove(job_id)
+    journal.delete(expired)
+    uploads, keys = journal.references()
+    for record in table:  # in memory, maybe newer than the journal
+        uploads.add(record.upload.sha256)
+        if record.result:
+            keys.add(record.result.artifact_key)
+    remaining = (journal.job_ids() | {r.job_id for r in table}, uploads, keys)
+    result = await asyncio.to_thread(
+        sweep, store.root, scan, expired, expired_refs, remaining, config, now
+    )
+    return expired, result
 
 
 def scan_store(store: ArtifactStore) -> StoreScan:

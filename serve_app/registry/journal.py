@@ -19,8 +19,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from serve_app.jobs import JobRecord, JobStatus, RunRequest, RunResult, UploadInfo
-from serve_app.pipeline.types import GenerationParams
+from serve_app.pipeline.types import GenerationParams, Stage
+from serve_app.registry.jobs import (
+    ACTIVE_STATUSES,
+    JobRecord,
+    JobStatus,
+    RunRequest,
+    RunResult,
+    UploadInfo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +45,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 #: Fields with their own codec; every other JSON-safe field of JobRecord is kept as is.
-_SPECIAL = {"status", "upload", "request", "result"}
+_SPECIAL = {"status", "stage", "upload", "request", "result"}
+
+#: ``status NOT IN (?, ?)``: a job without an active run, the statuses bound as parameters.
+_ENDED = f"status NOT IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
+_ACTIVE_PARAMS = tuple(str(s) for s in sorted(ACTIVE_STATUSES))
 
 
 def encode_record(record: JobRecord) -> str:
     """``record`` as one JSON document (fields that are not JSON-safe are left out)."""
     data: dict[str, Any] = {
         "status": str(record.status),
+        "stage": str(record.stage) if record.stage else None,
         "upload": dataclasses.asdict(record.upload),
         "request": _encode_request(record.request),
         "result": dataclasses.asdict(record.result) if record.result else None,
@@ -66,6 +78,7 @@ def decode_record(text: str) -> JobRecord:
     data = json.loads(text)
     record = JobRecord(job_id=str(data["job_id"]), upload=UploadInfo(**data["upload"]))
     record.status = JobStatus(data["status"])
+    record.stage = Stage(data["stage"]) if data.get("stage") else None
     record.request = _decode_request(data.get("request"))
     result = data.get("result")
     if result:
@@ -173,17 +186,17 @@ class JobJournal:
     def ended_before(self, cutoff: float) -> list[str]:
         """Ids of jobs without an active run, unchanged since ``cutoff``, oldest first."""
         rows = self._db.execute(
-            "SELECT job_id FROM jobs WHERE status NOT IN ('queued', 'running')"
-            " AND updated_at < ? ORDER BY updated_at",
-            (cutoff,),
+            f"SELECT job_id FROM jobs WHERE {_ENDED} AND updated_at < ? ORDER BY updated_at",
+            (*_ACTIVE_PARAMS, cutoff),
         ).fetchall()
         return [row[0] for row in rows]
 
     def ended_oldest_first(self) -> Iterator[tuple[str, str, str | None]]:
         """(job_id, upload sha256, artifact key) of jobs without an active run, oldest first."""
         yield from self._db.execute(
-            "SELECT job_id, upload_sha256, artifact_key FROM jobs"
-            " WHERE status NOT IN ('queued', 'running') ORDER BY updated_at"
+            f"SELECT job_id, upload_sha256, artifact_key FROM jobs WHERE {_ENDED}"
+            " ORDER BY updated_at",
+            _ACTIVE_PARAMS,
         ).fetchall()
 
     def refs_of(self, job_ids: Iterable[str]) -> set[str]:
@@ -244,3 +257,52 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class Ledger:
+    """The journal as the registry's parts use it: a failed write or read is logged, not
+    raised (the service keeps serving; the log says which jobs are at risk), and a
+    redeploy may move it to another file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.journal = JobJournal(path)
+
+    @property
+    def path(self) -> Path:
+        return self.journal.path
+
+    def save(self, *records: JobRecord) -> None:
+        try:
+            self.journal.save(*records)
+        except sqlite3.Error:
+            logger.exception("could not journal jobs %s", [r.job_id for r in records])
+
+    def load(self, job_id: str) -> JobRecord | None:
+        try:
+            return self.journal.load(job_id)
+        except sqlite3.Error:
+            logger.exception("could not read job %s from the journal", job_id)
+            return None
+
+    def get_meta(self, key: str) -> Any:
+        try:
+            return self.journal.get_meta(key)
+        except sqlite3.Error:
+            logger.exception("could not read %s from the journal", key)
+            return None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        try:
+            if self.journal.get_meta(key) != value:
+                self.journal.set_meta(key, value)
+        except sqlite3.Error:
+            logger.exception("could not journal %s", key)
+
+    def move_to(self, path: Path) -> list[JobRecord]:
+        """Switch to the journal at ``path``; return the jobs it holds (none if unchanged)."""
+        if path == self.journal.path:
+            return []
+        self.journal.close()
+        self.journal = JobJournal(path)
+        return self.journal.load_all()

@@ -1,20 +1,17 @@
-"""What the registry knows about jobs beyond their state: ETA, queue order, feeds, logs, metrics.
+"""What the registry knows about jobs beyond their state: ETA, queue order, feed, logs, metrics.
 
 The registry calls ``changed(record)`` after every change to a job; the monitor compares the
-record with what it saw last and, from the difference, publishes a snapshot to the job's
-watchers, writes the job's log, counts metrics and learns stage durations. It never writes
-a record. Like the registry, it runs on one event loop and needs no lock.
+record with what it published last and, from the difference, publishes a snapshot on the
+change feed, writes the job's log, counts metrics and learns stage durations. It never
+writes a record. Like the registry, it runs on one event loop and needs no lock.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from serve_app.eta import StageClock
-from serve_app.events import JobFeeds, JobLog, WatchReply
-from serve_app.jobs import JobRecord, JobSnapshot, JobStatus
 from serve_app.metrics import (
     ACTIVE_JOBS,
     CACHE_HITS,
@@ -26,13 +23,18 @@ from serve_app.metrics import (
     STAGE_SECONDS,
     UPLOAD_BYTES,
     UPLOADS,
+    MetricSpec,
     MetricsSink,
     MetricsSnapshot,
     ServiceMetrics,
 )
-from serve_app.pipeline.types import Stage
+from serve_app.pipeline.types import STAGE_BANDS, Stage
+from serve_app.registry.eta import StageClock
+from serve_app.registry.feeds import ChangeFeed, JobLog, JobLogs
+from serve_app.registry.jobs import JobRecord, JobSnapshot, JobStatus
+from serve_app.registry.table import JobTable
 
-_OUTCOMES = {
+_OUTCOMES: dict[JobStatus, MetricSpec] = {
     JobStatus.COMPLETED: JOBS_COMPLETED,
     JobStatus.FAILED: JOBS_FAILED,
     JobStatus.CANCELLED: JOBS_CANCELLED,
@@ -45,10 +47,11 @@ class _Seen:
 
     run: int
     status: JobStatus
-    stage: str | None
+    stage: Stage | None
     progress: float
     cancel_requested: bool
     queue_position: int | None
+    version: int = 0
 
     @classmethod
     def of(cls, record: JobRecord, queue_position: int | None) -> _Seen:
@@ -62,88 +65,49 @@ class _Seen:
         )
 
 
+@dataclass(frozen=True)
+class _Place:
+    """A queued run's place: 1 for the next to start, and the expected seconds ahead of it."""
+
+    position: int
+    ahead_s: float
+
+
 class JobMonitor:
-    """Feeds, logs, ETA and service metrics of the registry's jobs."""
+    """The change feed, logs, ETA and service metrics of the table's jobs."""
 
     def __init__(
         self,
-        lookup: Callable[[str], JobRecord | None],
+        table: JobTable,
         clock: StageClock | None = None,
         sink: MetricsSink | None = None,
-        feeds: JobFeeds | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
-        self._lookup = lookup
+        self._table = table
         self.clock = clock or StageClock()
         self.metrics = ServiceMetrics(sink)
-        self.feeds = feeds or JobFeeds()
+        self.feed = feed or ChangeFeed()
+        self.logs = JobLogs()
         self._seen: dict[str, _Seen] = {}
-        #: Queued jobs in submission order → expected seconds of their run.
+        #: Queued runs in submission order → expected seconds of the run.
         self._queue: dict[str, float] = {}
-        self._running: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------
 
     def snapshot(self, record: JobRecord, now: float | None = None) -> JobSnapshot:
-        """``record`` as clients see it, with its queue position and ETA filled in."""
-        snap = record.snapshot()
-        position = self.queue_position(record.job_id) if record.status is JobStatus.QUEUED else None
-        return replace(snap, queue_position=position, eta_seconds=self.eta(record, now))
-
-    def queue_position(self, job_id: str) -> int | None:
-        """1 for the next queued run to start, None when ``job_id`` is not queued."""
-        for position, queued in enumerate(self._queue, start=1):
-            if queued == job_id:
-                return position
-        return None
+        """``record`` as clients see it: queue position, ETA and feed version filled in."""
+        return self._snapshot(record, self._place(record.job_id), now)
 
     def eta(self, record: JobRecord, now: float | None = None) -> float | None:
         """Seconds until the run ends, from the learnt stage durations; None when ended."""
-        if record.status is JobStatus.COMPLETED:
-            return 0.0
-        if not record.status.active or record.request is None:
-            return None
-        request = record.request
-        generator, quality = request.generator, request.params.quality
-        if record.status is JobStatus.QUEUED:
-            ahead = 0.0
-            for job_id, seconds in self._queue.items():
-                if job_id == record.job_id:
-                    break
-                ahead += seconds
-            return round(ahead + self.clock.total(generator, quality), 2)
-        now = time.time() if now is None else now
-        stage = Stage(record.stage) if record.stage else None
-        started = record.stage_started_at
-        elapsed = now - started if started is not None else 0.0
-        fraction = _stage_fraction(stage, record.progress)
-        return round(self.clock.remaining(generator, quality, stage, fraction, elapsed), 2)
+        return self._eta(record, self._place(record.job_id), now)
 
     def read_log(self, job_id: str) -> JobLog:
-        return self.feeds.get(job_id).read_log(job_id)
+        return self.logs.read(job_id)
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         self._update_gauges()
         return self.metrics.snapshot()
-
-    def _update_gauges(self) -> None:
-        self.metrics.set(QUEUE_DEPTH, float(len(self._queue)))
-        self.metrics.set(ACTIVE_JOBS, float(len(self._running)))
-
-    async def watch(self, record: JobRecord, since: int | None, timeout_s: float) -> WatchReply:
-        """The job's current state (``since`` None), or the changes after ``since``.
-
-        Waits up to ``timeout_s`` for a change; an empty reply means none came. A watcher
-        that fell further behind than the history (or that knew an older registry) gets
-        the current state.
-        """
-        feed = self.feeds.get(record.job_id)
-        if since is None or since > feed.version:
-            return WatchReply(feed.version, (self.snapshot(record),))
-        await feed.wait(since, timeout_s)
-        missed = feed.since(since)
-        if feed.version > since and not missed:
-            missed = (self.snapshot(record),)
-        return WatchReply(feed.version, missed)
 
     # -- recording -------------------------------------------------------------------
 
@@ -157,7 +121,7 @@ class JobMonitor:
         self.changed(record)
 
     def log(self, record: JobRecord, event: str, message: str) -> None:
-        self.feeds.log(record.job_id, record.run, event, message, record.stage)
+        self.logs.log(record.job_id, record.run, event, message, record.stage)
 
     def changed(self, record: JobRecord) -> None:
         """Account for whatever changed in ``record`` since the last call."""
@@ -176,31 +140,75 @@ class JobMonitor:
             self._on_status(record, before, new_run)
         elif before.stage != record.stage:
             self._on_stage(record, before.stage)
-        position = self.queue_position(job_id) if record.status is JobStatus.QUEUED else None
-        seen = _Seen.of(record, position)
-        if seen != before:
-            self._seen[job_id] = seen
-            self.feeds.get(job_id).publish(self.snapshot(record))
+        self._publish(record, self._place(job_id), before)
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """The table forgot these jobs (eviction, retention): drop them, tell the readers."""
+        for job_id in job_ids:
+            self._seen.pop(job_id, None)
+            self._queue.pop(job_id, None)
+            self.logs.forget([job_id])
+            self.feed.publish(job_id, None)
 
     async def wait_until_ended(self, record: JobRecord, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for ``record``'s current run to end; False if it did not."""
-        feed = self.feeds.get(record.job_id)
         run = record.run
         deadline = time.monotonic() + timeout_s
         while record.run == run and record.status.active:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await feed.wait(feed.version, left)
+            await self.feed.wait(self.feed.seq, left)
         return True
 
-    def forget(self, keep: Callable[[str], bool]) -> None:
-        """Drop what is kept about jobs for which ``keep`` is false (evicted by the registry)."""
-        for job_id in [j for j in self._seen if not keep(j)]:
-            del self._seen[job_id]
-        self.feeds.forget(keep)
+    # -- internals ---------------------------------------------------------------------
 
-    # -- transitions -----------------------------------------------------------------
+    def _publish(self, record: JobRecord, place: _Place | None, before: _Seen | None) -> None:
+        seen = _Seen.of(record, place.position if place else None)
+        if before is not None and replace(seen, version=before.version) == before:
+            return
+        published = self.feed.publish(record.job_id, self._snapshot(record, place))
+        assert published is not None
+        self._seen[record.job_id] = replace(seen, version=published.version)
+
+    def _snapshot(
+        self, record: JobRecord, place: _Place | None, now: float | None = None
+    ) -> JobSnapshot:
+        seen = self._seen.get(record.job_id)
+        return replace(
+            record.snapshot(),
+            queue_position=place.position if place else None,
+            eta_seconds=self._eta(record, place, now),
+            version=seen.version if seen else 0,
+        )
+
+    def _place(self, job_id: str) -> _Place | None:
+        ahead = 0.0
+        for position, (queued, seconds) in enumerate(self._queue.items(), start=1):
+            if queued == job_id:
+                return _Place(position, ahead)
+            ahead += seconds
+        return None
+
+    def _eta(self, record: JobRecord, place: _Place | None, now: float | None) -> float | None:
+        if record.status is JobStatus.COMPLETED:
+            return 0.0
+        if not record.status.active or record.request is None:
+            return None
+        generator, quality = record.request.generator, record.request.params.quality
+        if record.status is JobStatus.QUEUED:
+            ahead = place.ahead_s if place else 0.0
+            return round(ahead + self.clock.total(generator, quality), 2)
+        now = time.time() if now is None else now
+        started = record.stage_started_at
+        elapsed = now - started if started is not None else 0.0
+        fraction = _stage_fraction(record.stage, record.progress)
+        return round(self.clock.remaining(generator, quality, record.stage, fraction, elapsed), 2)
+
+    def _update_gauges(self) -> None:
+        counts = self._table.counts()
+        self.metrics.set(QUEUE_DEPTH, float(counts[JobStatus.QUEUED]))
+        self.metrics.set(ACTIVE_JOBS, float(counts[JobStatus.RUNNING]))
 
     def _on_status(self, record: JobRecord, before: _Seen | None, new_run: bool) -> None:
         job_id, status = record.job_id, record.status
@@ -223,20 +231,17 @@ class JobMonitor:
         if status is not JobStatus.QUEUED:
             self._dequeue(job_id)
         if status is JobStatus.RUNNING:
-            self._running.add(job_id)
             self.log(record, "started", "a worker started the run")
-        else:
-            self._running.discard(job_id)
         if before is not None and before.stage != record.stage and not new_run:
             self._on_stage(record, before.stage)
         if status.terminal and was_active:
             self._on_end(record, generator)
         self._update_gauges()
 
-    def _on_stage(self, record: JobRecord, previous: str | None) -> None:
+    def _on_stage(self, record: JobRecord, previous: Stage | None) -> None:
         if previous is not None and previous in record.stage_durations:
             seconds = record.stage_durations[previous]
-            self.feeds.log(
+            self.logs.log(
                 record.job_id,
                 record.run,
                 "stage_finished",
@@ -257,7 +262,7 @@ class JobMonitor:
                 return
             last = record.stage
             if last is not None and last in record.stage_durations:
-                self.feeds.log(
+                self.logs.log(
                     record.job_id,
                     record.run,
                     "stage_finished",
@@ -280,20 +285,32 @@ class JobMonitor:
             self.log(record, "failed", f"{error.get('code', 'error')}: {error.get('message', '')}")
 
     def _dequeue(self, job_id: str) -> None:
-        if self._queue.pop(job_id, None) is None:
+        """``job_id`` left the queue: everyone behind it moved up one place."""
+        if job_id not in self._queue:
             return
-        # Everyone behind moved up one place: tell the jobs that are being watched.
-        for queued in list(self._queue):
-            feed = self.feeds.peek(queued)
-            record = self._lookup(queued) if feed is not None and feed.watchers > 0 else None
+        behind = list(self._queue)
+        behind = behind[behind.index(job_id) + 1 :]
+        del self._queue[job_id]
+        if not behind:
+            return
+        places = self._places()
+        for queued in behind:
+            record = self._table.find(queued)
             if record is not None:
-                self.changed(record)
+                self._publish(record, places.get(queued), self._seen.get(queued))
+
+    def _places(self) -> dict[str, _Place]:
+        """Every queued run's place, in one pass."""
+        places: dict[str, _Place] = {}
+        ahead = 0.0
+        for position, (job_id, seconds) in enumerate(self._queue.items(), start=1):
+            places[job_id] = _Place(position, ahead)
+            ahead += seconds
+        return places
 
 
 def _stage_fraction(stage: Stage | None, progress: float) -> float:
     """How far into ``stage`` a job with overall ``progress`` (0..100) is."""
-    from serve_app.pipeline.types import STAGE_BANDS
-
     if stage is None:
         return 0.0
     lo, hi = STAGE_BANDS[stage]

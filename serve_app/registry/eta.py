@@ -95,16 +95,3 @@ class StageClock:
         left_here = max(current * (1.0 - fraction), current - elapsed_in_stage_s, 0.0)
         later = sum(self.expected(generator, quality, s) for s in STAGES[index + 1 :])
         return left_here + later
-
-    def table(self) -> list[dict[str, float | int | str]]:
-        """The learnt averages, for operators (``ping``)."""
-        return [
-            {
-                "generator": generator,
-                "quality": quality,
-                "stage": str(stage),
-                "seconds": round(seconds, 4),
-                "samples": self._samples.get((generator, quality, stage), 0),
-            }
-            for (generator, quality, stage), seconds in sorted(self._seconds.items())
-        ]

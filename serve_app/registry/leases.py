@@ -9,7 +9,6 @@ registry's watchdog retries the run or fails it. Times are ``time.monotonic()`` 
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 
@@ -19,7 +18,6 @@ class Lease:
 
     job_id: str
     run: int
-    client: str | None
     deadline: float
     #: True once a worker has reported: the lease then lasts ``lease_s`` per beat.
     held_by_worker: bool = False
@@ -30,28 +28,14 @@ class LeaseBook:
 
     def __init__(self) -> None:
         self._leases: dict[str, Lease] = {}
-        self._clients: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._leases)
 
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._leases
-
-    def get(self, job_id: str) -> Lease | None:
-        return self._leases.get(job_id)
-
-    def held_by(self, client: str | None) -> int:
-        """How many active runs ``client`` holds."""
-        return self._clients[client] if client is not None else 0
-
-    def grant(self, job_id: str, run: int, client: str | None, wait_s: float, now: float) -> Lease:
+    def grant(self, job_id: str, run: int, wait_s: float, now: float) -> Lease:
         """A lease for a run just dispatched; it replaces the job's previous one."""
-        self.release(job_id)
-        lease = Lease(job_id=job_id, run=run, client=client, deadline=now + wait_s)
+        lease = Lease(job_id=job_id, run=run, deadline=now + wait_s)
         self._leases[job_id] = lease
-        if client is not None:
-            self._clients[client] += 1
         return lease
 
     def renew(self, job_id: str, run: int, lease_s: float, now: float) -> bool:
@@ -76,10 +60,6 @@ class LeaseBook:
         if lease is None or (run is not None and lease.run != run):
             return None
         del self._leases[job_id]
-        if lease.client is not None:
-            self._clients[lease.client] -= 1
-            if self._clients[lease.client] <= 0:
-                del self._clients[lease.client]
         return lease
 
     def postpone(self, seconds: float) -> None:

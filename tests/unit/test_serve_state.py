@@ -8,18 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.cache import cache_key
-from serve_app.errors import JobConflictError, JobNotFoundError, ValidationFailedError
-from serve_app.jobs import (
+from serve_app.errors import (
+    GenerationFailedError,
+    JobCancelledError,
+    JobConflictError,
+    JobNotFoundError,
+    ValidationFailedError,
+)
+from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
+from serve_app.registry.cache import cache_key
+from serve_app.registry.jobs import (
     TRANSITIONS,
     JobStatus,
-    JobTable,
     RunRequest,
     RunResult,
     UploadInfo,
+    Viewer,
     check_job_id,
 )
-from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
+from serve_app.registry.table import JobTable
 from serve_app.storage import ArtifactStore
 
 JOB = "0123456789abcdef0123456789abcdef"
@@ -61,10 +68,11 @@ def test_failures_and_cancellations_end_the_run() -> None:
     table = JobTable()
     table.add(JOB, UPLOAD)
     table.start_run(JOB, REQUEST)
-    table.fail(JOB, 1, {"code": "no_subject", "message": "none"})
+    table.fail(JOB, 1, GenerationFailedError("none"))
     assert table.get(JOB).status is JobStatus.FAILED
+    assert table.get(JOB).error == {"code": "generation_failed", "message": "none"}
     table.start_run(JOB, REQUEST)
-    table.fail(JOB, 2, {"code": "cancelled", "message": "stop"})
+    table.fail(JOB, 2, JobCancelledError("stop"))  # the error's type decides, not its text
     assert table.get(JOB).status is JobStatus.CANCELLED
 
 
@@ -83,9 +91,42 @@ def test_pages_are_newest_first_and_old_ended_jobs_are_evicted() -> None:
     table.start_run(ids[0], REQUEST)  # active: never evicted
     for job_id in ids[1:]:
         table.add(job_id, UPLOAD)
+    assert table.evict() == [ids[1]]
     assert len(table) == 3 and ids[0] in table and ids[1] not in table
     page = table.page(offset=0, limit=2)
     assert [j.job_id for j in page.jobs] == [ids[3], ids[2]] and page.total == 3
+
+
+def test_pages_show_a_key_only_its_own_jobs_and_an_admin_all() -> None:
+    table = JobTable()
+    mine, theirs, nobodys = (f"{i:032x}" for i in range(3))
+    table.add(mine, UPLOAD, owner="key-a")
+    table.add(theirs, UPLOAD, owner="key-b")
+    table.add(nobodys, UPLOAD)  # uploaded before keys were configured
+    a = Viewer(key_id="key-a", sees_all=False)
+    assert [j.job_id for j in table.page(0, 10, viewer=a).jobs] == [mine]
+    assert table.page(0, 10, viewer=a).total == 1
+    admin = Viewer(key_id="key-z", sees_all=True)
+    assert {j.job_id for j in table.page(0, 10, viewer=admin).jobs} == {mine, theirs, nobodys}
+    assert not a.may_see(None) and not a.may_see("key-b") and a.may_see("key-a")
+
+
+def test_the_count_per_status_follows_every_change() -> None:
+    table = JobTable(max_jobs=2)
+    ids = [f"{i:032x}" for i in range(4)]
+    for job_id in ids:
+        table.add(job_id, UPLOAD)
+    table.start_run(ids[0], REQUEST)
+    table.report_progress(ids[0], 1, Stage.BACKGROUND_REMOVAL, 0.1)
+    table.start_run(ids[1], REQUEST)
+    table.request_cancel(ids[1])
+    table.start_run(ids[2], REQUEST)
+    table.retry_run(ids[2], 1)
+    table.evict()
+    table.remove(ids[3])
+    scanned = {s: sum(r.status is s for r in table) for s in JobStatus}
+    assert table.counts() == scanned
+    assert scanned[JobStatus.RUNNING] == 1 and scanned[JobStatus.QUEUED] == 1
 
 
 def test_store_keys_uploads_by_hash_and_jobs_by_id(tmp_path: Path) -> None:

@@ -1,0 +1,371 @@
+"""JobRegistry: one source of truth for jobs, composed of the registry's parts; and its actor.
+
+``JobRegistry`` is a plain class over the parts (table, journal, monitor and change feed,
+supervisor, workers, retention), so it can run in-process; ``RegistryActor`` is the same
+as the named, detached async Ray actor that ``build_app`` creates. Runs are dispatched
+from here, not from the HTTP request that asked for them, so a client disconnect or an
+ingress restart cannot cancel or orphan a job.
+
+Every method runs on the actor's single event loop and mutates the table without
+awaiting in between, so "one active run per job" needs no lock. Expected refusals (404,
+409, 429, 503) are returned as values rather than raised: cheaper than remote exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from serve_app.config import AppConfig
+from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
+from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
+from serve_app.pipeline.types import Stage
+from serve_app.registry import retention
+from serve_app.registry.feeds import Changes, JobLog
+from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo, Viewer
+from serve_app.registry.journal import Ledger
+from serve_app.registry.monitor import JobMonitor
+from serve_app.registry.supervisor import Supervisor
+from serve_app.registry.table import JobTable
+from serve_app.registry.workers import Backends, Workers
+from serve_app.storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+#: Heartbeats a cancelled run's workers get to stop before the run is ended without them.
+CANCEL_GRACE_BEATS = 3
+#: Longest a reader of the change feed waits in the registry for a change.
+MAX_WAIT_S = 30.0
+#: The journal under the storage root, unless ``registry.journal_path`` names one.
+JOURNAL_FILE = Path("registry") / "journal.sqlite3"
+
+#: A registry answer: the job, or the refusal returned rather than raised.
+Reply = JobSnapshot | OrfeasError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def journal_path(config: AppConfig) -> Path:
+    """The configured journal file, or the default one under the storage root."""
+    return config.registry.journal_path or config.storage.root / JOURNAL_FILE
+
+
+@dataclass(frozen=True)
+class SyncPage:
+    """A page of every job the registry holds in memory, oldest first, for a reader that
+    (re)starts following the change feed at position ``seq`` of feed ``epoch``.
+    """
+
+    epoch: str
+    seq: int
+    jobs: tuple[JobSnapshot, ...]
+    total: int
+
+
+def served(
+    method: Callable[Concatenate[JobRegistry, P], Awaitable[R]],
+) -> Callable[Concatenate[JobRegistry, P], Awaitable[R]]:
+    """Count each call of a registry method (``JobRegistry.served_calls`` reports them)."""
+
+    @functools.wraps(method)
+    async def counted(self: JobRegistry, *args: P.args, **kwargs: P.kwargs) -> R:
+        self.calls[method.__name__] += 1
+        return await method(self, *args, **kwargs)
+
+    return counted
+
+
+class JobRegistry:
+    """Claims runs atomically and drives them to an end; publishes every change."""
+
+    def __init__(self, config: AppConfig, sink: MetricsSink | None = None) -> None:
+        self._config = config
+        self._table = JobTable(config.registry.max_jobs)
+        self._monitor = JobMonitor(self._table, sink=sink)
+        self._ledger = Ledger(journal_path(config))
+        self._workers = Workers(
+            self._ledger, ArtifactStore(config.storage.root), config.pipeline.background_model
+        )
+        self._supervisor = Supervisor(
+            self._table, self._monitor, self._ledger, self._workers, config.registry
+        )
+        #: Calls served, by method (``served_calls``): what each kind of request costs.
+        self.calls: Counter[str] = Counter()
+        self._loops: list[asyncio.Task[None]] = []
+        self._in_flight = self._load_journal()
+
+    def start(self) -> None:
+        """Start the watchdog, retention and (after a restart) resume; on the event loop."""
+        self._loops = [
+            asyncio.create_task(self._supervisor.watchdog(), name="registry-watchdog"),
+            asyncio.create_task(self._retention(), name="registry-retention"),
+        ]
+        if self._in_flight:
+            resume = self._supervisor.resume(self._in_flight)
+            self._loops.append(asyncio.create_task(resume, name="registry-resume"))
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._ledger.journal.close()
+
+    # -- configuration -------------------------------------------------------------------
+
+    @served
+    async def configure(self, config: AppConfig) -> None:
+        """Adopt the config of the application that is (re)deployed now."""
+        if config == self._config:
+            return
+        self._config = config
+        self._workers.store = ArtifactStore(config.storage.root)
+        self._workers.background_model = config.pipeline.background_model
+        self._supervisor.policy = config.registry
+        self._table.max_jobs = config.registry.max_jobs
+        for record in self._ledger.move_to(journal_path(config)):
+            if record.job_id not in self._table:
+                self._table.restore(record)
+        self._forget(self._table.evict())
+
+    @served
+    async def attach(self, backends: Backends) -> None:
+        """The worker deployments runs go through (an ingress replica says, as it starts)."""
+        self._workers.attach(backends)
+
+    @served
+    async def report_generator(
+        self, name: str, version: str | None, error: str | None = None
+    ) -> None:
+        """A ShapeTexture replica says which generator version it runs (for cache keys), or
+        why it could not load the generator (``version`` None; shown by ``/api/health``)."""
+        self._workers.report(name, version, error)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    @served
+    async def register_upload(
+        self, job_id: str, upload: UploadInfo, owner: str | None = None
+    ) -> Reply:
+        try:
+            record = self._table.add(job_id, upload, owner)
+        except OrfeasError as exc:
+            return exc
+        self._ledger.save(record)
+        self._monitor.uploaded(record)
+        self._forget(self._table.evict())
+        return self._monitor.snapshot(record)
+
+    @served
+    async def get(self, job_id: str) -> Reply:
+        await self._recover(job_id)
+        try:
+            return self._monitor.snapshot(self._table.get(job_id))
+        except OrfeasError as exc:
+            return exc
+
+    @served
+    async def submit(self, job_id: str, request: RunRequest, client: str | None = None) -> Reply:
+        """Claim a new run (404 unknown, 409 active, 503 queue full, 429 client's share
+        used) and start it in the background; ``client`` is an API key id or an address.
+        """
+        await self._recover(job_id)
+        # From here to the dispatch nothing awaits: admission and claim are atomic.
+        try:
+            record = self._table.get(job_id)
+            if not record.status.active and (refusal := self._supervisor.admit(client)):
+                return refusal
+            record = self._table.start_run(job_id, request, client)
+        except OrfeasError as exc:
+            return exc
+        self._ledger.save(record)  # accepted means journaled
+        self._supervisor.dispatch(record)
+        self._monitor.changed(record)
+        return self._monitor.snapshot(record)
+
+    @served
+    async def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
+        """A worker's progress report; True tells it to stop (cancelled, or not its run)."""
+        return self._supervisor.heartbeat(job_id, run, stage, fraction)
+
+    @served
+    async def cancel(self, job_id: str) -> Reply:
+        """Cancel a job's run: 404 unknown, 409 unless queued or running.
+
+        A queued run ends at once (its workers stop at their first beat, before any work).
+        A running run is flagged; its workers learn it at their next heartbeat and stop at
+        their next cancel check. The answer waits for that, up to ``CANCEL_GRACE_BEATS``
+        heartbeats; a run whose workers have not stopped by then (one waiting for a
+        replica, say) is ended here, and they stop whenever they next beat.
+        """
+        await self._recover(job_id)
+        try:
+            record = self._table.request_cancel(job_id)
+        except OrfeasError as exc:
+            return exc
+        run = record.run
+        self._ledger.save(record)
+        self._monitor.changed(record)
+        if record.status.active:
+            grace_s = CANCEL_GRACE_BEATS * self._config.registry.heartbeat_interval_s
+            if not await self._monitor.wait_until_ended(record, grace_s):
+                error = JobCancelledError("the job was cancelled")
+                if self._table.fail(job_id, run, error) is not None:
+                    self._monitor.log(
+                        record,
+                        "cancel_forced",
+                        f"the workers did not stop within {grace_s:.2f} s; "
+                        "ended without them, they stop at their next heartbeat",
+                    )
+                    self._ledger.save(record)
+                    self._monitor.changed(record)
+        return self._monitor.snapshot(record)
+
+    @served
+    async def job_log(self, job_id: str) -> JobLog | OrfeasError:
+        """The job's recent events, oldest first."""
+        await self._recover(job_id)
+        if job_id not in self._table:
+            return JobNotFoundError(f"no job with id {job_id}", job_id=job_id)
+        return self._monitor.read_log(job_id)
+
+    # -- what the ingress replicas follow ----------------------------------------------
+
+    @served
+    async def changes(self, epoch: str | None, since: int, timeout_s: float) -> Changes:
+        """The feed's changes after position ``since`` of ``epoch``; waits up to
+        ``timeout_s`` for one. A reset answer means: list every job again (``sync``).
+        """
+        return await self._monitor.feed.read(epoch, since, min(max(0.0, timeout_s), MAX_WAIT_S))
+
+    @served
+    async def sync(self, offset: int, limit: int) -> SyncPage:
+        """Jobs ``offset`` to ``offset + limit`` in memory (oldest first), for a reader that
+        follows the feed from the position in the answer.
+        """
+        feed = self._monitor.feed
+        jobs = tuple(self._monitor.snapshot(r) for r in self._table.slice(offset, limit))
+        return SyncPage(epoch=feed.epoch, seq=feed.seq, jobs=jobs, total=len(self._table))
+
+    @served
+    async def list_jobs(
+        self, offset: int, limit: int, status: JobStatus | None, viewer: Viewer
+    ) -> JobPage:
+        """A page of the jobs ``viewer`` may see, newest first (for a view that is stale)."""
+        return self._table.page(offset, limit, status, viewer)
+
+    # -- operators ---------------------------------------------------------------------
+
+    @served
+    async def ping(self) -> dict[str, Any]:
+        return {
+            "jobs": {str(status): n for status, n in self._table.counts().items()},
+            "running_tasks": self._supervisor.stats()["running_tasks"],
+            "generators": dict(self._workers.versions),
+            "generator_errors": dict(self._workers.errors),
+        }
+
+    @served
+    async def metrics(self) -> MetricsSnapshot:
+        """Service-wide counters, gauges and histograms (what ``GET /metrics`` shows)."""
+        return self._monitor.metrics_snapshot()
+
+    async def served_calls(self) -> dict[str, int]:
+        """How many calls of each method this registry has served (not counting this)."""
+        return dict(self.calls)
+
+    async def durability(self) -> dict[str, Any]:
+        """Leases, pending resumes and the journal's write cost (for operators and tests)."""
+        journal = self._ledger.journal
+        stats = self._supervisor.stats()
+        return {
+            "leases": stats["leases"],
+            "resuming": stats["resuming"],
+            "journal": str(journal.path),
+            "journal_writes": journal.writes,
+            "journal_mean_write_ms": round(
+                1000 * journal.write_seconds / max(1, journal.writes), 4
+            ),
+        }
+
+    async def collect_garbage(self) -> dict[str, Any]:
+        """Expire old ended jobs (TTL, disk budget) and remove the files only they used."""
+        expired, result = await retention.collect(
+            self._table, self._ledger.journal, self._workers.store, self._config.retention
+        )
+        self._forget(expired)
+        if expired or result.files:
+            logger.info(
+                "retention: %d jobs expired, %d files (%d bytes) removed",
+                len(expired),
+                result.files,
+                result.bytes,
+            )
+        return {"expired_jobs": expired, "files": result.files, "bytes": result.bytes}
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _load_journal(self) -> list[str]:
+        """Put every journaled job back; return the ids whose run was in flight."""
+        start = time.perf_counter()
+        records = self._ledger.journal.load_all()
+        in_flight = []
+        for record in records:
+            self._table.restore(record)
+            if record.status.active:
+                in_flight.append(record.job_id)
+        self._forget(self._table.evict())
+        if records:
+            logger.warning(
+                "registry restored %d jobs (%d in flight) from %s in %.3f s",
+                len(records),
+                len(in_flight),
+                self._ledger.path,
+                time.perf_counter() - start,
+            )
+        return in_flight
+
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.retention.interval_s)
+            try:
+                await self.collect_garbage()
+            except Exception:
+                logger.exception("retention collector failed")
+
+    async def _recover(self, job_id: str) -> None:
+        """Bring back a job evicted from memory (from the journal), or one whose upload is
+        stored but that this registry never heard of (its registration failed).
+        """
+        if job_id in self._table:
+            return
+        record = self._ledger.load(job_id)
+        if record is not None:
+            self._table.restore(record)
+            self._forget(self._table.evict())
+            return
+        store = self._workers.store
+        upload = await asyncio.to_thread(store.job_upload, job_id)
+        if upload is not None and job_id not in self._table:
+            owner = await asyncio.to_thread(store.job_owner, job_id)
+            record = self._table.add(job_id, upload, owner)
+            self._ledger.save(record)
+            self._monitor.changed(record)
+
+    def _forget(self, job_ids: Iterable[str]) -> None:
+        self._monitor.forget(list(job_ids))
+
+
+class RegistryActor(JobRegistry):
+    """``JobRegistry`` as the named, detached async actor (``build_app`` creates it)."""
+
+    async def __init__(self, config: AppConfig) -> None:  # type: ignore[misc]
+        super().__init__(config, RayMetrics())
+        self.start()

@@ -1,0 +1,243 @@
+"""The job model: statuses and the one table of legal transitions, requests, results, records."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from serve_app.errors import ValidationFailedError
+from serve_app.pipeline.types import GenerationParams, OutputFormat, Stage
+
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+
+def is_job_id(value: str) -> bool:
+    """True for 32 lowercase hex characters, the only accepted job id."""
+    return bool(_JOB_ID_RE.fullmatch(value))
+
+
+def check_job_id(value: str) -> str:
+    """Return ``value`` if it is a job id; raise a 422 before it can reach storage."""
+    if not is_job_id(value):
+        raise ValidationFailedError("job_id must be 32 lowercase hexadecimal characters")
+    return value
+
+
+class JobStatus(StrEnum):
+    """Where a job stands. ``queued`` and ``running`` are active; the last three end a run."""
+
+    UPLOADED = "uploaded"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        """A run is under way: it holds a lease and counts against the queue bounds."""
+        return self in ACTIVE_STATUSES
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+#: The one definition of "active": a run was accepted and has not ended.
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+#: Every legal transition. A new run may start from ``uploaded`` or from any ended run;
+#: a running run goes back to ``queued`` only when it is retried after its worker was lost.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.UPLOADED: frozenset({JobStatus.QUEUED}),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.COMPLETED: frozenset({JobStatus.QUEUED}),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
+}
+
+
+def can_transition(source: JobStatus, target: JobStatus) -> bool:
+    return target in TRANSITIONS[source]
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A stored upload: its content hash and what was sniffed from its bytes."""
+
+    sha256: str
+    size_bytes: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What one run of a job is asked to produce; ``params`` as resolved for ``generator``
+    (every parameter it takes filled in), so equal requests have equal cache keys."""
+
+    params: GenerationParams
+    format: OutputFormat
+    generator: str
+
+
+@dataclass(frozen=True)
+class JobTicket:
+    """Everything a worker deployment needs for one run; small, no pixels."""
+
+    job_id: str
+    run: int
+    upload: UploadInfo
+    request: RunRequest
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports: where the canonical mesh lives and how it was made."""
+
+    artifact_key: str
+    formats: tuple[str, ...]
+    generator: str
+    generator_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+    #: Whether the mesh is closed (checked on the mesh itself); None: not known.
+    watertight: bool | None = None
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A read-only copy of a job, as the API reports it.
+
+    ``version`` orders the snapshots of one job: the registry's change-feed position of
+    the change it shows (0: never published). ``owner`` is the id of the API key that
+    uploaded the job (None without keys).
+    """
+
+    job_id: str
+    status: JobStatus
+    run: int
+    stage: Stage | None
+    progress: float
+    eta_seconds: float | None
+    error: dict[str, Any] | None
+    upload: UploadInfo
+    request: RunRequest | None
+    result: RunResult | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    queue_position: int | None = None
+    stage_durations: dict[str, float] = field(default_factory=dict)
+    cancel_requested: bool = False
+    owner: str | None = None
+    version: int = 0
+
+
+@dataclass
+class JobRecord:
+    """The registry's mutable record of one job; ``JobTable`` makes every change to it."""
+
+    job_id: str
+    upload: UploadInfo
+    status: JobStatus = JobStatus.UPLOADED
+    run: int = 0
+    stage: Stage | None = None
+    progress: float = 0.0
+    eta_seconds: float | None = None
+    error: dict[str, Any] | None = None
+    request: RunRequest | None = None
+    result: RunResult | None = None
+    cancel_requested: bool = False
+    #: The API key id that uploaded the job; only that key (and admins) may see it.
+    owner: str | None = None
+    #: Who submitted the current run (an API key id or a client address), for fair shares.
+    client: str | None = None
+    #: Re-runs of the current request after a lost worker or a registry restart.
+    retries: int = 0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Seconds each stage of the current run took (the current one once it ends).
+    stage_durations: dict[str, float] = field(default_factory=dict)
+    stage_started_at: float | None = None
+
+    def snapshot(self) -> JobSnapshot:
+        return JobSnapshot(
+            job_id=self.job_id,
+            status=self.status,
+            run=self.run,
+            stage=self.stage,
+            progress=round(self.progress, 1),
+            eta_seconds=self.eta_seconds,
+            error=self.error,
+            upload=self.upload,
+            request=self.request,
+            result=self.result,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            stage_durations=dict(self.stage_durations),
+            cancel_requested=self.cancel_requested,
+            owner=self.owner,
+        )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of jobs, newest first."""
+
+    jobs: tuple[JobSnapshot, ...]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose jobs a caller may see and act on.
+
+    Without API keys everyone sees every job; with keys a job belongs to the key that
+    uploaded it (``key_id``), and only that key, or an admin key (``sees_all``), sees it.
+    """
+
+    key_id: str | None = None
+    sees_all: bool = True
+
+    def may_see(self, owner: str | None) -> bool:
+        return self.sees_all or (owner is not None and owner == self.key_id)
+
+
+#: The viewer of a service without keys (and of the registry's own tools).
+EVERYONE = Viewer()
+
+
+def page_of(
+    newest_first: Iterable[JobSnapshot],
+    offset: int,
+    limit: int,
+    status: JobStatus | None,
+    viewer: Viewer,
+) -> JobPage:
+    """One page of the jobs ``viewer`` may see, with ``status`` if given."""
+    chosen: list[JobSnapshot] = []
+    total = 0
+    for job in newest_first:
+        if (status is None or job.status is status) and viewer.may_see(job.owner):
+            if offset <= total < offset + limit:
+                chosen.append(job)
+            total += 1
+    return JobPage(jobs=tuple(chosen), total=total, offset=offset, limit=limit)

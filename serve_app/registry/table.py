@@ -1,0 +1,269 @@
+"""JobTable: the registry's jobs in memory; every change of a job's state is made here."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping
+
+from serve_app.errors import JobCancelledError, JobConflictError, JobNotFoundError, OrfeasError
+from serve_app.pipeline.types import Stage, overall_progress
+from serve_app.registry.jobs import (
+    EVERYONE,
+    JobPage,
+    JobRecord,
+    JobStatus,
+    RunRequest,
+    RunResult,
+    UploadInfo,
+    Viewer,
+    can_transition,
+)
+
+_STAGE_ORDER = {stage: i for i, stage in enumerate(Stage)}
+
+
+class JobTable:
+    """Jobs by id, oldest first.
+
+    Not thread-safe by design: the registry actor calls it from one event loop, so each
+    method runs to completion without interleaving, which makes ``start_run`` atomic.
+    Statuses change only through ``_move``, which keeps the count of jobs per status.
+    """
+
+    def __init__(self, max_jobs: int = 10_000) -> None:
+        self.max_jobs = max_jobs
+        self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
+        self._counts: Counter[JobStatus] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        """Every record, oldest first (do not add or remove jobs while iterating)."""
+        return iter(self._jobs.values())
+
+    def slice(self, offset: int, limit: int) -> list[JobRecord]:
+        """Records ``offset`` to ``offset + limit``, oldest first."""
+        return list(itertools.islice(self._jobs.values(), offset, offset + limit))
+
+    def get(self, job_id: str) -> JobRecord:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFoundError(f"no job with id {job_id}", job_id=job_id) from None
+
+    def find(self, job_id: str) -> JobRecord | None:
+        return self._jobs.get(job_id)
+
+    def current(self, job_id: str, run: int) -> JobRecord | None:
+        """The record if ``run`` is still its active run, else None (a stale report)."""
+        record = self._jobs.get(job_id)
+        if record is None or record.run != run or not record.status.active:
+            return None
+        return record
+
+    def counts(self) -> Mapping[JobStatus, int]:
+        """Jobs in memory per status."""
+        return {status: self._counts[status] for status in JobStatus}
+
+    def page(
+        self, offset: int, limit: int, status: JobStatus | None = None, viewer: Viewer = EVERYONE
+    ) -> JobPage:
+        """The jobs ``viewer`` may see, newest first by creation (as ``JobView.page``)."""
+        matching = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if (status is None or r.status is status) and viewer.may_see(r.owner)
+            ),
+            key=lambda r: (r.created_at, r.job_id),
+            reverse=True,
+        )
+        chosen = tuple(r.snapshot() for r in matching[offset : offset + limit])
+        return JobPage(jobs=chosen, total=len(matching), offset=offset, limit=limit)
+
+    # -- jobs come and go ------------------------------------------------------------
+
+    def add(self, job_id: str, upload: UploadInfo, owner: str | None = None) -> JobRecord:
+        """A new job; over ``max_jobs`` the caller calls ``evict``."""
+        if job_id in self._jobs:
+            raise JobConflictError(f"job {job_id} already exists", job_id=job_id)
+        record = JobRecord(job_id=job_id, upload=upload, owner=owner)
+        self._put(record)
+        return record
+
+    def restore(self, record: JobRecord) -> None:
+        """Put back a record read from the journal (a restarted registry)."""
+        self.remove(record.job_id)
+        self._put(record)
+
+    def remove(self, job_id: str) -> None:
+        """Forget a job (retention, eviction); a no-op for an unknown id."""
+        record = self._jobs.pop(job_id, None)
+        if record is not None:
+            self._counts[record.status] -= 1
+
+    def evict(self) -> list[str]:
+        """Forget the oldest jobs without an active run while over ``max_jobs``; their ids."""
+        excess = len(self._jobs) - self.max_jobs
+        if excess <= 0:
+            return []
+        gone = [j for j, r in self._jobs.items() if not r.status.active][:excess]
+        for job_id in gone:
+            self.remove(job_id)
+        return gone
+
+    # -- runs --------------------------------------------------------------------------
+
+    def start_run(self, job_id: str, request: RunRequest, client: str | None = None) -> JobRecord:
+        """Claim a new run of ``job_id``: 404 if unknown, 409 while a run is active.
+
+        ``client`` (an API key id or an address) is who submitted it, for fair shares.
+        """
+        record = self.get(job_id)
+        if record.status.active:
+            raise JobConflictError(
+                f"job {job_id} is already {record.status}; wait for it to end",
+                job_id=job_id,
+                status=str(record.status),
+            )
+        self._move(record, JobStatus.QUEUED)
+        record.run += 1
+        record.request = request
+        record.client = client
+        record.retries = 0
+        record.error = None
+        record.result = None
+        record.cancel_requested = False
+        record.finished_at = None
+        self._reset_progress(record)
+        return record
+
+    def retry_run(self, job_id: str, run: int, count: bool = True) -> JobRecord | None:
+        """Re-queue the active run ``run`` as run ``run + 1`` with the same request.
+
+        Reports of the old run are stale from then on (its worker, if alive, is told to
+        stop). ``count`` adds one to ``retries``. None if ``run`` is no longer active.
+        """
+        record = self.current(job_id, run)
+        if record is None:
+            return None
+        if record.status is JobStatus.RUNNING:
+            self._move(record, JobStatus.QUEUED)
+        record.run += 1
+        record.retries += int(count)
+        record.updated_at = time.time()
+        self._reset_progress(record)
+        return record
+
+    def report_progress(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
+        """Record a worker's progress; return True when the run should stop (cancelled/stale)."""
+        record = self.current(job_id, run)
+        if record is None:
+            return True
+        if record.status is JobStatus.QUEUED:
+            self._move(record, JobStatus.RUNNING)
+        now = time.time()
+        if _enter_stage(record, stage, now) or stage == record.stage:
+            record.progress = max(record.progress, overall_progress(stage, fraction))
+        record.updated_at = now
+        return record.cancel_requested
+
+    def complete(self, job_id: str, run: int, result: RunResult) -> JobRecord | None:
+        record = self.current(job_id, run)
+        if record is None:
+            return None
+        _end_stage(record, time.time())
+        self._move(record, JobStatus.COMPLETED)
+        record.result = result
+        record.stage = Stage.EXPORT
+        record.progress = 100.0
+        record.eta_seconds = 0.0
+        return record
+
+    def fail(self, job_id: str, run: int, error: OrfeasError) -> JobRecord | None:
+        """End the run as failed, or as cancelled when ``error`` is a cancel."""
+        record = self.current(job_id, run)
+        if record is None:
+            return None
+        _end_stage(record, time.time())
+        cancelled = isinstance(error, JobCancelledError)
+        self._move(record, JobStatus.CANCELLED if cancelled else JobStatus.FAILED)
+        record.error = error.to_dict()
+        record.eta_seconds = None
+        return record
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued run at once, or flag a running one for its workers to stop.
+
+        404 if unknown, 409 unless a run is active (a finished run cannot be cancelled).
+        """
+        record = self.get(job_id)
+        if not record.status.active:
+            raise JobConflictError(
+                f"job {job_id} is {record.status}; only a queued or running job can be cancelled",
+                job_id=job_id,
+                status=str(record.status),
+            )
+        record.cancel_requested = True
+        record.updated_at = time.time()
+        if record.status is JobStatus.QUEUED:
+            self._move(record, JobStatus.CANCELLED)
+            record.error = JobCancelledError("the job was cancelled before it started").to_dict()
+            record.eta_seconds = None
+        return record
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _put(self, record: JobRecord) -> None:
+        self._jobs[record.job_id] = record
+        self._counts[record.status] += 1
+
+    def _move(self, record: JobRecord, target: JobStatus) -> None:
+        """The one place a status changes: checked against the transition table."""
+        if not can_transition(record.status, target):
+            raise JobConflictError(
+                f"job {record.job_id} cannot go from {record.status} to {target}",
+                status=str(record.status),
+            )
+        now = time.time()
+        if record.job_id in self._jobs:
+            self._counts[record.status] -= 1
+            self._counts[target] += 1
+        record.status = target
+        record.updated_at = now
+        if target is JobStatus.RUNNING:
+            record.started_at = now
+        elif target.terminal:
+            record.finished_at = now
+
+    @staticmethod
+    def _reset_progress(record: JobRecord) -> None:
+        record.stage = None
+        record.progress = 0.0
+        record.eta_seconds = None
+        record.started_at = None
+        record.stage_durations = {}
+        record.stage_started_at = None
+
+
+def _enter_stage(record: JobRecord, stage: Stage, now: float) -> bool:
+    """Move to ``stage`` if it comes after the current one; True when it did."""
+    if record.stage is not None and _STAGE_ORDER[stage] <= _STAGE_ORDER[record.stage]:
+        return False
+    _end_stage(record, now)
+    record.stage = stage
+    record.stage_started_at = now
+    return True
+
+
+def _end_stage(record: JobRecord, now: float) -> None:
+    """Record how long the current stage took (once)."""
+    if record.stage is not None and record.stage_started_at is not None:
+        record.stage_durations[record.stage] = round(max(0.0, now - record.stage_started_at), 4)
+    record.stage_started_at = None

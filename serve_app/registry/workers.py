@@ -1,0 +1,137 @@
+"""The worker deployments a run goes through: their handles, generator versions, the cache.
+
+An ingress replica hands the registry the two deployment handles once, when it starts
+(``JobRegistry.attach``); their names are journaled, so a restarted registry finds the
+deployments again without waiting for an ingress. A run is one chain,
+``shape.build.remote(ticket, background.remove.remote(ticket))``: the cut-out goes from
+one replica to the other through Ray's object store, never through the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from serve_app.errors import ModelUnavailableError
+from serve_app.registry.cache import cache_key, cached_mesh_meta
+from serve_app.registry.jobs import JobTicket, RunResult
+from serve_app.registry.journal import Ledger
+from serve_app.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from ray.serve.handle import DeploymentHandle
+
+logger = logging.getLogger(__name__)
+
+#: The journal's record of the worker deployments (application and deployment names).
+BACKENDS_META = "backends"
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Handles of the two worker deployments a run goes through."""
+
+    background: DeploymentHandle
+    shape: DeploymentHandle
+
+    def names(self) -> dict[str, str]:
+        return {
+            "app": self.shape.app_name,
+            "background": self.background.deployment_name,
+            "shape": self.shape.deployment_name,
+        }
+
+
+class Workers:
+    """Runs a job's ticket on the worker deployments, or completes it from the cache."""
+
+    def __init__(self, ledger: Ledger, store: ArtifactStore, background_model: str) -> None:
+        self.store = store
+        self.background_model = background_model
+        #: Generator name → the version its ShapeTexture replicas report (cache keys).
+        self.versions: dict[str, str] = {}
+        #: Generator name → why its ShapeTexture replicas could not load it (readiness).
+        self.errors: dict[str, str] = {}
+        self._ledger = ledger
+        self._backends: Backends | None = None
+
+    def report(self, name: str, version: str | None, error: str | None = None) -> None:
+        """A ShapeTexture replica's generator ``name``: its version, or why it did not load."""
+        if version is not None:
+            self.versions[name] = version
+            self.errors.pop(name, None)
+        elif error is not None:
+            self.errors[name] = error
+            self.versions.pop(name, None)
+
+    def attach(self, backends: Backends) -> None:
+        """Use these deployments from now on (and after a restart: their names are kept)."""
+        if self._backends is not None and self._backends.names() == backends.names():
+            return
+        self._backends = backends
+        self._ledger.set_meta(BACKENDS_META, backends.names())
+
+    def backends(self) -> Backends | None:
+        """The attached deployments, or those the journal names (after a restart)."""
+        if self._backends is None:
+            names: dict[str, str] | None = self._ledger.get_meta(BACKENDS_META)
+            if names:
+                self._backends = _handles(names)
+        return self._backends
+
+    async def run(self, ticket: JobTicket, current: Callable[[], bool]) -> RunResult | None:
+        """The run's result; None when ``current()`` says it ended while the cache was
+        checked (a cancel), so nothing was dispatched.
+        """
+        result = await self._from_cache(ticket)
+        if result is not None:
+            return result
+        if not current():
+            return None
+        backends = self.backends()
+        if backends is None:
+            raise ModelUnavailableError(
+                "the worker deployments are not reachable yet", retryable=True
+            )
+        cutout = backends.background.remove.remote(ticket)
+        result = await backends.shape.build.remote(ticket, cutout)
+        self.versions[result.generator] = result.generator_version
+        return result
+
+    async def _from_cache(self, ticket: JobTicket) -> RunResult | None:
+        """A finished result if this exact generation is already stored."""
+        generator = ticket.request.generator
+        version = self.versions.get(generator)
+        if version is None:
+            return None
+        key = cache_key(
+            ticket.upload.sha256, ticket.request.params, self.background_model, generator, version
+        )
+        meta = await asyncio.to_thread(cached_mesh_meta, self.store, key)
+        if meta is None:
+            return None
+        watertight = meta.get("watertight")
+        return RunResult(
+            artifact_key=key,
+            formats=(),
+            generator=generator,
+            generator_version=version,
+            cached=True,
+            watertight=watertight if isinstance(watertight, bool) else None,
+        )
+
+
+def _handles(names: dict[str, str]) -> Backends | None:
+    try:
+        from ray import serve
+
+        return Backends(
+            background=serve.get_deployment_handle(names["background"], app_name=names["app"]),
+            shape=serve.get_deployment_handle(names["shape"], app_name=names["app"]),
+        )
+    except Exception as exc:  # Serve or the application is not (yet) there
+        logger.info("worker deployments not reachable yet: %s", exc)
+        return None

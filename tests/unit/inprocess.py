@@ -1,0 +1,147 @@
+"""The service's API and registry in this process, without Ray: a real ``JobRegistry``
+(journal, feed, supervisor) behind a real ``JobView``, served by the real FastAPI app.
+
+There are no worker deployments, so a run completes only from the content-addressed
+cache (``complete_from_cache`` stores a mesh under the run's cache key first); any other
+run fails with ``model_unavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from serve_app.api import Services, create_api
+from serve_app.config import AppConfig
+from serve_app.errors import OrfeasError
+from serve_app.metrics import MetricsSink
+from serve_app.pipeline.types import GenerationParams, TexturedMesh
+from serve_app.registry.actor import JobRegistry
+from serve_app.registry.cache import cache_key
+from serve_app.registry.view import JobView
+from serve_app.storage import ArtifactStore
+from tests.support import encode, photo
+
+T = TypeVar("T")
+GENERATOR_VERSION = "inflate-test"
+
+
+class InProcessRegistry:
+    """``RegistryClient``'s calls, made on a ``JobRegistry`` in this process."""
+
+    def __init__(self, registry: JobRegistry) -> None:
+        self.registry = registry
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.registry, name)
+
+        async def call(*args: Any) -> Any:
+            reply = await method(*args)
+            if isinstance(reply, OrfeasError):
+                raise reply
+            return reply
+
+        return call
+
+
+def app_config(root: Path, **args: Any) -> AppConfig:
+    """A config for the in-process service under ``root``; ``args`` override sections."""
+    base: dict[str, Any] = {"storage": {"root": str(root)}, **args}
+    return AppConfig.model_validate(base)
+
+
+@dataclass
+class InProcessService:
+    http: TestClient
+    registry: JobRegistry
+    view: JobView
+    config: AppConfig
+
+    def run(self, coroutine: Callable[[], Awaitable[T]]) -> T:
+        """Run ``coroutine()`` on the service's event loop."""
+        assert self.http.portal is not None
+        return self.http.portal.call(coroutine)
+
+    def calls(self) -> dict[str, int]:
+        return self.run(self.registry.served_calls)
+
+    def upload(self, headers: dict[str, str] | None = None, name: str = "chelsea") -> str:
+        files = {"image": ("p.png", encode(photo(name)[:120, :160]), "image/png")}
+        response = self.http.post("/api/upload-image", files=files, headers=headers)
+        assert response.status_code == 200, response.text
+        return str(response.json()["job_id"])
+
+    def complete_from_cache(self, job_id: str, quality: int = 5) -> None:
+        """Store a mesh under the key a run of ``job_id`` at ``quality`` will look up."""
+        self.run(self._seed_cache(job_id, quality))
+
+    def _seed_cache(self, job_id: str, quality: int) -> Callable[[], Awaitable[None]]:
+        async def seed() -> None:
+            await self.registry.report_generator("inflate", GENERATOR_VERSION)
+            store = ArtifactStore(self.config.storage.root)
+            upload = store.job_upload(job_id)
+            assert upload is not None
+            key = cache_key(
+                upload.sha256,
+                GenerationParams(quality=quality),
+                self.config.pipeline.background_model,
+                "inflate",
+                GENERATOR_VERSION,
+            )
+            store.put_mesh(key, tetrahedron().to_bytes())
+
+        return seed
+
+    def wait_view(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Until ``predicate()`` holds, letting the service's loop run meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while not self.run(_async(predicate)):
+            assert time.monotonic() < deadline, "the view never caught up"
+            time.sleep(0.01)
+
+
+def tetrahedron() -> TexturedMesh:
+    """A closed four-face mesh, 10 mm on a side, with a grey texture."""
+    vertices = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], dtype=np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int64)
+    uv = np.zeros((4, 2), dtype=np.float32)
+    return TexturedMesh(vertices, faces, uv, np.full((4, 4, 3), 128, dtype=np.uint8))
+
+
+def _async(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return predicate()
+
+    return check
+
+
+@contextlib.contextmanager
+def in_process_service(config: AppConfig) -> Iterator[InProcessService]:
+    """The API over an in-process registry and job view, started and stopped with it."""
+    registry = JobRegistry(config, MetricsSink())
+    client = InProcessRegistry(registry)
+    view = JobView(client, config.registry.status_staleness_s)
+    store = ArtifactStore(config.storage.root)
+    app = create_api(Services(config=config, store=store, registry=client, jobs=view))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        registry.start()
+        view.start()
+        yield
+        await view.stop()
+        await registry.stop()
+
+    app.router.lifespan_context = lifespan
+    with TestClient(app) as http:
+        service = InProcessService(http, registry, view, config)
+        service.wait_view(lambda: view.fresh)
+        yield service
