@@ -99,7 +99,6 @@ async def generate_3d(
     409 already active, 503 when the service's queue is full, 429 when the client has its
     share of it.
     """
-    await services.jobs.get(body.job_id, viewer)
     pipeline = services.config.pipeline
     generator = body.generator or pipeline.generator
     enabled = pipeline.generators.enabled()
@@ -111,6 +110,7 @@ async def generate_3d(
         )
     params = catalog.resolve_params(generator, body.params())
     request = RunRequest(params=params, format=body.format, generator=generator)
+    await services.jobs.get(body.job_id, viewer)  # another key's job: 404, as if unknown
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit(body.job_id, request, client)
     services.jobs.apply(job)

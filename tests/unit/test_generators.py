@@ -116,6 +116,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
         config=config,
         store=ArtifactStore(config.storage.root),
         registry=UncalledRegistry(),  # type: ignore[arg-type]
+        jobs=UncalledRegistry(),  # type: ignore[arg-type]
     )
     return TestClient(create_api(services))
 
