@@ -36,7 +36,9 @@ def client(tmp_path: Path, **text_to_image: Any) -> TestClient:
     config = AppConfig.model_validate(
         {"storage": {"root": str(tmp_path)}, "text_to_image": text_to_image}
     )
-    services = Services(config=config, store=ArtifactStore(tmp_path), registry=NoRegistry(), jobs=NoRegistry())
+    services = Services(
+        config=config, store=ArtifactStore(tmp_path), registry=NoRegistry(), jobs=NoRegistry()
+    )
     return TestClient(create_api(services))
 
 
