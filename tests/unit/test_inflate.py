@@ -177,3 +177,17 @@ def test_cuda_mesh_matches_cpu_mesh():
     gpu = InflateGenerator(device="cuda").generate(cutout, params, no_progress, CancelToken())
     assert np.array_equal(cpu.faces, gpu.faces)
     assert np.abs(cpu.vertices - gpu.vertices).max() < 1e-2 * np.ptp(cpu.vertices)
+
+
+def test_inflate_uses_one_cpu_thread_per_call_and_leaves_the_process_default():
+    torch.set_num_threads(2)
+    generator = InflateGenerator(device="cpu")
+    seen: list[int] = []
+    generator.generate(
+        cutout_from_mask(disc(96, 30)),
+        GenerationParams(quality=1),
+        lambda stage, fraction: seen.append(torch.get_num_threads()),
+        CancelToken(),
+    )
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == 2  # a hunyuan3d beside it keeps every thread

@@ -9,7 +9,9 @@ rim vertices, so the surface is closed and consistently wound by construction.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -59,10 +61,11 @@ class InflateGenerator:
 
     def __init__(self, device: str = "auto", cpu_threads: int = 1) -> None:
         self.device = pick_device(device)
-        if self.device.type == "cpu":
-            # The grids are small: one intra-op thread is as fast and never fights
-            # the ONNX session or a neighbouring replica for cores.
-            torch.set_num_threads(cpu_threads)
+        #: Intra-op threads while this generator runs on the CPU: the grids are small, so
+        #: one thread is as fast and never fights the ONNX session or a neighbouring
+        #: replica for cores. Set per call, not for the process, so another generator in
+        #: the same replica (hunyuan3d on the CPU) keeps torch's default.
+        self.cpu_threads = cpu_threads
 
     def resolve(self, params: GenerationParams) -> GenerationParams:
         return resolve_params(self.name, params)
@@ -74,7 +77,29 @@ class InflateGenerator:
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
-        params = self.resolve(params)
+        with self._threads():
+            return self._generate(cutout, self.resolve(params), on_progress, cancel)
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        """``cpu_threads`` torch threads for the call (a replica builds one job at a time)."""
+        if self.device.type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.cpu_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _generate(
+        self,
+        cutout: CutOut,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> Mesh:
         on_progress(S.SHAPE_GENERATION, 0.0)
         grid, scale, origin = working_mask(cutout, FACE_BUDGET[params.quality])
         cancel.raise_if_cancelled()
