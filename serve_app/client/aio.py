@@ -300,7 +300,7 @@ class AsyncOrfeasClient:
                 with AtomicFile(target) as out:
                     async for chunk in response.aiter_bytes(1 << 16):
                         out.write(chunk)
-                    check_complete(response)
+                    check_complete(response, out.written)
             except httpx.TransportError as exc:
                 raise transport_error(exc, "GET", url) from exc
         return target

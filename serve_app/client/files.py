@@ -78,11 +78,12 @@ class AtomicFile:
             self._temp.unlink(missing_ok=True)
 
 
-def check_complete(response: httpx.Response) -> None:
-    """Raise if fewer bytes came than ``Content-Length`` announced (a cut transfer)."""
+def check_complete(response: httpx.Response, written: int) -> None:
+    """Raise if ``written`` bytes are not what ``Content-Length`` announced (a cut transfer).
+    A compressed body's length is that of its encoded bytes: not checked here."""
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and response.num_bytes_downloaded != int(declared):
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    if declared.isdigit() and not encoded and written != int(declared):
         raise TransportError(
-            f"{response.request.url.path}: the transfer stopped after "
-            f"{response.num_bytes_downloaded} of {declared} bytes"
+            f"{response.request.url.path}: the transfer stopped after {written} of {declared} bytes"
         )

@@ -305,7 +305,7 @@ class OrfeasClient:
                 with AtomicFile(target) as out:
                     for chunk in response.iter_bytes(1 << 16):
                         out.write(chunk)
-                    check_complete(response)
+                    check_complete(response, out.written)
             except httpx.TransportError as exc:
                 raise transport_error(exc, "GET", url) from exc
         return target
