@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.table import Column
 
 from serve_app.client import JobEnded, JobEvent, JobState, StageChanged
 from serve_app.commands.common import Output
@@ -33,6 +34,12 @@ def stage_text(event: JobEvent) -> str:
     return job.stage or job.status.value
 
 
+def short(label: str, width: int = 32) -> str:
+    """A label for a bar: a path's file name, at most ``width`` characters."""
+    name = label.rsplit("/", 1)[-1] or label
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 class JobBoard:
     """Shows the events of several jobs, each under its label."""
 
@@ -42,12 +49,13 @@ class JobBoard:
         self._tasks: dict[str, TaskID] = {}
         self._bars: Progress | None = None
         if not output.json and output.console.is_terminal:
+            fixed = Column(no_wrap=True)
             self._bars = Progress(
-                TextColumn("{task.description}"),
-                TextColumn("{task.fields[stage]:<18}"),
-                BarColumn(),
+                TextColumn("{task.description}", table_column=Column(no_wrap=True, max_width=32)),
+                TextColumn("{task.fields[stage]:<18}", table_column=fixed),
+                BarColumn(bar_width=30),
                 TaskProgressColumn(),
-                TextColumn("ETA {task.fields[eta]}"),
+                TextColumn("ETA {task.fields[eta]}", table_column=fixed),
                 console=output.console,
                 refresh_per_second=8,
             )
@@ -66,7 +74,9 @@ class JobBoard:
     def add(self, job_id: str, label: str) -> None:
         self._labels[job_id] = label
         if self._bars is not None:
-            self._tasks[job_id] = self._bars.add_task(label, total=100, stage="submitted", eta="-")
+            self._tasks[job_id] = self._bars.add_task(
+                short(label), total=100, stage="submitted", eta="-"
+            )
 
     def show(self, event: JobEvent) -> None:
         label = self._labels.get(event.job_id, event.job_id)
