@@ -10,10 +10,11 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import Progress as Bars
 from rich.table import Column
 
-from serve_app.client import JobEnded, JobEvent, JobState, StageChanged
+from serve_app.client import JobEnded, JobEvent, JobState, Progress, StageChanged
 from serve_app.commands.common import Output
 
 
@@ -47,10 +48,10 @@ class JobBoard:
         self.output = output
         self._labels: dict[str, str] = {}
         self._tasks: dict[str, TaskID] = {}
-        self._bars: Progress | None = None
+        self._bars: Bars | None = None
         if not output.json and output.console.is_terminal:
             fixed = Column(no_wrap=True)
-            self._bars = Progress(
+            self._bars = Bars(
                 TextColumn("{task.description}", table_column=Column(no_wrap=True, max_width=32)),
                 TextColumn("{task.fields[stage]:<18}", table_column=fixed),
                 BarColumn(bar_width=30),
@@ -87,6 +88,8 @@ class JobBoard:
         if self._bars is not None and task is not None:
             eta = "done" if isinstance(event, JobEnded) else eta_text(event.job.eta_seconds)
             self._bars.update(task, completed=event.job.progress, stage=stage_text(event), eta=eta)
+            if not isinstance(event, Progress):  # every stage drawn, however short
+                self._bars.refresh()
         elif isinstance(event, JobState | StageChanged | JobEnded):
             self.output.note(
                 f"{label}: {stage_text(event)} {event.job.progress:.0f}%"
