@@ -215,7 +215,11 @@ def _run_jobs(args: argparse.Namespace, output: Output, runs: list[Run], start: 
         async with AsyncOrfeasClient(**options) as client:
             return await Runner(client, output, key_given).run(runs, start)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first one's cancels went out
+        output.error("interrupted again: jobs not yet cancelled may still run")
+        return EXIT_FAILED
 
 
 def status(args: argparse.Namespace, output: Output) -> int:
