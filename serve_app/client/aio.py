@@ -27,7 +27,7 @@ from serve_app.client.events import JobEnded, JobEvent
 from serve_app.client.files import AtomicFile, check_complete, target_path
 from serve_app.client.retry import Attempts, RetryPolicy
 from serve_app.client.shapes import BatchResponse, BatchStatusResponse, VariantResponse
-from serve_app.client.watch import WatchMode, WatchPlan, WatchSettings
+from serve_app.client.watch import NoEventStream, WatchMode, WatchPlan, WatchSettings
 from serve_app.meshtools.analyze import MeshAnalysis
 from serve_app.meshtools.materials import CustomMaterial
 
@@ -143,6 +143,8 @@ class AsyncOrfeasClient:
                         wait = plan.lost("the stream ended before the job did")
             except ApiError as error:
                 plan.refused(error)
+            except NoEventStream:
+                raise
             except (TransportError, httpx.TransportError) as error:
                 wait = plan.lost(type(error).__name__)
             if wait:

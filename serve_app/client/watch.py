@@ -29,6 +29,12 @@ from serve_app.client.sse import SSEDecoder
 logger = logging.getLogger(__name__)
 
 WatchMode = Literal["auto", "sse", "poll"]
+
+
+class NoEventStream(TransportError):
+    """Mode ``sse``, and the service's events route cannot be read."""
+
+
 #: What to do with an opened stream: read it, poll instead, or ask for the final state.
 Opened = Literal["read", "poll", "final"]
 
@@ -139,7 +145,7 @@ class WatchPlan:
 
     def _give_up_streaming(self, why: str) -> None:
         if self.mode == "sse":
-            raise TransportError(f"job {self.job_id}: no event stream: {why}")
+            raise NoEventStream(f"job {self.job_id}: no event stream: {why}")
         logger.info("job %s: polling its status instead of streaming: %s", self.job_id, why)
         self.streaming = False
 

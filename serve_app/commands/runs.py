@@ -79,6 +79,8 @@ class Runner:
                 every: asyncio.Future[Any] = asyncio.gather(*tasks)
                 await asyncio.wait([stop, every], return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                if every.done():
+                    every.result()  # a bug in a run surfaces here, not in silence
                 if interrupted.is_set():
                     loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C ends it hard
                     for task in tasks:
@@ -112,6 +114,9 @@ class Runner:
         except ClientError as error:
             run.status = "error"
             run.error = {"message": describe_error(error, self.key_given), **error_fields(error)}
+        except OSError as error:  # the photo could not be read, the model not written
+            run.status = "error"
+            run.error = {"message": f"{error.filename or run.label}: {error.strerror or error}"}
 
     async def _download(self, run: Run) -> Path:
         assert run.job_id is not None

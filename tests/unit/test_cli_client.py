@@ -3,19 +3,23 @@ what people and scripts see of a job's events."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 
 from serve_app.cli import main
+from serve_app.client import AsyncOrfeasClient
 from serve_app.client.events import EventTracker
 from serve_app.commands.common import Output
 from serve_app.commands.progress import JobBoard, eta_text, short
+from serve_app.commands.runs import Run, Runner
 from tests.support import REPO
 from tests.unit.test_client_protocol import JOB_ID, job
 
@@ -142,3 +146,49 @@ def test_bars_name_a_file_shortly_and_etas_read_as_time() -> None:
         "1:01",
         "60:00",
     ]
+
+
+def test_submit_exits_1_when_any_job_fails_and_saves_the_ones_that_completed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ok_id, bad_id = "a" * 32, "b" * 32
+    ended = {
+        ok_id: job(job_id=ok_id, status="completed", stage="export", progress=100.0),
+        bad_id: job(job_id=bad_id, status="failed", stage="background_removal",
+                    error={"code": "no_subject", "message": "no subject in the photo"}),
+    }  # fmt: skip
+
+    def service(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/events"):
+            job_id = path.split("/")[3]
+            body = f"id: 1\ndata: {ended[job_id].model_dump_json()}\n\n"
+            return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+        if path.startswith("/download/"):
+            return httpx.Response(200, content=b"glTF model")
+        raise AssertionError(path)
+
+    async def start(client: AsyncOrfeasClient, run: Run) -> str:
+        run.job_id = ok_id if run.label == "ok.png" else bad_id
+        return run.job_id
+
+    runs = [
+        Run(name, "glb", tmp_path, target=tmp_path / f"{name}.glb")
+        for name in ("ok.png", "bad.png")
+    ]
+
+    async def scenario() -> int:
+        transport = httpx.MockTransport(service)
+        async with AsyncOrfeasClient("http://svc", transport=transport) as client:
+            return await Runner(client, Output(True), key_given=False).run(runs, start)
+
+    assert asyncio.run(scenario()) == 1
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["exit_code"] == 1
+    assert [(j["label"], j["status"]) for j in result["jobs"]] == [
+        ("ok.png", "completed"),
+        ("bad.png", "failed"),
+    ]
+    assert result["jobs"][1]["error"]["code"] == "no_subject"
+    assert (tmp_path / "ok.png.glb").read_bytes() == b"glTF model"
+    assert not (tmp_path / "bad.png.glb").exists()

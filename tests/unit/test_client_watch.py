@@ -130,6 +130,9 @@ def test_an_unknown_job_is_not_found_and_a_proxy_that_buffers_is_polled_past() -
     service = Recorder(html_then_status)
     with service.client(watch=FAST) as client:
         assert kinds(list(client.watch(JOB_ID))) == ["JobEnded"]
+        with pytest.raises(TransportError, match="text/html"):
+            list(client.watch(JOB_ID, mode="sse"))
+    assert [r.url.path for r in service.requests] == [EVENTS, STATUS, EVENTS]  # no second try
 
 
 def test_a_204_after_a_reconnect_means_the_end_was_sent_and_the_status_says_it() -> None:
