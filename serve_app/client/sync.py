@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+import serve_app.client.calls as calls
 from serve_app.api.meshtools import MaterialsResponse
 from serve_app.api.schemas import (
     GenerateOptions,
@@ -19,7 +20,6 @@ from serve_app.api.schemas import (
     JobStatusResponse,
     UploadResponse,
 )
-from serve_app.client import calls
 from serve_app.client.base import ClientSettings, default_name, transport_error
 from serve_app.client.calls import Call, FileSource
 from serve_app.client.errors import ApiError, TransportError, error_from_response

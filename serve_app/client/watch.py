@@ -20,8 +20,8 @@ from typing import Literal
 import httpx
 from pydantic import ValidationError
 
+import serve_app.client.calls as calls
 from serve_app.api.schemas import JobStatusResponse
-from serve_app.client import calls
 from serve_app.client.errors import ApiError, TransportError, UnexpectedResponse
 from serve_app.client.events import EventTracker, JobEvent
 from serve_app.client.sse import SSEDecoder
