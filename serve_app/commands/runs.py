@@ -170,7 +170,8 @@ class Runner:
                 self.output.result(f"{run.label}: completed -> {run.path}")
             elif run.error:
                 message = run.error.get("message") or run.error.get("code")
-                self.output.error(f"{run.label}: {run.status}: {message}")
+                what = "" if run.status == "error" else f"{run.status}: "
+                self.output.error(f"{run.label}: {what}{message}")
             else:
                 self.output.error(f"{run.label}: {run.status} (job {run.job_id})")
         return code
