@@ -116,7 +116,11 @@ class AsyncOrfeasClient:
         plan = WatchPlan(job_id, mode, self.settings.watch)
         while not plan.done:
             if not plan.streaming:
-                event = plan.polled(await self.status(plan.job_id))
+                try:
+                    event = plan.polled(await self.status(plan.job_id))
+                except TransportError as error:
+                    await asyncio.sleep(plan.poll_failed(error))
+                    continue
                 if event is not None:
                     yield event
                 if not plan.done:

@@ -121,7 +121,11 @@ class OrfeasClient:
         plan = WatchPlan(job_id, mode, self.settings.watch)
         while not plan.done:
             if not plan.streaming:
-                event = plan.polled(self.status(plan.job_id))
+                try:
+                    event = plan.polled(self.status(plan.job_id))
+                except TransportError as error:
+                    time.sleep(plan.poll_failed(error))
+                    continue
                 if event is not None:
                     yield event
                 if not plan.done:

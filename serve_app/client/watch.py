@@ -9,6 +9,7 @@ give no event. After ``max_stream_failures`` breaks in a row without an event, o
 the route is missing (404 other than ``job_not_found``, 405, 501) or answers something
 that is not an event stream, the watch falls back to polling ``GET /api/job-status/{id}``
 every ``poll_s`` (mode ``auto``); mode ``sse`` raises instead, mode ``poll`` never streams.
+A poll that gets no answer is tried again, up to ``max_stream_failures`` in a row.
 """
 
 from __future__ import annotations
@@ -148,8 +149,19 @@ class WatchPlan:
             raise NoEventStream(f"job {self.job_id}: no event stream: {why}")
         logger.info("job %s: polling its status instead of streaming: %s", self.job_id, why)
         self.streaming = False
+        self.failures = 0
 
     # -- polling ------------------------------------------------------------------------
 
     def polled(self, job: JobStatusResponse) -> JobEvent | None:
+        self.failures = 0
         return self.tracker.update(job)
+
+    def poll_failed(self, error: TransportError) -> float:
+        """A poll got no answer: seconds to wait before the next, or raise ``error`` after
+        ``max_stream_failures`` in a row."""
+        self.failures += 1
+        if self.failures >= self.settings.max_stream_failures:
+            raise error
+        logger.info("job %s: status poll failed (%s)", self.job_id, error.message)
+        return max(self.settings.poll_s, self.settings.reconnect_s)

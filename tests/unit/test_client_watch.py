@@ -176,3 +176,28 @@ def test_the_async_watch_resumes_and_falls_back_like_the_sync_one() -> None:
     assert kinds(events) == ["JobState", "JobState", "StageChanged", "JobEnded"]
     assert isinstance(events[0], JobState)
     assert [r.url.path for r in service.requests] == [EVENTS, EVENTS, STATUS, STATUS]
+
+
+def test_polling_rides_out_a_lost_connection_but_not_a_dead_service() -> None:
+    answers: list[httpx.Response | Exception] = [
+        httpx.Response(200, json=STATES[1].model_dump(mode="json")),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(200, json=STATES[-1].model_dump(mode="json")),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with Recorder(handler).client(watch=FAST) as client:
+        assert kinds(list(client.watch(JOB_ID, mode="poll"))) == ["JobState", "JobEnded"]
+
+    def dead(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    service = Recorder(dead)
+    with service.client(watch=FAST) as client, pytest.raises(TransportError, match="connect"):
+        list(client.watch(JOB_ID, mode="poll"))
+    assert len(service.requests) == FAST.max_stream_failures
