@@ -1,8 +1,11 @@
-"""Command line: ``python -m serve_app generate IMAGE [IMAGE ...] -o OUTDIR``.
+"""Command line: ``python -m serve_app COMMAND``.
 
+``generate IMAGE [IMAGE ...] -o OUTDIR`` runs the pipeline in this process;
 ``--generator hunyuan3d --model-path DIR`` uses Hunyuan3D-2 from a local model directory
 (config.yaml + weights); its parameters (``--steps``, ``--seed``, ...) default from
-``--quality``.
+``--quality``. ``submit``, ``text``, ``status``, ``watch``, ``cancel`` and ``download`` use a
+running service (``serve_app.commands``). Exit codes: 0 done, 1 a job failed or was
+cancelled (or the service refused), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from serve_app.commands import COMMANDS, add_commands, run_command
 from serve_app.errors import OrfeasError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators.catalog import SPECS, resolve_params
@@ -21,7 +25,11 @@ from serve_app.pipeline.types import OUTPUT_FORMATS, Dimensions, GenerationParam
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serve_app", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m serve_app",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="turn photos into 3D models, in-process")
     gen.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -48,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "hash-key",
         help="read an API key from stdin, print the hash for security.api_key_hashes",
     )
+    add_commands(commands)
     return parser
 
 
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return generate(args)
     if args.command == "hash-key":
         return hash_key_command()
+    if args.command in COMMANDS:
+        return run_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

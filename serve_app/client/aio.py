@@ -1,0 +1,312 @@
+"""``AsyncOrfeasClient``: ``OrfeasClient``'s twin for asyncio, method for method."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+import serve_app.client.calls as calls
+from serve_app.api.meshtools import MaterialsResponse
+from serve_app.api.schemas import (
+    GenerateOptions,
+    GeneratorsResponse,
+    JobStatusResponse,
+    UploadResponse,
+)
+from serve_app.client.base import ClientSettings, default_name, transport_error
+from serve_app.client.calls import Call, FileSource
+from serve_app.client.errors import ApiError, TransportError, error_from_response
+from serve_app.client.events import JobEnded, JobEvent
+from serve_app.client.files import AtomicFile, check_complete, target_path
+from serve_app.client.retry import Attempts, RetryPolicy
+from serve_app.client.shapes import BatchResponse, BatchStatusResponse, VariantResponse
+from serve_app.client.watch import NoEventStream, WatchMode, WatchPlan, WatchSettings
+from serve_app.meshtools.analyze import MeshAnalysis
+from serve_app.meshtools.materials import CustomMaterial
+
+T = TypeVar("T")
+PathLike = str | os.PathLike[str]
+
+
+class AsyncOrfeasClient:
+    """``OrfeasClient`` for asyncio: the same arguments, methods and errors, awaited; use it
+    as an async context manager, or await :meth:`close`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 30.0,
+        retry: RetryPolicy | None = None,
+        watch: WatchSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = ClientSettings.make(base_url, api_key, timeout, retry, watch)
+        self._http = httpx.AsyncClient(
+            base_url=self.settings.base_url,
+            headers=self.settings.headers,
+            timeout=self.settings.timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncOrfeasClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def upload(self, image: FileSource, filename: str | None = None) -> UploadResponse:
+        """Store a photo (a path, or its bytes) under a new job id (status ``uploaded``)."""
+        return await self._send(calls.upload(image, filename))
+
+    async def generate(
+        self, job_id: str, options: GenerateOptions | None = None, **fields: Any
+    ) -> JobStatusResponse:
+        """Start a run of an uploaded job (202): ``format``, ``quality``, ``generator``, ...
+        as in ``GenerateOptions``, given as ``options`` and/or keywords."""
+        return await self._send(calls.generate(job_id, options, fields))
+
+    async def submit(
+        self, image: FileSource, options: GenerateOptions | None = None, **fields: Any
+    ) -> JobStatusResponse:
+        """Upload a photo and start its run."""
+        return await self.generate((await self.upload(image)).job_id, options, **fields)
+
+    async def text_to_image(
+        self,
+        prompt: str,
+        *,
+        generate_3d: GenerateOptions | Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> JobStatusResponse:
+        """A picture from ``prompt`` (``seed``, ``steps``, ``width``, ... as in
+        ``TextToImageRequest``); with ``generate_3d``, on to a model under the same job."""
+        answer = await self._send(calls.text_to_image(prompt, generate_3d, params))
+        return answer if isinstance(answer, JobStatusResponse) else await self.status(answer)
+
+    async def status(self, job_id: str) -> JobStatusResponse:
+        return await self._send(calls.status(job_id))
+
+    async def cancel(self, job_id: str) -> JobStatusResponse:
+        """Cancel a queued or running job; answers once it has stopped (409 if it is not
+        active)."""
+        return await self._send(calls.cancel(job_id))
+
+    async def generators(self) -> GeneratorsResponse:
+        return await self._send(calls.generators())
+
+    async def watch(self, job_id: str, mode: WatchMode = "auto") -> AsyncIterator[JobEvent]:
+        """The job's events up to and including one ``JobEnded`` (see
+        ``serve_app.client.watch``)."""
+        plan = WatchPlan(job_id, mode, self.settings.watch)
+        while not plan.done:
+            if not plan.streaming:
+                try:
+                    event = plan.polled(await self.status(plan.job_id))
+                except TransportError as error:
+                    await asyncio.sleep(plan.poll_failed(error))
+                    continue
+                if event is not None:
+                    yield event
+                if not plan.done:
+                    await asyncio.sleep(plan.settings.poll_s)
+                continue
+            wait = 0.0
+            try:
+                async with self._stream(
+                    plan.path, plan.params, plan.headers(), plan.timeout(self.settings.timeout)
+                ) as response:
+                    opened = plan.opened(response)
+                    if opened == "final":
+                        event = plan.polled(await self.status(plan.job_id))
+                        if event is not None:
+                            yield event
+                        continue
+                    if opened == "read":
+                        async for line in response.aiter_lines():
+                            event = plan.line(line)
+                            if event is not None:
+                                yield event
+                            if plan.done:
+                                return
+                        wait = plan.lost("the stream ended before the job did")
+            except ApiError as error:
+                plan.refused(error)
+            except NoEventStream:
+                raise
+            except (TransportError, httpx.TransportError) as error:
+                wait = plan.lost(type(error).__name__)
+            if wait:
+                await asyncio.sleep(wait)
+
+    async def wait(self, job_id: str, mode: WatchMode = "auto") -> JobStatusResponse:
+        """Until the job's run ends; its final state."""
+        async for event in self.watch(job_id, mode):
+            if isinstance(event, JobEnded):
+                return event.job
+        raise AssertionError("a watch ends with its JobEnded event")  # pragma: no cover
+
+    # -- files --------------------------------------------------------------------------
+
+    async def download(
+        self,
+        job_id: str,
+        format: str = "glb",
+        path: PathLike | None = None,
+        *,
+        variant: str | None = None,
+    ) -> Path:
+        """The job's model (or one of its variants) as ``format``, written atomically to
+        ``path`` (a file, or a directory for the served name); returns where it went."""
+        url, params = calls.download_target(job_id, format, variant)
+        return await self._fetch(url, params, path, default_name(job_id, format))
+
+    async def download_image(self, job_id: str, path: PathLike | None = None) -> Path:
+        """The picture a text-to-image job made (PNG)."""
+        return await self._fetch(calls.image_path(job_id), {}, path, f"{job_id}.png")
+
+    async def thumbnail(self, job_id: str, path: PathLike | None = None) -> Path:
+        """A completed job's thumbnail (PNG)."""
+        return await self._fetch(calls.thumbnail_path(job_id), {}, path, f"{job_id}_thumbnail.png")
+
+    # -- mesh tools and batches ---------------------------------------------------------
+
+    async def analyze(
+        self,
+        mesh: FileSource | None = None,
+        *,
+        job_id: str | None = None,
+        variant: str | None = None,
+    ) -> MeshAnalysis:
+        """Size, volume, topology and printability of a mesh file, or of a job's model."""
+        return await self._send(calls.analyze(mesh, job_id, variant))
+
+    async def materials(self) -> MaterialsResponse:
+        return await self._send(calls.materials())
+
+    async def optimize(
+        self, job_id: str, target_faces: int, *, variant: str | None = None, repair: bool = True
+    ) -> VariantResponse:
+        """A variant of the job's model with at most ``target_faces`` faces."""
+        return await self._send(calls.optimize(job_id, target_faces, variant, repair))
+
+    async def apply_material(
+        self,
+        job_id: str,
+        material: str | CustomMaterial | Mapping[str, Any],
+        *,
+        variant: str | None = None,
+    ) -> VariantResponse:
+        """A variant with a preset's finish (by name) or custom PBR factors."""
+        return await self._send(calls.apply_material(job_id, material, variant))
+
+    async def preview(
+        self,
+        job_id: str,
+        path: PathLike | None = None,
+        *,
+        variant: str | None = None,
+        **view: Any,
+    ) -> bytes:
+        """A PNG of the model (``width``, ``height``, ``azimuth_deg``, ``elevation_deg``,
+        ``background``); also written atomically to ``path`` if given."""
+        png = await self._send(calls.preview(job_id, variant, view))
+        if path is not None:
+            with AtomicFile(Path(path)) as out:
+                out.write(png)
+        return png
+
+    async def batch(
+        self,
+        images: Sequence[FileSource] | None = None,
+        *,
+        job_ids: Sequence[str] | None = None,
+        options: GenerateOptions | None = None,
+        **fields: Any,
+    ) -> BatchResponse:
+        """Up to 16 photos (or uploaded jobs) run with the same parameters, as one batch."""
+        return await self._send(calls.batch(images, job_ids, options, fields))
+
+    async def batch_status(self, batch_id: str) -> BatchStatusResponse:
+        return await self._send(calls.batch_status(batch_id))
+
+    # -- transport ----------------------------------------------------------------------
+
+    async def _send(self, call: Call[T]) -> T:
+        attempts = Attempts(self.settings.retry, call.idempotent)
+        while True:
+            try:
+                response = await self._http.request(call.method, call.path, **call.send_args())
+            except httpx.TransportError as exc:
+                raise transport_error(exc, call.method, call.path) from exc
+            if response.is_success:
+                return call.read(response)
+            error = error_from_response(response)
+            wait = attempts.delay(error)
+            if wait is None:
+                raise error
+            await asyncio.sleep(wait)
+
+    @asynccontextmanager
+    async def _stream(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """An open GET answer with a success status (retried like any GET)."""
+        attempts = Attempts(self.settings.retry, idempotent=True)
+        while True:
+            request = self._http.build_request(
+                "GET",
+                path,
+                params=params,
+                headers=headers,
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, "GET", path) from exc
+            try:
+                if response.is_success:
+                    yield response
+                    return
+                await response.aread()
+                error = error_from_response(response)
+            finally:
+                await response.aclose()
+            wait = attempts.delay(error)
+            if wait is None:
+                raise error
+            await asyncio.sleep(wait)
+
+    async def _fetch(
+        self, url: str, params: Mapping[str, str], path: PathLike | None, default: str
+    ) -> Path:
+        async with self._stream(url, params) as response:
+            target = target_path(path, response, default)
+            try:
+                with AtomicFile(target) as out:
+                    async for chunk in response.aiter_bytes(1 << 16):
+                        out.write(chunk)
+                    check_complete(response, out.written)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, "GET", url) from exc
+        return target

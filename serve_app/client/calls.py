@@ -1,0 +1,278 @@
+"""The client's requests, built and read without I/O, so the sync and async clients share them.
+
+A :class:`Call` says what to send, whether sending it twice is harmless (``idempotent``,
+see ``serve_app.client.retry``) and how to read a success answer. Request bodies are the
+API's own models, validated here before anything is sent: a bad argument is a
+``pydantic.ValidationError`` (or ``ValueError``) at once, not a 422 later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from serve_app.api.meshtools import AnalyzeJobRequest, MaterialsResponse
+from serve_app.api.schemas import (
+    GenerateOptions,
+    GenerateRequest,
+    GeneratorsResponse,
+    JobStatusResponse,
+    UploadResponse,
+)
+from serve_app.api.text import TextToImageRequest
+from serve_app.client.errors import UnexpectedResponse
+from serve_app.client.shapes import (
+    MAX_BATCH_IMAGES,
+    ApplyMaterialRequest,
+    BatchFromJobsRequest,
+    BatchResponse,
+    BatchStatusResponse,
+    OptimizeRequest,
+    PreviewRequest,
+    VariantResponse,
+)
+from serve_app.meshtools.analyze import MeshAnalysis
+from serve_app.meshtools.materials import CustomMaterial
+from serve_app.meshtools.variants import is_variant_id
+from serve_app.pipeline.types import OUTPUT_FORMATS
+from serve_app.registry.jobs import is_job_id
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+#: A file to send: a path, or its bytes.
+FileSource = str | os.PathLike[str] | bytes
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request: what to send and how to read the success answer."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    idempotent: bool
+    json: Any = None
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    data: dict[str, str] | None = None
+    params: dict[str, str] | None = None
+
+    def send_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``httpx.Client.request`` for this call."""
+        args: dict[str, Any] = {}
+        for name in ("json", "files", "data", "params"):
+            value = getattr(self, name)
+            if value is not None:
+                args[name] = value
+        return args
+
+
+def model_reader(cls: type[M]) -> Callable[[httpx.Response], M]:
+    def read(response: httpx.Response) -> M:
+        try:
+            return cls.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UnexpectedResponse(
+                f"{response.request.method} {response.request.url.path} answered "
+                f"{response.status_code} with a body that is not a {cls.__name__}: "
+                f"{exc.errors()[0]['msg']}"
+            ) from None
+
+    return read
+
+
+def read_bytes(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def read_job_or_id(response: httpx.Response) -> JobStatusResponse | str:
+    """A job's status, or only its id where the answer carries no more (then ask for it)."""
+    try:
+        return JobStatusResponse.model_validate_json(response.content)
+    except ValidationError:
+        pass
+    try:
+        body = response.json()
+        job_id = body["job_id"]
+    except (ValueError, KeyError, TypeError):
+        raise UnexpectedResponse(
+            f"{response.request.url.path} answered {response.status_code} without a job id"
+        ) from None
+    return job_path_id(str(job_id))
+
+
+def job_path_id(job_id: str) -> str:
+    """``job_id`` checked before it goes into a URL path."""
+    if not isinstance(job_id, str) or not is_job_id(job_id):
+        raise ValueError(f"not a job id (32 lowercase hex characters): {job_id!r:.60}")
+    return job_id
+
+
+def file_part(source: FileSource, default_name: str) -> tuple[str, bytes]:
+    """(file name, bytes) of a path or of bytes; the whole file is read so a retry can
+    send it again."""
+    if isinstance(source, bytes):
+        return default_name, source
+    path = Path(source)
+    return path.name, path.read_bytes()
+
+
+def generate_options(options: GenerateOptions | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with ``fields`` over it, validated; only what was set (the service fills
+    in the rest, from the generator's defaults for ``quality``)."""
+    merged = {**(options.model_dump(exclude_unset=True) if options else {}), **fields}
+    return GenerateOptions.model_validate(merged).model_dump(mode="json", exclude_unset=True)
+
+
+def _body(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def upload(image: FileSource, filename: str | None = None) -> Call[UploadResponse]:
+    name, data = file_part(image, "image")
+    part = (filename or name, data, "application/octet-stream")
+    return Call(
+        "POST", "/api/upload-image", model_reader(UploadResponse), False, files=[("image", part)]
+    )
+
+
+def generate(
+    job_id: str, options: GenerateOptions | None, fields: Mapping[str, Any]
+) -> Call[JobStatusResponse]:
+    request = GenerateRequest.model_validate(
+        {**generate_options(options, fields), "job_id": job_id}
+    )
+    return Call(
+        "POST", "/api/generate-3d", model_reader(JobStatusResponse), False, json=_body(request)
+    )
+
+
+def text_to_image(
+    prompt: str,
+    generate_3d: GenerateOptions | Mapping[str, Any] | None,
+    params: Mapping[str, Any],
+) -> Call[JobStatusResponse | str]:
+    body: dict[str, Any] = {**params, "prompt": prompt}
+    if generate_3d is not None:
+        given = generate_3d if isinstance(generate_3d, GenerateOptions) else None
+        body["generate_3d"] = generate_options(given, {} if given else dict(generate_3d))
+    request = TextToImageRequest.model_validate(body)
+    return Call("POST", "/api/text-to-image", read_job_or_id, False, json=_body(request))
+
+
+def status(job_id: str) -> Call[JobStatusResponse]:
+    path = f"/api/job-status/{job_path_id(job_id)}"
+    return Call("GET", path, model_reader(JobStatusResponse), True)
+
+
+def cancel(job_id: str) -> Call[JobStatusResponse]:
+    # A second cancel changes nothing (409 once the job has ended): safe to repeat.
+    path = f"/api/jobs/{job_path_id(job_id)}/cancel"
+    return Call("POST", path, model_reader(JobStatusResponse), True)
+
+
+def generators() -> Call[GeneratorsResponse]:
+    return Call("GET", "/api/generators", model_reader(GeneratorsResponse), True)
+
+
+def analyze(mesh: FileSource | None, job_id: str | None, variant: str | None) -> Call[MeshAnalysis]:
+    read = model_reader(MeshAnalysis)
+    if (mesh is None) == (job_id is None):
+        raise ValueError("analyze takes a mesh file or a job_id, one of them")
+    if mesh is not None:
+        name, data = file_part(mesh, "mesh")
+        part = (name, data, "application/octet-stream")
+        return Call("POST", "/api/analyze-stl", read, True, files=[("file", part)])
+    request = AnalyzeJobRequest.model_validate({"job_id": job_id, "variant": variant})
+    return Call("POST", "/api/analyze-stl", read, True, json=_body(request))
+
+
+def materials() -> Call[MaterialsResponse]:
+    return Call("GET", "/api/materials", model_reader(MaterialsResponse), True)
+
+
+def optimize(
+    job_id: str, target_faces: int, variant: str | None, repair: bool
+) -> Call[VariantResponse]:
+    request = OptimizeRequest(
+        job_id=job_id, variant=variant, target_faces=target_faces, repair=repair
+    )
+    body = request.model_dump(mode="json", exclude_none=True)
+    # The variant is content-addressed (same job, operation, parameters: same variant).
+    return Call("POST", "/api/optimize-mesh", model_reader(VariantResponse), True, json=body)
+
+
+def apply_material(
+    job_id: str, material: str | CustomMaterial | Mapping[str, Any], variant: str | None
+) -> Call[VariantResponse]:
+    spec = material if isinstance(material, str | CustomMaterial) else CustomMaterial(**material)
+    request = ApplyMaterialRequest(job_id=job_id, variant=variant, material=spec)
+    body = request.model_dump(mode="json", exclude_none=True)
+    return Call("POST", "/api/apply-material", model_reader(VariantResponse), True, json=body)
+
+
+def preview(job_id: str, variant: str | None, view: Mapping[str, Any]) -> Call[bytes]:
+    request = PreviewRequest.model_validate({**view, "job_id": job_id, "variant": variant})
+    body = request.model_dump(mode="json", exclude_none=True)
+    return Call("POST", "/api/preview-3d", read_bytes, True, json=body)
+
+
+def batch(
+    images: Sequence[FileSource] | None,
+    job_ids: Sequence[str] | None,
+    options: GenerateOptions | None,
+    fields: Mapping[str, Any],
+) -> Call[BatchResponse]:
+    read = model_reader(BatchResponse)
+    params = generate_options(options, fields)
+    if (images is None) == (job_ids is None):
+        raise ValueError("batch takes images or job_ids, one of them")
+    if job_ids is not None:
+        request = BatchFromJobsRequest.model_validate({"job_ids": list(job_ids), "params": params})
+        return Call("POST", "/api/batch-generate", read, False, json=_body(request))
+    assert images is not None
+    if not 1 <= len(images) <= MAX_BATCH_IMAGES:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_IMAGES} images")
+    parts = []
+    for index, image in enumerate(images):
+        name, data = file_part(image, f"image-{index}")
+        parts.append(("images", (name, data, "application/octet-stream")))
+    form = {"params": GenerateOptions.model_validate(params).model_dump_json(exclude_unset=True)}
+    return Call("POST", "/api/batch-generate", read, False, files=parts, data=form)
+
+
+def batch_status(batch_id: str) -> Call[BatchStatusResponse]:
+    path = f"/api/batches/{quote(batch_id, safe='')}"
+    return Call("GET", path, model_reader(BatchStatusResponse), True)
+
+
+def download_target(job_id: str, fmt: str, variant: str | None) -> tuple[str, dict[str, str]]:
+    """(path, query) of a job's model in ``fmt``."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r:.20}")
+    params: dict[str, str] = {}
+    if variant is not None:
+        if not is_variant_id(variant):
+            raise ValueError(f"not a variant id (64 lowercase hex characters): {variant!r:.80}")
+        params["variant"] = variant
+    return f"/download/{job_path_id(job_id)}/{fmt}", params
+
+
+def image_path(job_id: str) -> str:
+    """The picture a text-to-image job made."""
+    return f"/api/jobs/{job_path_id(job_id)}/image"
+
+
+def thumbnail_path(job_id: str) -> str:
+    return f"/api/jobs/{job_path_id(job_id)}/thumbnail"
+
+
+def events_path(job_id: str) -> str:
+    return f"/api/jobs/{job_path_id(job_id)}/events"

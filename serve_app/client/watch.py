@@ -1,0 +1,167 @@
+"""How a watch proceeds, without I/O: the SSE stream first, resumed after a drop, else polling.
+
+The service's stream (``GET /api/jobs/{id}/events``) sends the job's state on connect,
+each change with its version as the event id, and ends after the terminal state. A stream
+that breaks (a dropped connection, no byte within ``read_timeout_s`` although the service
+sends a keep-alive every ``keepalive_s``, an end before the terminal state) is opened again
+with ``Last-Event-ID``; the service then sends the current state, and states already seen
+give no event. After ``max_stream_failures`` breaks in a row without an event, or when
+the route is missing (404 other than ``job_not_found``, 405, 501) or answers something
+that is not an event stream, the watch falls back to polling ``GET /api/job-status/{id}``
+every ``poll_s`` (mode ``auto``); mode ``sse`` raises instead, mode ``poll`` never streams.
+A poll that gets no answer is tried again, up to ``max_stream_failures`` in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+from pydantic import ValidationError
+
+import serve_app.client.calls as calls
+from serve_app.api.schemas import JobStatusResponse
+from serve_app.client.errors import ApiError, TransportError, UnexpectedResponse
+from serve_app.client.events import EventTracker, JobEvent
+from serve_app.client.sse import SSEDecoder
+
+logger = logging.getLogger(__name__)
+
+WatchMode = Literal["auto", "sse", "poll"]
+
+
+class NoEventStream(TransportError):
+    """Mode ``sse``, and the service's events route cannot be read."""
+
+
+#: What to do with an opened stream: read it, poll instead, or ask for the final state.
+Opened = Literal["read", "poll", "final"]
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    poll_s: float = 0.5
+    keepalive_s: float = 5.0
+    read_timeout_s: float = 20.0
+    max_stream_failures: int = 3
+    #: Reconnection delay when the stream does not set one (its ``retry`` field).
+    reconnect_s: float = 0.5
+    #: The longest reconnection delay taken from a stream's ``retry`` field.
+    max_reconnect_s: float = 5.0
+
+
+class WatchPlan:
+    """The state of one watch; the sync and async clients drive it."""
+
+    def __init__(self, job_id: str, mode: WatchMode, settings: WatchSettings) -> None:
+        if mode not in ("auto", "sse", "poll"):
+            raise ValueError(f"mode must be auto, sse or poll, not {mode!r:.20}")
+        self.job_id = calls.job_path_id(job_id)
+        self.mode: WatchMode = mode
+        self.settings = settings
+        self.tracker = EventTracker()
+        self.streaming = mode != "poll"
+        self.failures = 0
+        self.last_id: str | None = None
+        self._decoder = SSEDecoder()
+
+    @property
+    def done(self) -> bool:
+        return self.tracker.ended
+
+    # -- the stream ---------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return calls.events_path(self.job_id)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"keepalive_s": f"{self.settings.keepalive_s:g}"}
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = self.last_id
+        return headers
+
+    def timeout(self, base: httpx.Timeout) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=base.connect,
+            read=self.settings.read_timeout_s,
+            write=base.write,
+            pool=base.pool,
+        )
+
+    def opened(self, response: httpx.Response) -> Opened:
+        """What to do with a success answer to the stream's request."""
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code == 204:  # we had the last event already
+            self.last_id = None
+            return "final"
+        if kind != "text/event-stream":
+            self._give_up_streaming(f"the events route answered {kind or 'no content type'}")
+            return "poll"
+        self._decoder = SSEDecoder()
+        self._decoder.last_id = self.last_id
+        return "read"
+
+    def refused(self, error: ApiError) -> None:
+        """The stream's request got an error answer: raise it, unless the route is missing."""
+        missing_route = (error.status == 404 and error.code != "job_not_found") or (
+            error.status in (405, 501)
+        )
+        if not missing_route:
+            raise error
+        self._give_up_streaming(f"the events route answered {error.status} {error.code}")
+
+    def line(self, line: str) -> JobEvent | None:
+        """A line of the stream; the event it completes, if any."""
+        sse = self._decoder.feed(line)
+        if sse is None:
+            return None
+        self.last_id = sse.id
+        self.failures = 0
+        try:
+            job = JobStatusResponse.model_validate_json(sse.data)
+        except ValidationError:
+            raise UnexpectedResponse(
+                "the events stream sent an event that is no job state"
+            ) from None
+        return self.tracker.update(job)
+
+    def lost(self, why: str) -> float:
+        """The stream broke before the job ended; seconds to wait before the next try."""
+        self.failures += 1
+        logger.info("job %s: events stream lost (%s), %d in a row", self.job_id, why, self.failures)
+        if self.failures >= self.settings.max_stream_failures:
+            self._give_up_streaming(f"{self.failures} broken streams in a row, last: {why}")
+            return 0.0
+        retry_ms = self._decoder.retry_ms
+        if retry_ms is None:
+            return self.settings.reconnect_s
+        return min(retry_ms / 1000.0, self.settings.max_reconnect_s)
+
+    def _give_up_streaming(self, why: str) -> None:
+        if self.mode == "sse":
+            raise NoEventStream(f"job {self.job_id}: no event stream: {why}")
+        logger.info("job %s: polling its status instead of streaming: %s", self.job_id, why)
+        self.streaming = False
+        self.failures = 0
+
+    # -- polling ------------------------------------------------------------------------
+
+    def polled(self, job: JobStatusResponse) -> JobEvent | None:
+        self.failures = 0
+        return self.tracker.update(job)
+
+    def poll_failed(self, error: TransportError) -> float:
+        """A poll got no answer: seconds to wait before the next, or raise ``error`` after
+        ``max_stream_failures`` in a row."""
+        self.failures += 1
+        if self.failures >= self.settings.max_stream_failures:
+            raise error
+        logger.info("job %s: status poll failed (%s)", self.job_id, error.message)
+        return max(self.settings.poll_s, self.settings.reconnect_s)

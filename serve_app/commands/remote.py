@@ -1,0 +1,294 @@
+"""The commands that talk to a running service: submit, text, status, watch, cancel, download.
+
+``--json`` output, one JSON object per line on stdout:
+
+- ``submit`` and ``text``: ``{"type": "submitted", "label", "job_id"}`` per job, then its
+  events ``{"type": "state"|"stage"|"progress"|"ended", "label", "job_id", "job"}``
+  (``job`` is the body of ``GET /api/job-status/{id}``), ``{"type": "downloaded", "label",
+  "job_id", "path"}``, on Ctrl-C ``{"type": "cancelled", ...}``, and last ``{"type":
+  "result", "exit_code", "jobs": [{"label", "job_id", "status", "path", "error"}]}``;
+- ``watch``: the events, then ``{"type": "result", "exit_code", "job"}``;
+- ``status`` and ``cancel``: the job's status body; ``download``: ``{"type":
+  "downloaded", "job_id", "format", "path", "size_bytes"}``;
+- a refused request: ``{"type": "error", "message", "status", "code", "retry_after"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from serve_app.api.schemas import GenerateOptions
+from serve_app.client import AsyncOrfeasClient, ClientError, JobEnded, OrfeasClient, calls
+from serve_app.client.base import default_name
+from serve_app.client.calls import job_path_id
+from serve_app.commands.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Output,
+    UsageError,
+    add_connection_options,
+    client_options,
+    describe_error,
+    error_fields,
+)
+from serve_app.commands.progress import JobBoard, eta_text, stage_text
+from serve_app.commands.runs import Run, Runner, Starter
+from serve_app.pipeline.types import OUTPUT_FORMATS
+
+COMMANDS = ("submit", "text", "status", "watch", "cancel", "download")
+
+
+def add_commands(commands: Any) -> None:
+    """Add the service commands to the CLI's subparsers."""
+    sub = commands.add_parser(
+        "submit", help="upload photos to a service, watch their jobs, download the models"
+    )
+    sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    sub.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
+    _model_options(sub)
+    sub.add_argument("--width", type=float, help="model width (X) in mm")
+    sub.add_argument("--height", type=float, help="model height (Y) in mm")
+    sub.add_argument("--depth", type=float, help="model depth (Z) in mm")
+    add_connection_options(sub)
+
+    text = commands.add_parser("text", help="a picture from a prompt (with --3d, a model)")
+    text.add_argument("prompt", metavar="PROMPT")
+    text.add_argument("--3d", dest="make_3d", action="store_true", help="go on to a 3D model")
+    text.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
+    _model_options(text)
+    text.add_argument("--negative-prompt")
+    text.add_argument("--seed", type=int)
+    text.add_argument("--steps", type=int)
+    text.add_argument("--width", type=int, help="picture width in pixels (multiple of 8)")
+    text.add_argument("--height", type=int, help="picture height in pixels (multiple of 8)")
+    add_connection_options(text)
+
+    for name, what in (
+        ("status", "a job's status"),
+        ("watch", "a job's progress until it ends"),
+        ("cancel", "cancel a queued or running job"),
+    ):
+        parser = commands.add_parser(name, help=what)
+        parser.add_argument("job_id", metavar="JOB")
+        add_connection_options(parser)
+
+    down = commands.add_parser("download", help="a completed job's model")
+    down.add_argument("job_id", metavar="JOB")
+    down.add_argument("format", choices=OUTPUT_FORMATS, metavar="FORMAT", help="glb, obj, stl, ply")
+    down.add_argument("-o", "--output", type=Path, metavar="PATH", help="a file or directory")
+    down.add_argument("--variant", help="a variant id of the job's model")
+    add_connection_options(down)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="glb")
+    parser.add_argument("--quality", type=int, default=5, help="1 (fast) to 10 (fine)")
+    parser.add_argument("--generator", metavar="NAME", help="default: the service's default")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one of :data:`COMMANDS`; the exit code."""
+    output = Output(args.json)
+    try:
+        handler = {
+            "submit": submit,
+            "text": text,
+            "status": status,
+            "watch": watch,
+            "cancel": cancel,
+            "download": download,
+        }[args.command]
+        return handler(args, output)
+    except UsageError as exc:
+        Output(False).error(str(exc))
+        return EXIT_USAGE
+    except ClientError as exc:
+        output.error(describe_error(exc, api_key_given(args)), **error_fields(exc))
+        return EXIT_FAILED
+
+
+def api_key_given(args: argparse.Namespace) -> bool:
+    try:
+        return client_options(args)["api_key"] is not None
+    except UsageError:
+        return False
+
+
+def _options(args: argparse.Namespace, dimensions: bool) -> GenerateOptions:
+    fields: dict[str, Any] = {"format": args.format, "quality": args.quality}
+    if args.generator:
+        fields["generator"] = args.generator
+    if dimensions:
+        fields["dimensions"] = {"width": args.width, "height": args.height, "depth": args.depth}
+    try:
+        return GenerateOptions.model_validate(fields)
+    except ValidationError as exc:
+        raise UsageError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def _job_id(value: str) -> str:
+    try:
+        return job_path_id(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def submit(args: argparse.Namespace, output: Output) -> int:
+    options = _options(args, dimensions=True)
+    for image in args.images:
+        if not image.is_file():
+            raise UsageError(f"{image}: no such file")
+    targets = _targets(args.images, args.output, options.format)
+    runs = [
+        Run(str(image), options.format, args.output, target=target, source=image)
+        for image, target in zip(args.images, targets, strict=True)
+    ]
+
+    async def start(client: AsyncOrfeasClient, run: Run) -> str:
+        assert run.source is not None
+        upload = await client.upload(run.source)
+        run.job_id = upload.job_id
+        job = await client.generate(upload.job_id, options)
+        return job.job_id
+
+    return _run_jobs(args, output, runs, start)
+
+
+def _targets(images: list[Path], out_dir: Path, fmt: str) -> list[Path]:
+    """``DIR/<stem>.<ext>`` per image (``_obj.zip`` for OBJ); a repeated stem gets a number."""
+    suffix = default_name("", fmt)
+    seen: dict[str, int] = {}
+    targets = []
+    for image in images:
+        count = seen[image.stem] = seen.get(image.stem, 0) + 1
+        stem = image.stem if count == 1 else f"{image.stem}-{count}"
+        targets.append(out_dir / f"{stem}{suffix}")
+    return targets
+
+
+def text(args: argparse.Namespace, output: Output) -> int:
+    options = _options(args, dimensions=False) if args.make_3d else None
+    params = {
+        name: getattr(args, name)
+        for name in ("negative_prompt", "seed", "steps", "width", "height")
+        if getattr(args, name) is not None
+    }
+    fmt = options.format if options else None
+    try:  # the prompt and parameters, checked before anything is sent
+        calls.text_to_image(args.prompt, options, params)
+    except ValidationError as exc:
+        raise UsageError(_first_error(exc)) from None
+    run = Run(_label(args.prompt), fmt, args.output)
+
+    async def start(client: AsyncOrfeasClient, run: Run) -> str:
+        job = await client.text_to_image(args.prompt, generate_3d=options, **params)
+        return job.job_id
+
+    return _run_jobs(args, output, [run], start)
+
+
+def _label(prompt: str) -> str:
+    """A prompt as a job's label: one line, at most 40 characters."""
+    flat = " ".join(prompt.split())
+    return repr(flat if len(flat) <= 40 else flat[:39] + "…")
+
+
+def _run_jobs(args: argparse.Namespace, output: Output, runs: list[Run], start: Starter) -> int:
+    options = client_options(args)
+    key_given = options["api_key"] is not None
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    async def main() -> int:
+        async with AsyncOrfeasClient(**options) as client:
+            return await Runner(client, output, key_given).run(runs, start)
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first one's cancels went out
+        output.error("interrupted again: jobs not yet cancelled may still run")
+        return EXIT_FAILED
+
+
+def status(args: argparse.Namespace, output: Output) -> int:
+    job_id = _job_id(args.job_id)
+    with OrfeasClient(**client_options(args)) as client:
+        job = client.status(job_id)
+    output.emit(job.model_dump(mode="json"))
+    where = f", {job.stage}" if job.stage and job.status.active else ""
+    line = f"job {job.job_id}: {job.status.value}{where} {job.progress:.0f}%"
+    if job.status.active:
+        line += f", ETA {eta_text(job.eta_seconds)}"
+    if job.error:
+        line += f": {job.error.get('message', job.error.get('code'))}"
+    if job.download_url:
+        line += f" ({job.download_url})"
+    output.result(line)
+    return EXIT_OK
+
+
+def watch(args: argparse.Namespace, output: Output) -> int:
+    job_id = _job_id(args.job_id)
+    options = client_options(args)
+
+    async def main() -> int:
+        ended: JobEnded | None = None
+        async with AsyncOrfeasClient(**options) as client:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+            try:
+                with JobBoard(output) as board:
+                    board.add(job_id, job_id)
+                    async for event in client.watch(job_id):
+                        board.show(event)
+                        if isinstance(event, JobEnded):
+                            ended = event
+            except asyncio.CancelledError:
+                output.note(f"stopped watching; job {job_id} goes on")
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+        code = EXIT_OK if ended is not None and ended.completed else EXIT_FAILED
+        job = ended.job.model_dump(mode="json") if ended else None
+        output.emit({"type": "result", "exit_code": code, "job": job})
+        if ended is not None:
+            output.result(f"job {job_id}: {stage_text(ended)}")
+        return code
+
+    return asyncio.run(main())
+
+
+def cancel(args: argparse.Namespace, output: Output) -> int:
+    job_id = _job_id(args.job_id)
+    with OrfeasClient(**client_options(args)) as client:
+        job = client.cancel(job_id)
+    output.emit(job.model_dump(mode="json"))
+    output.result(f"job {job_id}: {job.status.value}")
+    return EXIT_OK if job.status.value == "cancelled" else EXIT_FAILED
+
+
+def download(args: argparse.Namespace, output: Output) -> int:
+    job_id = _job_id(args.job_id)
+    with OrfeasClient(**client_options(args)) as client:
+        try:
+            path = client.download(job_id, args.format, args.output, variant=args.variant)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    size = path.stat().st_size
+    record = {"type": "downloaded", "job_id": job_id, "format": args.format, "path": str(path)}
+    output.emit({**record, "size_bytes": size})
+    output.result(f"{path} ({size} bytes)")
+    return EXIT_OK
