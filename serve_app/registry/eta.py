@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serve_app.pipeline.types import Stage
+from serve_app.pipeline.types import MODEL_STAGES, Stage
 
 #: Seconds per stage at quality 1..10, measured with the embedded ``inflate`` generator.
 SEED_SECONDS: dict[Stage, tuple[float, ...]] = {
@@ -22,7 +22,7 @@ SEED_SECONDS: dict[Stage, tuple[float, ...]] = {
 #: Weight of the newest measurement in the exponential moving average.
 SMOOTHING = 0.3
 
-STAGES: tuple[Stage, ...] = tuple(Stage)
+STAGES: tuple[Stage, ...] = MODEL_STAGES
 
 
 def seed_seconds(stage: Stage, quality: int) -> float:
