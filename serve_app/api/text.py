@@ -25,6 +25,7 @@ from serve_app.pipeline.text_params import (
     TextToImageParams,
     check_limits,
     describe_prompt,
+    prompt_sha256,
     with_defaults,
 )
 
@@ -67,11 +68,57 @@ EXAMPLES: dict[str, Any] = {
 }
 TextToImageBody = Annotated[TextToImageRequest, Body(openapi_examples=EXAMPLES)]
 
+_TEXT_TO_3D = EXAMPLES["text_to_3d"]["value"]
+#: The 202 of the text-to-3D example (some fields of the status left out).
+ACCEPTED_EXAMPLE: dict[str, Any] = {
+    "job_id": "6f1c2b0e9a8d4f3e8b7a6c5d4e3f2a1b",
+    "status": "queued",
+    "run": 1,
+    "source": "prompt",
+    "stages": [
+        "text_to_image",
+        "background_removal",
+        "shape_generation",
+        "texture_synthesis",
+        "export",
+    ],
+    "stage": None,
+    "progress": 0.0,
+    "eta_seconds": 21.4,
+    "queue_position": 1,
+    "error": None,
+    "format": "glb",
+    "quality": 5,
+    "generator": "inflate",
+    "cached": False,
+    "download_url": None,
+    "outputs": {},
+    "image_url": None,
+    "text_to_image": {
+        "prompt_sha256": prompt_sha256(_TEXT_TO_3D["prompt"]),
+        "prompt_chars": len(_TEXT_TO_3D["prompt"]),
+        "negative_prompt_sha256": prompt_sha256(_TEXT_TO_3D["negative_prompt"]),
+        "negative_prompt_chars": len(_TEXT_TO_3D["negative_prompt"]),
+        "seed": 42,
+        "steps": 30,
+        "guidance_scale": 7.0,
+        "width": 512,
+        "height": 512,
+        "made": False,
+        "cached": False,
+        "model_version": None,
+    },
+}
+
 
 @router.post(
     "/api/text-to-image",
     status_code=202,
     responses={
+        202: {
+            "description": "the job, queued: its status as GET /api/job-status/{job_id} shows it",
+            "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
+        },
         404: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         429: {"model": ErrorResponse},

@@ -249,3 +249,21 @@ def test_the_text_to_image_section_is_strict(tmp_path: Path) -> None:
     options = config.text_to_image.deployment.serve_options("TextToImage")
     assert options["autoscaling_config"]["max_replicas"] >= 1
     assert options["max_ongoing_requests"] == 1
+
+
+def test_the_openapi_examples_are_valid_requests_and_statuses(api: TestClient) -> None:
+    from serve_app.api.schemas import JobStatusResponse
+    from serve_app.api.text import ACCEPTED_EXAMPLE
+
+    spec = api.get("/openapi.json").json()
+    operation = spec["paths"][URL]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert set(examples) == {"picture", "text_to_3d"}
+    for example in examples.values():
+        TextToImageRequest.model_validate(example["value"])
+    accepted = operation["responses"]["202"]["content"]["application/json"]["example"]
+    assert accepted["job_id"] == ACCEPTED_EXAMPLE["job_id"]
+    times = {"created_at": 0, "updated_at": 0, "started_at": None, "finished_at": None}
+    JobStatusResponse.model_validate({**ACCEPTED_EXAMPLE, **times})
+    image = spec["paths"]["/api/jobs/{job_id}/image"]["get"]["responses"]
+    assert "image/png" in image["200"]["content"] and {"404", "409"} <= set(image)
