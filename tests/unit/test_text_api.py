@@ -267,3 +267,23 @@ def test_the_openapi_examples_are_valid_requests_and_statuses(api: TestClient) -
     JobStatusResponse.model_validate({**ACCEPTED_EXAMPLE, **times})
     image = spec["paths"]["/api/jobs/{job_id}/image"]["get"]["responses"]
     assert "image/png" in image["200"]["content"] and {"404", "409"} <= set(image)
+
+
+def test_the_text_deployment_s_queue_must_hold_every_accepted_job_when_it_is_bound() -> None:
+    small = {"deployment": {"max_queued_requests": 10}}
+    AppConfig.model_validate({"text_to_image": small})  # not bound without a model: no check
+    with pytest.raises(ValidationError, match=r"text_to_image\.deployment\.max_queued_requests"):
+        AppConfig.model_validate({"text_to_image": {**small, "model_path": "models/sd"}})
+    AppConfig.model_validate(
+        {"text_to_image": {"model_path": "models/sd", "deployment": {"max_queued_requests": -1}}}
+    )
+
+
+def test_text_to_image_replicas_run_with_the_model_hub_off() -> None:
+    from deployments import TextToImage
+    from serve_app.app import OFFLINE_HUB, deployment
+
+    bound = deployment(TextToImage, AppConfig().text_to_image.deployment, env=OFFLINE_HUB)
+    assert bound.name == "TextToImage"
+    assert bound.ray_actor_options["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert bound.ray_actor_options["num_gpus"] == 0 and bound.max_ongoing_requests == 1

@@ -21,6 +21,7 @@ from PIL import Image
 
 from serve_app.api.security import hash_key
 from serve_app.config import AppConfig
+from serve_app.errors import WorkerLostError
 from serve_app.pipeline.text_params import (
     TextToImageParams,
     image_cache_key,
@@ -29,9 +30,11 @@ from serve_app.pipeline.text_params import (
     with_size,
 )
 from serve_app.pipeline.types import CancelToken, GenerationParams, RunPlan, Stage
-from serve_app.registry.actor import JobRegistry
+from serve_app.registry.actor import JobRegistry, journal_path
 from serve_app.registry.cache import cache_key
 from serve_app.registry.jobs import ImageTicket, StoredImage, TextModel
+from serve_app.registry.journal import JobJournal
+from serve_app.registry.table import JobTable
 from serve_app.storage import ArtifactStore, sha256_hex
 from tests.support import encode, photo
 from tests.tiny_diffusion import NATIVE_SIZE, network_off
@@ -204,6 +207,8 @@ class LocalTextWorker:
         self.step_s = step_s
         self.steps: list[int] = []
         self.calls = 0
+        #: Calls to fail as a lost replica would (the registry sees WorkerLostError).
+        self.lose = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lock = threading.Lock()
 
@@ -212,6 +217,7 @@ class LocalTextWorker:
 
         with self.lock:
             self.calls += 1
+            lost, self.lose = self.lose > 0, max(0, self.lose - 1)
         cancel = CancelToken()
 
         def beat(fraction: float) -> None:
@@ -229,6 +235,8 @@ class LocalTextWorker:
 
         beat(0.0)
         cancel.raise_if_cancelled()
+        if lost:
+            raise WorkerLostError("a worker was lost while handling the request", retryable=True)
         image = make_image(self.backend, self.store, ticket, on_step, cancel)
         beat(1.0)
         return image
@@ -305,3 +313,42 @@ def test_cancel_stops_the_picture_between_steps(
     assert 1 <= len(worker.steps) < 30  # stopped between steps, long before the last
     assert service.http.get(f"/api/jobs/{job_id}/image", headers=bearer(OWNER)).status_code == 409
     assert done["progress"] < 30.0  # within the picture's band of a text-to-model run
+
+
+def test_a_text_run_whose_replica_was_lost_is_retried_with_the_same_seed(
+    service: InProcessService, tiny_backend: Any
+) -> None:
+    worker = local_worker(service, tiny_backend)
+    worker.lose = 1
+    body = {"prompt": PROMPT, "steps": 2}
+    job_id = service.http.post(URL, json=body, headers=bearer(OWNER)).json()["job_id"]
+    done = wait_until_ended(service, job_id)
+    assert done["status"] == "completed" and done["run"] == 2, done
+    assert worker.calls == 2 and done["text_to_image"]["made"]
+    log = service.http.get(f"/api/jobs/{job_id}/logs", headers=bearer(OWNER)).json()["entries"]
+    assert any(e["event"] == "retried" for e in log)
+    # The seed was drawn when the job was accepted: asked again, it is the same picture.
+    again = {**body, "seed": done["text_to_image"]["seed"]}
+    second = service.http.post(URL, json=again, headers=bearer(OWNER)).json()["job_id"]
+    assert wait_until_ended(service, second)["cached"] and worker.calls == 2
+
+
+def test_a_restarted_registry_resumes_a_text_job_from_its_journal(
+    tmp_path: Path, tiny_backend: Any
+) -> None:
+    config = app_config(tmp_path, text_to_image=TEXT_CONFIG)
+    job_id = "0123456789abcdef0123456789abcdef"
+    table = JobTable()
+    table.add_text(job_id, TextToImageParams(prompt=PROMPT, seed=4, steps=2))
+    record = table.start_run(job_id, None, plan=RunPlan.IMAGE)
+    table.report_progress(job_id, 1, Stage.TEXT_TO_IMAGE, 0.5)  # running when it went
+    journal = JobJournal(journal_path(config))
+    journal.save(record)
+    journal.close()
+    with in_process_service(config) as service:
+        worker = local_worker(service, tiny_backend)  # the workers are back
+        done = wait_until_ended(service, job_id)
+        assert done["status"] == "completed" and done["run"] == 2, done
+        assert worker.calls == 1 and done["text_to_image"]["seed"] == 4
+        log = service.http.get(f"/api/jobs/{job_id}/logs").json()["entries"]
+        assert any(e["event"] == "resumed" for e in log)
