@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serve_app.pipeline.config import PipelineConfig  # noqa: E402
 from serve_app.pipeline.runner import Pipeline  # noqa: E402
-from serve_app.pipeline.types import GenerationParams, Stage  # noqa: E402
+from serve_app.pipeline.types import MODEL_STAGES, GenerationParams  # noqa: E402
 
 PHOTOS = ("chelsea", "astronaut", "coffee")
 
@@ -61,13 +61,13 @@ def main() -> int:
         f"{args.repeats} runs each"
     )
     header = f"{'quality':>7} {'p50 s':>7} {'max s':>7} " + " ".join(
-        f"{s.value[:12]:>12}" for s in Stage
+        f"{s.value[:12]:>12}" for s in MODEL_STAGES
     )
     print(header)
     inputs = {name: photo_at(name, 512) for name in PHOTOS}
     p50s = {}
     for quality in [int(q) for q in args.qualities.split(",")]:
-        totals, stages = [], {s.value: [] for s in Stage}
+        totals, stages = [], {s.value: [] for s in MODEL_STAGES}
         for _ in range(args.repeats):
             for raw in inputs.values():
                 start = time.perf_counter()

@@ -9,5 +9,6 @@ from deployments.background import BackgroundRemoval
 from deployments.ingress import Ingress
 from deployments.limiter import RateLimiter
 from deployments.shape import ShapeTexture
+from deployments.text_to_image import TextToImage
 
-__all__ = ["BackgroundRemoval", "Ingress", "RateLimiter", "ShapeTexture"]
+__all__ = ["BackgroundRemoval", "Ingress", "RateLimiter", "ShapeTexture", "TextToImage"]

@@ -28,14 +28,18 @@ class Ingress:
     """
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self, config: AppConfig, background: DeploymentHandle, shape: DeploymentHandle
+        self,
+        config: AppConfig,
+        background: DeploymentHandle,
+        shape: DeploymentHandle,
+        text: DeploymentHandle | None = None,
     ) -> None:
         self._config = config
         self._app_name = serve.get_replica_context().app_name
         store = ArtifactStore(config.storage.root)
         await asyncio.to_thread(store.check_writable)
         registry = RegistryClient(find_registry(config))
-        await registry.attach(Backends(background=background, shape=shape))
+        await registry.attach(Backends(background=background, shape=shape, text=text))
         jobs = JobView(registry, config.registry.status_staleness_s)
         jobs.start()
         limiter = find_limiter(config) if config.security.rate_limited else None

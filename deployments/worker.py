@@ -11,8 +11,9 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from serve_app.errors import OrfeasError
 from serve_app.pipeline.types import CancelToken, Stage
-from serve_app.registry.jobs import JobTicket
+from serve_app.registry.jobs import ImageTicket, JobTicket
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,16 @@ class RunReporter:
     that the run should stop (cancelled, or no longer the job's run), ``cancel`` is set
     and the stages raise at their next check. Use as a context manager around the work:
     entering sends the first beat (the job is running from then on); the run's result,
-    not a last beat, ends it.
+    not a last beat, ends it. An error of the service's that leaves the block names the
+    stage it came from (``stage`` in its details), so the job's error says where it failed.
     """
 
     def __init__(
-        self, registry: ActorHandle, ticket: JobTicket, stage: Stage, interval_s: float = 0.25
+        self,
+        registry: ActorHandle,
+        ticket: JobTicket | ImageTicket,
+        stage: Stage,
+        interval_s: float = 0.25,
     ) -> None:
         self.cancel = CancelToken()
         self._registry = registry
@@ -77,6 +83,8 @@ class RunReporter:
         self._thread.join(timeout=5)
         if exc is None:
             self._flush()  # the last stages of a fast run, so the registry saw them all
+        elif isinstance(exc, OrfeasError):
+            exc.details.setdefault("stage", str(self._latest[0]))
 
     def _loop(self) -> None:
         while True:

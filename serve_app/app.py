@@ -17,13 +17,15 @@ def build_app(args: AppConfig) -> Application:
     - the JobRegistry actor (named, detached; created unless it exists, then given this
       config) and, when rate limits are set, the RateLimiter actor beside it; the
       deployments find both by their configured names;
-    - Ingress → (BackgroundRemoval, ShapeTexture), each with its scaling and resources.
-      The ingress hands the two worker handles to the registry once, as it starts.
+    - Ingress → (BackgroundRemoval, ShapeTexture), each with its scaling and resources;
+    - TextToImage beside them only when ``text_to_image.model_path`` is set (its replicas
+      run with the model hub off). The ingress hands the worker handles to the registry
+      once, as it starts.
 
     ``args`` is the ``args`` block of a Serve config, validated strictly; relative paths
     are resolved against the directory the application is built from.
     """
-    from deployments import BackgroundRemoval, Ingress, ShapeTexture
+    from deployments import BackgroundRemoval, Ingress, ShapeTexture, TextToImage
     from deployments.limiter import create_limiter
     from serve_app.registry.client import create_registry
 
@@ -34,9 +36,23 @@ def build_app(args: AppConfig) -> Application:
         create_limiter(config)
     background = deployment(BackgroundRemoval, config.background_removal).bind(config)
     shape = deployment(ShapeTexture, config.shape_texture).bind(config)
-    return deployment(Ingress, config.ingress).bind(config, background, shape)
+    text = None
+    if config.text_to_image.model_path is not None:
+        options = config.text_to_image.deployment
+        text = deployment(TextToImage, options, env=OFFLINE_HUB).bind(config)
+    return deployment(Ingress, config.ingress).bind(config, background, shape, text)
 
 
-def deployment(cls: type, options: DeploymentOptions) -> Deployment:
-    """``cls`` as a Serve deployment named after it, with scaling and resources from config."""
-    return serve.deployment(**options.serve_options(cls.__name__))(cls)
+#: The environment of replicas that load Hugging Face models: nothing is downloaded.
+OFFLINE_HUB = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def deployment(
+    cls: type, options: DeploymentOptions, env: dict[str, str] | None = None
+) -> Deployment:
+    """``cls`` as a Serve deployment named after it, with scaling and resources from config
+    and ``env`` added to its replicas' environment variables."""
+    serve_options = options.serve_options(cls.__name__)
+    if env:
+        serve_options["ray_actor_options"]["runtime_env"] = {"env_vars": dict(env)}
+    return serve.deployment(**serve_options)(cls)

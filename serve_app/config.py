@@ -290,8 +290,14 @@ class AppConfig(StrictModel):
                 "ingress.max_queued_requests must be bounded: the proxy must never queue "
                 "without limit"
             )
-        for name in ("background_removal", "shape_texture"):
-            queued = getattr(self, name).max_queued_requests
+        workers = {
+            "background_removal": self.background_removal,
+            "shape_texture": self.shape_texture,
+        }
+        if self.text_to_image.model_path is not None:  # bound into the graph only then
+            workers["text_to_image.deployment"] = self.text_to_image.deployment
+        for name, options in workers.items():
+            queued = options.max_queued_requests
             if queued != -1 and queued < self.registry.max_active_jobs:
                 raise ValueError(
                     f"{name}.max_queued_requests ({queued}) is below registry.max_active_jobs "

@@ -66,14 +66,17 @@ class ArtifactStore:
             _touch(path)  # in use again: retention's grace period starts anew
         else:
             _write_atomic(path, data)
+        self._write_manifest(job_id, info, owner)
+        return info
+
+    def _write_manifest(self, job_id: str, info: UploadInfo, owner: str | None) -> None:
         manifest = {
             "sha256": info.sha256,
             "size_bytes": info.size_bytes,
-            "media_type": media_type,
+            "media_type": info.media_type,
             "owner": owner,
         }
         _write_atomic(self._job_dir(job_id) / "upload.json", json.dumps(manifest).encode())
-        return info
 
     def job_upload(self, job_id: str) -> UploadInfo | None:
         """The upload recorded for ``job_id``, or None if there is none."""
@@ -99,6 +102,13 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
         return manifest
+
+    def upload_file(self, sha256: str) -> Path:
+        """The stored file of upload ``sha256``; ArtifactNotFoundError if it is gone."""
+        path = self._upload_path(sha256)
+        if not path.is_file():
+            raise ArtifactNotFoundError("the job's image is no longer stored")
+        return path
 
     def read_upload(self, sha256: str) -> bytes:
         try:
@@ -141,9 +151,12 @@ class ArtifactStore:
 
     # -- generated images (text to image) ----------------------------------------------
 
-    def put_generated_image(self, job_id: str, key: str, png: bytes) -> UploadInfo:
-        """Store a generated PNG as ``job_id``'s upload and index it under its cache ``key``."""
-        info = self.put_upload(job_id, png, "image/png")
+    def put_generated_image(
+        self, job_id: str, key: str, png: bytes, owner: str | None = None
+    ) -> UploadInfo:
+        """Store a generated PNG as ``job_id``'s upload (made for ``owner``, the job's API
+        key id, if any) and index it under its text-to-image cache ``key``."""
+        info = self.put_upload(job_id, png, "image/png", owner)
         entry = {"sha256": info.sha256, "size_bytes": info.size_bytes, "media_type": "image/png"}
         _write_atomic(self._image_index(key), json.dumps(entry).encode())
         return info
@@ -160,6 +173,17 @@ class ArtifactStore:
             media_type=str(entry["media_type"]),
         )
         return info if self._upload_path(info.sha256).is_file() else None
+
+    def adopt_generated_image(
+        self, job_id: str, key: str, owner: str | None = None
+    ) -> UploadInfo | None:
+        """Record the image generated under cache ``key`` as ``job_id``'s upload, as if it
+        had been uploaded again (its use time refreshed); None if there is no such image."""
+        info = self.generated_image(key)
+        if info is None or not _touch(self._upload_path(info.sha256)):
+            return None
+        self._write_manifest(job_id, info, owner)
+        return info
 
     # -- health --------------------------------------------------------------------------
 

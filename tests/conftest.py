@@ -1,8 +1,9 @@
 """Shared pytest set-up for every test directory: cheap, imports nothing heavy at load time.
 
 The real local Ray Serve is session-wide and shared: ``ray_serve`` starts it on first use,
-``service`` deploys the application on it at ``/`` (tests/integration, tests/browser), and
-tests/fault deploys its own hardened application beside it.
+``service`` deploys the application on it at ``/`` (tests/integration, tests/browser),
+``text_service`` one with a text-to-image model beside it at ``/text``, and tests/fault
+deploys its own hardened application beside them.
 """
 
 from __future__ import annotations
@@ -67,6 +68,25 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_diffusion import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def text_service(
+    ray_serve: str, tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path
+) -> Iterator[object]:
+    """An application with the tiny text-to-image model (its own registry and storage) on
+    the session's Ray Serve at ``/text``, beside the default one; deleted at the end."""
+    from ray import serve
+
+    from tests.client import Service
+    from tests.serving import TEXT_APP, TEXT_PREFIX, deploy, text_app_args
+
+    storage_root = tmp_path_factory.mktemp("text-storage")
+    deploy(text_app_args(storage_root, tiny_sd_dir), name=TEXT_APP, route_prefix=TEXT_PREFIX)
+    try:
+        yield Service(url=ray_serve + TEXT_PREFIX, storage_root=storage_root)
+    finally:
+        serve.delete(TEXT_APP)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -59,6 +59,28 @@ def app_args(storage_root: Path) -> dict[str, Any]:
     }
 
 
+#: The application with a text-to-image model, beside the session's default one.
+TEXT_APP = "orfeas-text"
+TEXT_PREFIX = "/text"
+
+
+def text_app_args(storage_root: Path, model_path: Path) -> dict[str, Any]:
+    """The small graph plus TextToImage on ``model_path`` (the tiny pipeline), on the CPU,
+    with its own registry: few steps and small pictures by default, so runs are quick."""
+    args = app_args(storage_root)
+    args["registry"] = {"name": "job_registry_text"}
+    args["text_to_image"] = {
+        "model_path": str(model_path),
+        "device": "cpu",
+        "dtype": "float32",
+        "default_steps": 3,
+        "max_steps": 60,
+        "max_pixels": 256 * 256,
+        "deployment": {"num_replicas": 1, "num_cpus": 0.25, "max_ongoing_requests": 1},
+    }
+    return args
+
+
 def start_ray_serve() -> int:
     """``ray.init`` (4 logical CPUs) and Serve's proxy on a free port; returns the port."""
     import ray

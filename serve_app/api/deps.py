@@ -14,6 +14,7 @@ from serve_app.api.schemas import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
 from serve_app.metrics import MetricsSnapshot
+from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.registry.feeds import JobLog
 from serve_app.registry.jobs import EVERYONE, JobSnapshot, RunRequest, UploadInfo, Viewer
 from serve_app.registry.view import JobView
@@ -32,6 +33,15 @@ class JobRegistryClient(Protocol):
 
     async def submit(
         self, job_id: str, request: RunRequest, client: str | None = None
+    ) -> JobSnapshot: ...
+
+    async def submit_text(
+        self,
+        job_id: str,
+        text: TextToImageParams,
+        then: RunRequest | None = None,
+        owner: str | None = None,
+        client: str | None = None,
     ) -> JobSnapshot: ...
 
     async def cancel(self, job_id: str) -> JobSnapshot: ...

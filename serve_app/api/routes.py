@@ -14,6 +14,7 @@ from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.schemas import (
     CheckResult,
     ErrorResponse,
+    GenerateOptions,
     GenerateRequest,
     GeneratorInfo,
     GeneratorsResponse,
@@ -25,6 +26,7 @@ from serve_app.api.schemas import (
 )
 from serve_app.config import background_model_file
 from serve_app.errors import JobConflictError, PayloadTooLargeError, ValidationFailedError
+from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import OutputFormat
@@ -53,7 +55,7 @@ async def health() -> HealthResponse:
 @router.get("/api/health", tags=["health"], response_model=ReadinessResponse)
 async def readiness(services: ServicesDep) -> JSONResponse:
     """Readiness: the registry, the store, the models, each enabled generator (loaded, or
-    why not) and the deployments."""
+    why not), the text-to-image model where one is configured, and the deployments."""
     checks = await _readiness_checks(services)
     ready = all(check.ok for check in checks.values())
     body = ReadinessResponse(status="ok" if ready else "degraded", checks=checks)
@@ -99,22 +101,31 @@ async def generate_3d(
     409 already active, 503 when the service's queue is full, 429 when the client has its
     share of it.
     """
-    pipeline = services.config.pipeline
-    generator = body.generator or pipeline.generator
-    enabled = pipeline.generators.enabled()
-    if generator not in enabled:
-        raise ValidationFailedError(
-            f"generator: {generator!r} is not enabled here; enabled: {', '.join(enabled)}",
-            enabled=enabled,
-            fields=[{"loc": ["body", "generator"], "message": "not an enabled generator"}],
-        )
-    params = catalog.resolve_params(generator, body.params())
-    request = RunRequest(params=params, format=body.format, generator=generator)
+    request = run_request(body, services.config.pipeline)
     await services.jobs.get(body.job_id, viewer)  # another key's job: 404, as if unknown
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit(body.job_id, request, client)
     services.jobs.apply(job)
     return JobStatusResponse.from_snapshot(job)
+
+
+def run_request(
+    options: GenerateOptions, pipeline: PipelineConfig, where: tuple[str, ...] = ()
+) -> RunRequest:
+    """The run ``options`` ask for, its generator's parameters resolved: a 422 for a
+    generator that is not enabled or a parameter it does not take. ``where`` is the
+    options' place in the body (``generate_3d`` of a text-to-image request)."""
+    generator = options.generator or pipeline.generator
+    enabled = pipeline.generators.enabled()
+    if generator not in enabled:
+        name = ".".join((*where, "generator"))
+        raise ValidationFailedError(
+            f"{name}: {generator!r} is not enabled here; enabled: {', '.join(enabled)}",
+            enabled=enabled,
+            fields=[{"loc": ["body", *where, "generator"], "message": "not an enabled generator"}],
+        )
+    params = catalog.resolve_params(generator, options.params())
+    return RunRequest(params=params, format=options.format, generator=generator)
 
 
 @router.get("/api/generators", tags=["health"])
@@ -216,6 +227,14 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
                 detail=version
                 or errors.get(name)
                 or f"no ShapeTexture replica has loaded {name!r} yet",
+            )
+        if services.config.text_to_image.model_path is not None:
+            text = info.get("text_to_image") or {}
+            checks["text_to_image"] = CheckResult(
+                ok=text.get("version") is not None,
+                detail=text.get("version")
+                or text.get("error")
+                or "no TextToImage replica has loaded the model yet",
             )
     except Exception as exc:  # readiness reports, it does not raise
         checks["registry"] = CheckResult(ok=False, detail=type(exc).__name__)

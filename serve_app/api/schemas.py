@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.text_params import prompt_sha256
 from serve_app.pipeline.types import (
     FACE_COUNT_RANGE,
     GUIDANCE_RANGE,
@@ -179,14 +180,66 @@ class GeneratorsResponse(BaseModel):
     generators: list[GeneratorInfo]
 
 
+class TextToImageStatus(BaseModel):
+    """A text job's picture: the prompt as a hash and a length (never its text), and the
+    parameters it is made with (as made once it is, the seed drawn if none was given)."""
+
+    prompt_sha256: str = Field(description="sha256 hex of the prompt's UTF-8 bytes")
+    prompt_chars: int = Field(description="the prompt's length in characters")
+    negative_prompt_sha256: str | None = None
+    negative_prompt_chars: int | None = None
+    seed: int | None
+    steps: int | None
+    guidance_scale: float | None
+    width: int | None = Field(description="pixels; null until made: the model's native size")
+    height: int | None
+    made: bool = Field(description="the picture exists (GET image_url)")
+    cached: bool = Field(default=False, description="the picture came from the image cache")
+    model_version: str | None = Field(default=None, description="the model that made it")
+
+    @classmethod
+    def from_snapshot(cls, job: JobSnapshot) -> TextToImageStatus | None:
+        text = job.text
+        if text is None:
+            return None
+        image = job.image
+        params = image.params if image is not None else text
+        negative = text.negative_prompt
+        return cls(
+            prompt_sha256=prompt_sha256(text.prompt),
+            prompt_chars=len(text.prompt),
+            negative_prompt_sha256=prompt_sha256(negative) if negative is not None else None,
+            negative_prompt_chars=len(negative) if negative is not None else None,
+            seed=params.seed,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            width=params.width,
+            height=params.height,
+            made=image is not None,
+            cached=bool(image and image.cached),
+            model_version=image.model_version if image else None,
+        )
+
+
 class JobStatusResponse(BaseModel):
     """A job as clients see it: status, progress, error and download links."""
 
     job_id: str
     status: JobStatus
     run: int = Field(description="number of generation runs started for this job")
+    source: Literal["upload", "prompt"] = Field(
+        default="upload", description="where the job's picture comes from"
+    )
+    stages: list[str] = Field(
+        default_factory=list,
+        description="the stages of the current run, in order (text_to_image first in a "
+        "text run); empty before the first run",
+    )
     stage: str | None
-    progress: float = Field(description="0 to 100, never decreasing within a run")
+    progress: float = Field(
+        description="0 to 100 across all the run's stages, never decreasing within a run; "
+        "100 only once it completed"
+    )
     eta_seconds: float | None = Field(
         description="seconds until the run ends, from measured stage durations"
     )
@@ -214,6 +267,12 @@ class JobStatusResponse(BaseModel):
     cached: bool = Field(description="completed from the content-addressed cache")
     download_url: str | None = Field(description="the requested format, once completed")
     outputs: dict[str, str] = Field(description="download URL per format, once completed")
+    image_url: str | None = Field(
+        default=None, description="the job's picture (uploaded, or made from its prompt)"
+    )
+    text_to_image: TextToImageStatus | None = Field(
+        default=None, description="a text job's prompt (hash and length) and picture"
+    )
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -222,7 +281,7 @@ class JobStatusResponse(BaseModel):
     @classmethod
     def from_snapshot(cls, job: JobSnapshot) -> JobStatusResponse:
         request, result = job.request, job.result
-        completed = job.status is JobStatus.COMPLETED
+        completed = job.status is JobStatus.COMPLETED and result is not None
         outputs: dict[str, str] = (
             {fmt: f"/download/{job.job_id}/{fmt}" for fmt in OUTPUT_FORMATS} if completed else {}
         )
@@ -230,6 +289,8 @@ class JobStatusResponse(BaseModel):
             job_id=job.job_id,
             status=job.status,
             run=job.run,
+            source="prompt" if job.text is not None else "upload",
+            stages=[str(stage) for stage in job.plan.stages] if job.run else [],
             stage=job.stage,
             progress=job.progress,
             eta_seconds=job.eta_seconds,
@@ -243,9 +304,11 @@ class JobStatusResponse(BaseModel):
             parameters=request.params.given() if request else {},
             generator_version=result.generator_version if result else None,
             watertight=result.watertight if result else None,
-            cached=bool(result and result.cached),
+            cached=_from_cache(job),
             download_url=outputs.get(request.format) if request else None,
             outputs=outputs,
+            image_url=f"/api/jobs/{job.job_id}/image" if job.upload is not None else None,
+            text_to_image=TextToImageStatus.from_snapshot(job),
             created_at=_time(job.created_at),
             updated_at=_time(job.updated_at),
             started_at=_time(job.started_at) if job.started_at else None,
@@ -275,6 +338,16 @@ class StatusBodies:
         while len(self._bodies) > self.size:
             self._bodies.popitem(last=False)
         return body
+
+
+def _from_cache(job: JobSnapshot) -> bool:
+    """Whether the job's run completed without generating: every part it made came from
+    the content-addressed caches (the model's, and a text run's picture's)."""
+    if job.status is not JobStatus.COMPLETED:
+        return False
+    model = job.result.cached if job.result is not None else True
+    picture = job.image.cached if job.plan.makes_image and job.image is not None else True
+    return model and picture and (job.result is not None or job.image is not None)
 
 
 class JobListResponse(BaseModel):

@@ -1,20 +1,33 @@
-"""``POST /api/text-to-image``: a prompt in, an image job out — when a model is configured.
+"""Text to image: ``POST /api/text-to-image`` (a prompt in, a job out) and the picture of a
+job, ``GET /api/jobs/{job_id}/image``.
 
 Prompts are untrusted text: 1 to 1,000 characters, no control characters (tabs and line
-breaks are allowed), never echoed in an error and logged only as a hash and a length.
+breaks are allowed), never echoed in an error, logged only as a hash and a length, and
+shown in a job's status the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import FileResponse
 from pydantic import ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from serve_app.api.deps import ServicesDep
-from serve_app.api.schemas import ErrorResponse, GenerateOptions, UploadResponse
-from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
-from serve_app.pipeline.text_params import TextToImageParams, check_limits, describe_prompt
+from serve_app.api.deps import ServicesDep, ViewerDep
+from serve_app.api.routes import JobIdPath, run_request
+from serve_app.api.schemas import ErrorResponse, GenerateOptions, JobStatusResponse
+from serve_app.errors import JobConflictError, ModelNotConfiguredError
+from serve_app.pipeline.text_params import (
+    TextToImageParams,
+    check_limits,
+    describe_prompt,
+    prompt_sha256,
+    with_defaults,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
@@ -27,22 +40,106 @@ class TextToImageRequest(TextToImageParams):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     generate_3d: GenerateOptions | None = Field(
-        default=None, description="go on to a 3D model under the same job id"
+        default=None,
+        description="go on to a 3D model of the picture in the same run, under the same "
+        "job id: generate-3d's body without job_id",
     )
 
     def params(self) -> TextToImageParams:
         return TextToImageParams.model_validate(self.model_dump(exclude={"generate_3d"}))
 
 
+EXAMPLES: dict[str, Any] = {
+    "picture": {
+        "summary": "a picture (then POST /api/generate-3d with its job id)",
+        "value": {"prompt": "a red ceramic mug on a white table", "seed": 7, "steps": 20},
+    },
+    "text_to_3d": {
+        "summary": "a picture and a model of it, in one job",
+        "value": {
+            "prompt": "a ceramic owl, studio photo, plain background",
+            "negative_prompt": "blurry, text",
+            "seed": 42,
+            "width": 512,
+            "height": 512,
+            "generate_3d": {"format": "glb", "quality": 5, "dimensions": {"height": 80}},
+        },
+    },
+}
+TextToImageBody = Annotated[TextToImageRequest, Body(openapi_examples=EXAMPLES)]
+
+_TEXT_TO_3D = EXAMPLES["text_to_3d"]["value"]
+#: The 202 of the text-to-3D example (some fields of the status left out).
+ACCEPTED_EXAMPLE: dict[str, Any] = {
+    "job_id": "6f1c2b0e9a8d4f3e8b7a6c5d4e3f2a1b",
+    "status": "queued",
+    "run": 1,
+    "source": "prompt",
+    "stages": [
+        "text_to_image",
+        "background_removal",
+        "shape_generation",
+        "texture_synthesis",
+        "export",
+    ],
+    "stage": None,
+    "progress": 0.0,
+    "eta_seconds": 21.4,
+    "queue_position": 1,
+    "error": None,
+    "format": "glb",
+    "quality": 5,
+    "generator": "inflate",
+    "cached": False,
+    "download_url": None,
+    "outputs": {},
+    "image_url": None,
+    "text_to_image": {
+        "prompt_sha256": prompt_sha256(_TEXT_TO_3D["prompt"]),
+        "prompt_chars": len(_TEXT_TO_3D["prompt"]),
+        "negative_prompt_sha256": prompt_sha256(_TEXT_TO_3D["negative_prompt"]),
+        "negative_prompt_chars": len(_TEXT_TO_3D["negative_prompt"]),
+        "seed": 42,
+        "steps": 30,
+        "guidance_scale": 7.0,
+        "width": 512,
+        "height": 512,
+        "made": False,
+        "cached": False,
+        "model_version": None,
+    },
+}
+
+
 @router.post(
     "/api/text-to-image",
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    status_code=202,
+    responses={
+        202: {
+            "description": "the job, queued: its status as GET /api/job-status/{job_id} shows it",
+            "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
+        },
+        404: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
 )
-async def text_to_image(body: TextToImageRequest, services: ServicesDep) -> UploadResponse:
-    """Make a picture from ``prompt`` (then, with ``generate_3d``, a model of it).
+async def text_to_image(
+    body: TextToImageBody, services: ServicesDep, viewer: ViewerDep, http: Request
+) -> JobStatusResponse:
+    """Make a picture from ``prompt`` as a new job (202 with its status; then, with
+    ``generate_3d``, a model of it in the same run).
 
-    503 ``model_not_configured`` when ``text_to_image.model_path`` is not set: an image is
-    never faked. 422 naming the field for a bad prompt or parameters over the limits.
+    The job runs in the registry like a model run: stage ``text_to_image`` with a progress
+    step per denoising step, then (with ``generate_3d``) the four model stages, one
+    progress bar over all of them; cancel, live events and retries as for any run. Once
+    the picture is made, ``GET /api/jobs/{job_id}/image`` returns it and
+    ``POST /api/generate-3d`` with the job id models it as it would an upload.
+
+    503 ``model_not_configured`` when ``text_to_image.model_path`` is not set (an image is
+    never faked); 422 naming the field for a bad prompt or parameters over the limits;
+    503/429 with Retry-After when the service's queue or the caller's share is full.
     """
     section = services.config.text_to_image
     if section.model_path is None:
@@ -54,9 +151,51 @@ async def text_to_image(body: TextToImageRequest, services: ServicesDep) -> Uplo
         )
     params = body.params()
     check_limits(params, section.max_pixels, section.max_steps)
-    logger.info("text-to-image request refused: prompt %s", describe_prompt(params.prompt))
-    raise ModelUnavailableError(
-        "text-to-image jobs are not served by this version of the service: upload a photo instead",
-        feature="text_to_image",
-        setting="text_to_image.model_path",
+    # The seed is drawn here, so a retried or resumed run makes the very same picture.
+    params = with_defaults(params, section.default_steps, section.default_guidance_scale)
+    options = body.generate_3d
+    then = run_request(options, services.config.pipeline, ("generate_3d",)) if options else None
+    job_id = uuid.uuid4().hex
+    client = getattr(http.state, "client_id", None)
+    job = await services.registry.submit_text(job_id, params, then, viewer.key_id, client)
+    services.jobs.apply(job)  # read-your-writes on this replica
+    logger.info(
+        "text job %s: prompt %s, %s", job_id, describe_prompt(params.prompt), job.plan.value
+    )
+    return JobStatusResponse.from_snapshot(job)
+
+
+@router.get(
+    "/api/jobs/{job_id}/image",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+            "description": "the job's picture: the PNG made from its prompt, or its upload",
+        },
+        404: {"model": ErrorResponse},
+        409: {"model": ErrorResponse},
+    },
+)
+async def job_image(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> FileResponse:
+    """The job's picture, the input of its model runs: the PNG made from a text job's
+    prompt, or the photo uploaded. 409 while a text job's picture is not made (or when its
+    run ended before it was); 404 for an unknown job or another key's."""
+    job = await services.jobs.get(job_id, viewer)
+    upload = job.upload
+    if upload is None:
+        why = (
+            "its picture is still being made"
+            if job.status.active
+            else f"its run ended {job.status} before its picture was made"
+        )
+        raise JobConflictError(f"job {job_id} has no picture: {why}", status=str(job.status))
+    path = await run_in_threadpool(services.store.upload_file, upload.sha256)
+    extension = upload.media_type.rsplit("/", 1)[-1]
+    return FileResponse(
+        path,
+        media_type=upload.media_type,
+        filename=f"{job_id}.{extension}",
+        content_disposition_type="inline",
+        headers={"Cache-Control": "private, max-age=3600"},
     )

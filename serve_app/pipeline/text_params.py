@@ -1,4 +1,4 @@
-"""Text-to-image parameters: prompt rules, limits, the image cache key, tickets (no torch)."""
+"""Text-to-image parameters: prompt rules, limits, the image cache key (no torch)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import hashlib
 import json
 import secrets
 import unicodedata
-from dataclasses import dataclass
 from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.errors import ValidationFailedError
-from serve_app.registry.jobs import UploadInfo
 
 MAX_PROMPT_CHARS = 1000
 #: Seeds are 32-bit, so they survive JSON, JavaScript and numpy unchanged.
@@ -67,12 +65,12 @@ def _check_characters(text: str) -> None:
 
 Prompt = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["a red ceramic mug"]),
+    Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["a red ceramic mug"], repr=False),
     AfterValidator(check_prompt_text),
 ]
 NegativePrompt = Annotated[
     str | None,
-    Field(default=None, max_length=MAX_PROMPT_CHARS, examples=["blurry, text"]),
+    Field(default=None, max_length=MAX_PROMPT_CHARS, examples=["blurry, text"], repr=False),
     AfterValidator(check_negative_prompt),
 ]
 
@@ -81,8 +79,9 @@ class TextToImageParams(BaseModel):
     """What one text-to-image generation is asked for; all of it is in the image cache key.
 
     Unset ``seed``, ``steps``, ``guidance_scale``, ``width`` and ``height`` are filled in
-    by the backend (a drawn seed, the deployment's defaults, the model's native size)
-    before the key is made, so a resolved copy says exactly what was generated.
+    before the key is made (a drawn seed, the deployment's defaults, the model's native
+    size), so a resolved copy says exactly what was generated. The prompts are left out of
+    the ``repr``, so a logged object never shows them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,6 +127,38 @@ class TextToImageParams(BaseModel):
     def resolved(self) -> bool:
         """Every value that decides the image is set."""
         return None not in (self.seed, self.steps, self.guidance_scale, self.width, self.height)
+
+
+def with_defaults(
+    params: TextToImageParams, default_steps: int, default_guidance_scale: float
+) -> TextToImageParams:
+    """``params`` with a drawn seed, and the deployment's default steps and guidance scale,
+    where unset; the size is left to the model (``with_size``)."""
+    return params.model_copy(
+        update={
+            "seed": params.seed if params.seed is not None else draw_seed(),
+            "steps": params.steps or default_steps,
+            "guidance_scale": (
+                params.guidance_scale
+                if params.guidance_scale is not None
+                else default_guidance_scale
+            ),
+        }
+    )
+
+
+def with_size(params: TextToImageParams, native_size: int) -> TextToImageParams:
+    """``params`` with an unset width or height given the model's native side."""
+    if params.width is not None and params.height is not None:
+        return params
+    return params.model_copy(
+        update={"width": params.width or native_size, "height": params.height or native_size}
+    )
+
+
+def prompt_sha256(text: str) -> str:
+    """The full sha256 hex of a prompt (UTF-8): what a job's status shows of it."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def draw_seed() -> int:
@@ -183,31 +214,4 @@ def describe_prompt(text: str | None) -> str:
     """
     if text is None:
         return "none"
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"sha256:{digest} ({len(text)} chars)"
-
-
-@dataclass(frozen=True)
-class ImageTicket:
-    """Everything the TextToImage deployment needs for one run; small, no pixels."""
-
-    job_id: str
-    run: int
-    params: TextToImageParams
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """Where a run's PNG was stored, and how it was made.
-
-    ``upload`` is the image as the job's input (content-addressed under ``uploads/``, as
-    if uploaded); ``key`` its text-to-image cache key; ``params`` the resolved parameters
-    (the seed that was used, the size that was made).
-    """
-
-    key: str
-    upload: UploadInfo
-    params: TextToImageParams
-    model_version: str
-    cached: bool
-    seconds: float
+    return f"sha256:{prompt_sha256(text)[:12]} ({len(text)} chars)"

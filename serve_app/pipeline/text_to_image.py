@@ -37,15 +37,15 @@ from serve_app.errors import (
 )
 from serve_app.pipeline.text_params import (
     MAX_PIXELS,
-    ImageTicket,
-    StoredImage,
     TextToImageParams,
     check_limits,
     describe_prompt,
-    draw_seed,
     image_cache_key,
+    with_defaults,
+    with_size,
 )
 from serve_app.pipeline.types import CancelToken
+from serve_app.registry.jobs import ImageTicket, StoredImage, TextModel
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -233,22 +233,16 @@ class TextToImageBackend:
             default_guidance_scale=config.default_guidance_scale,
         )
 
+    @property
+    def model(self) -> TextModel:
+        """What the registry is told of this model (for the image cache keys it checks)."""
+        return TextModel(version=self.version, native_size=self.native_size)
+
     def resolve(self, params: TextToImageParams) -> TextToImageParams:
         """``params`` with every unset value filled in (seed, steps, guidance, size), after
         checking them against this deployment's limits (a 422 naming the field)."""
-        size = self.native_size
-        update = {
-            "seed": params.seed if params.seed is not None else draw_seed(),
-            "steps": params.steps or self.default_steps,
-            "guidance_scale": (
-                params.guidance_scale
-                if params.guidance_scale is not None
-                else self.default_guidance_scale
-            ),
-            "width": params.width or size,
-            "height": params.height or size,
-        }
-        resolved = params.model_copy(update=update)
+        filled = with_defaults(params, self.default_steps, self.default_guidance_scale)
+        resolved = with_size(filled, self.native_size)
         check_limits(resolved, self.max_pixels, self.max_steps)
         if resolved.negative_prompt is not None and not self._negative_prompts:
             raise ValidationFailedError(
@@ -324,14 +318,13 @@ def make_image(
     start = time.perf_counter()
     params = backend.resolve(ticket.params)
     key = image_cache_key(params, backend.version)
-    cached = store.generated_image(key)
-    if cached is not None:
-        upload = store.put_generated_image(ticket.job_id, key, store.read_upload(cached.sha256))
+    upload = store.adopt_generated_image(ticket.job_id, key, ticket.owner)
+    if upload is not None:
         return StoredImage(key, upload, params, backend.version, True, time.perf_counter() - start)
     image, params = backend.generate(params, on_step, cancel)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    upload = store.put_generated_image(ticket.job_id, key, buffer.getvalue())
+    upload = store.put_generated_image(ticket.job_id, key, buffer.getvalue(), ticket.owner)
     return StoredImage(key, upload, params, backend.version, False, time.perf_counter() - start)
 
 

@@ -26,10 +26,19 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from serve_app.config import AppConfig
 from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
 from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
-from serve_app.pipeline.types import Stage
+from serve_app.pipeline.text_params import TextToImageParams
+from serve_app.pipeline.types import RunPlan, Stage
 from serve_app.registry import retention
 from serve_app.registry.feeds import Changes, JobLog
-from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo, Viewer
+from serve_app.registry.jobs import (
+    JobPage,
+    JobSnapshot,
+    JobStatus,
+    RunRequest,
+    TextModel,
+    UploadInfo,
+    Viewer,
+)
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.supervisor import Supervisor
@@ -148,6 +157,12 @@ class JobRegistry:
         why it could not load the generator (``version`` None; shown by ``/api/health``)."""
         self._workers.report(name, version, error)
 
+    @served
+    async def report_text_model(self, model: TextModel | None, error: str | None = None) -> None:
+        """A TextToImage replica says which model version it runs (image cache keys), or why
+        it could not load its model (``model`` None; shown by ``/api/health``)."""
+        self._workers.report_text_model(model, error)
+
     # -- jobs ------------------------------------------------------------------------------
 
     @served
@@ -188,6 +203,35 @@ class JobRegistry:
         self._ledger.save(record)  # accepted means journaled
         self._supervisor.dispatch(record)
         self._monitor.changed(record)
+        return self._monitor.snapshot(record)
+
+    @served
+    async def submit_text(
+        self,
+        job_id: str,
+        text: TextToImageParams,
+        then: RunRequest | None = None,
+        owner: str | None = None,
+        client: str | None = None,
+    ) -> Reply:
+        """Create a text job and claim its first run, which makes the picture of ``text``
+        and, with ``then``, a model of it: admitted like any run (503 queue full, 429 the
+        client's share used), journaled before the answer, started in the background.
+        ``owner`` is the API key id the job belongs to.
+        """
+        # From here to the dispatch nothing awaits: admission and claim are atomic.
+        if refusal := self._supervisor.admit(client):
+            return refusal
+        try:
+            self._table.add_text(job_id, text, owner)
+            plan = RunPlan.IMAGE if then is None else RunPlan.TEXT_TO_MODEL
+            record = self._table.start_run(job_id, then, client, plan)
+        except OrfeasError as exc:
+            return exc
+        self._ledger.save(record)  # accepted means journaled
+        self._supervisor.dispatch(record)
+        self._monitor.changed(record)
+        self._forget(self._table.evict())
         return self._monitor.snapshot(record)
 
     @served
@@ -270,6 +314,10 @@ class JobRegistry:
             "running_tasks": self._supervisor.stats()["running_tasks"],
             "generators": dict(self._workers.versions),
             "generator_errors": dict(self._workers.errors),
+            "text_to_image": {
+                "version": model.version if (model := self._workers.text_model) else None,
+                "error": self._workers.text_error,
+            },
         }
 
     @served

@@ -13,6 +13,7 @@ from ray.actor import ActorHandle
 from serve_app.config import AppConfig
 from serve_app.errors import OrfeasError
 from serve_app.metrics import MetricsSnapshot
+from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.registry.actor import RegistryActor, SyncPage
 from serve_app.registry.feeds import Changes, JobLog
 from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo, Viewer
@@ -70,6 +71,16 @@ class RegistryClient:
         self, job_id: str, request: RunRequest, client: str | None = None
     ) -> JobSnapshot:
         return await self._call("submit", job_id, request, client)
+
+    async def submit_text(
+        self,
+        job_id: str,
+        text: TextToImageParams,
+        then: RunRequest | None = None,
+        owner: str | None = None,
+        client: str | None = None,
+    ) -> JobSnapshot:
+        return await self._call("submit_text", job_id, text, then, owner, client)
 
     async def get(self, job_id: str) -> JobSnapshot:
         return await self._call("get", job_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serve_app.pipeline.types import Stage
+from serve_app.pipeline.types import MODEL_STAGES, Stage
 
 #: Seconds per stage at quality 1..10, measured with the embedded ``inflate`` generator.
 SEED_SECONDS: dict[Stage, tuple[float, ...]] = {
@@ -22,7 +22,7 @@ SEED_SECONDS: dict[Stage, tuple[float, ...]] = {
 #: Weight of the newest measurement in the exponential moving average.
 SMOOTHING = 0.3
 
-STAGES: tuple[Stage, ...] = tuple(Stage)
+STAGES: tuple[Stage, ...] = MODEL_STAGES
 
 
 def seed_seconds(stage: Stage, quality: int) -> float:
@@ -95,3 +95,47 @@ class StageClock:
         left_here = max(current * (1.0 - fraction), current - elapsed_in_stage_s, 0.0)
         later = sum(self.expected(generator, quality, s) for s in STAGES[index + 1 :])
         return left_here + later
+
+
+#: Seconds per denoising step of the text-to-image stage before any run was measured: a
+#: placeholder between a GPU (hundredths of a second at 512 px) and a CPU (seconds), which
+#: the first completed run replaces with most of its weight.
+SEED_SECONDS_PER_STEP = 0.5
+
+
+class ImageClock:
+    """Expected seconds of the text-to-image stage, learnt as pictures are made.
+
+    The stage is ``steps`` denoising steps and the decode of the picture, counted as one
+    more step; what is learnt is the seconds per step of this deployment's model.
+    """
+
+    def __init__(
+        self, seconds_per_step: float = SEED_SECONDS_PER_STEP, smoothing: float = SMOOTHING
+    ) -> None:
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError("smoothing must lie in (0, 1]")
+        self.seconds_per_step = seconds_per_step
+        self.smoothing = smoothing
+        self.samples = 0
+
+    def expected(self, steps: int) -> float:
+        return self.seconds_per_step * (max(1, steps) + 1)
+
+    def observe(self, seconds: float, steps: int) -> None:
+        """Fold a made picture's measured stage seconds (``steps`` steps) into the average."""
+        if seconds < 0:
+            return
+        measured = seconds / (max(1, steps) + 1)
+        weight = self.smoothing if self.samples else max(self.smoothing, 0.8)
+        self.seconds_per_step += weight * (measured - self.seconds_per_step)
+        self.samples += 1
+
+    @staticmethod
+    def remaining(expected_s: float, fraction: float, elapsed_s: float) -> float:
+        """Seconds left in a stage ``fraction`` through after ``elapsed_s``: its steps take
+        equal time, so once one is done the elapsed time says what is left."""
+        fraction = min(1.0, max(0.0, fraction))
+        if fraction > 0.0:
+            return elapsed_s * (1.0 - fraction) / fraction
+        return max(expected_s - elapsed_s, 0.0)

@@ -10,7 +10,8 @@ from enum import StrEnum
 from typing import Any
 
 from serve_app.errors import ValidationFailedError
-from serve_app.pipeline.types import GenerationParams, OutputFormat, Stage
+from serve_app.pipeline.text_params import TextToImageParams
+from serve_app.pipeline.types import GenerationParams, OutputFormat, RunPlan, Stage
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
@@ -102,6 +103,45 @@ class JobTicket:
 
 
 @dataclass(frozen=True)
+class ImageTicket:
+    """What the TextToImage deployment needs for a text run's picture; small, no pixels.
+
+    ``owner`` (the job's API key id, if any) is recorded beside the picture it stores.
+    """
+
+    job_id: str
+    run: int
+    params: TextToImageParams
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """Where a text run's PNG was stored, and how it was made.
+
+    ``upload`` is the image as the job's input (content-addressed under ``uploads/``, as
+    if uploaded); ``key`` its text-to-image cache key; ``params`` the resolved parameters
+    (the seed that was used, the size that was made); ``cached``: it was made before.
+    """
+
+    key: str
+    upload: UploadInfo
+    params: TextToImageParams
+    model_version: str
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """What a TextToImage replica reports of its model: the version (part of every image
+    cache key) and the native image side (the size of a request that gives none)."""
+
+    version: str
+    native_size: int
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a finished run reports: where the canonical mesh lives and how it was made."""
 
@@ -131,7 +171,7 @@ class JobSnapshot:
     progress: float
     eta_seconds: float | None
     error: dict[str, Any] | None
-    upload: UploadInfo
+    upload: UploadInfo | None
     request: RunRequest | None
     result: RunResult | None
     created_at: float
@@ -143,6 +183,9 @@ class JobSnapshot:
     cancel_requested: bool = False
     owner: str | None = None
     version: int = 0
+    plan: RunPlan = RunPlan.MODEL
+    text: TextToImageParams | None = None
+    image: StoredImage | None = None
 
 
 @dataclass
@@ -150,7 +193,8 @@ class JobRecord:
     """The registry's mutable record of one job; ``JobTable`` makes every change to it."""
 
     job_id: str
-    upload: UploadInfo
+    #: The job's picture: an upload, or the one its text run made (None until then).
+    upload: UploadInfo | None
     status: JobStatus = JobStatus.UPLOADED
     run: int = 0
     stage: Stage | None = None
@@ -173,6 +217,21 @@ class JobRecord:
     #: Seconds each stage of the current run took (the current one once it ends).
     stage_durations: dict[str, float] = field(default_factory=dict)
     stage_started_at: float | None = None
+    #: Which stages the current run goes through.
+    plan: RunPlan = RunPlan.MODEL
+    #: A text job's picture request (its seed drawn when it was submitted); None for a
+    #: job made by an upload.
+    text: TextToImageParams | None = None
+    #: How a text job's picture was made, once it is (the picture is ``upload`` too).
+    image: StoredImage | None = None
+
+    @property
+    def dispatchable(self) -> bool:
+        """The current run holds what its plan needs: a prompt to draw (else a picture), and
+        a request when it makes a model."""
+        plan = self.plan
+        source = self.text if plan.makes_image else self.upload
+        return source is not None and (not plan.makes_model or self.request is not None)
 
     def snapshot(self) -> JobSnapshot:
         return JobSnapshot(
@@ -193,6 +252,9 @@ class JobRecord:
             stage_durations=dict(self.stage_durations),
             cancel_requested=self.cancel_requested,
             owner=self.owner,
+            plan=self.plan,
+            text=self.text,
+            image=self.image,
         )
 
 

@@ -19,13 +19,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from serve_app.pipeline.types import GenerationParams, Stage
+from serve_app.pipeline.text_params import TextToImageParams
+from serve_app.pipeline.types import GenerationParams, RunPlan, Stage
 from serve_app.registry.jobs import (
     ACTIVE_STATUSES,
     JobRecord,
     JobStatus,
     RunRequest,
     RunResult,
+    StoredImage,
     UploadInfo,
 )
 
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 #: Fields with their own codec; every other JSON-safe field of JobRecord is kept as is.
-_SPECIAL = {"status", "stage", "upload", "request", "result"}
+_SPECIAL = {"status", "stage", "upload", "request", "result", "plan", "text", "image"}
 
 #: ``status NOT IN (?, ?)``: a job without an active run, the statuses bound as parameters.
 _ENDED = f"status NOT IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
@@ -57,9 +59,12 @@ def encode_record(record: JobRecord) -> str:
     data: dict[str, Any] = {
         "status": str(record.status),
         "stage": str(record.stage) if record.stage else None,
-        "upload": dataclasses.asdict(record.upload),
+        "upload": dataclasses.asdict(record.upload) if record.upload else None,
         "request": _encode_request(record.request),
         "result": dataclasses.asdict(record.result) if record.result else None,
+        "plan": str(record.plan),
+        "text": record.text.model_dump(mode="json") if record.text else None,
+        "image": _encode_image(record.image),
     }
     for f in dataclasses.fields(record):
         if f.name in _SPECIAL:
@@ -76,10 +81,14 @@ def encode_record(record: JobRecord) -> str:
 def decode_record(text: str) -> JobRecord:
     """The record ``encode_record`` wrote; unknown or mistyped fields keep their defaults."""
     data = json.loads(text)
-    record = JobRecord(job_id=str(data["job_id"]), upload=UploadInfo(**data["upload"]))
+    upload = data.get("upload")
+    record = JobRecord(job_id=str(data["job_id"]), upload=UploadInfo(**upload) if upload else None)
     record.status = JobStatus(data["status"])
     record.stage = Stage(data["stage"]) if data.get("stage") else None
     record.request = _decode_request(data.get("request"))
+    record.plan = RunPlan(data.get("plan") or RunPlan.MODEL)
+    record.text = TextToImageParams.model_validate(data["text"]) if data.get("text") else None
+    record.image = _decode_image(data.get("image"))
     result = data.get("result")
     if result:
         result["formats"] = tuple(result.get("formats", ()))
@@ -115,6 +124,32 @@ def _decode_request(data: dict[str, Any] | None) -> RunRequest | None:
     )
 
 
+def _encode_image(image: StoredImage | None) -> dict[str, Any] | None:
+    if image is None:
+        return None
+    return {
+        "key": image.key,
+        "upload": dataclasses.asdict(image.upload),
+        "params": image.params.model_dump(mode="json"),
+        "model_version": image.model_version,
+        "cached": image.cached,
+        "seconds": image.seconds,
+    }
+
+
+def _decode_image(data: dict[str, Any] | None) -> StoredImage | None:
+    if not data:
+        return None
+    return StoredImage(
+        key=str(data["key"]),
+        upload=UploadInfo(**data["upload"]),
+        params=TextToImageParams.model_validate(data["params"]),
+        model_version=str(data["model_version"]),
+        cached=bool(data["cached"]),
+        seconds=float(data["seconds"]),
+    )
+
+
 class JobJournal:
     """The SQLite file at ``path`` (created with its directory if missing)."""
 
@@ -144,7 +179,7 @@ class JobJournal:
                 r.job_id,
                 str(r.status),
                 r.updated_at,
-                r.upload.sha256,
+                r.upload.sha256 if r.upload else "",
                 r.result.artifact_key if r.result else None,
                 encode_record(r),
             )
@@ -218,7 +253,8 @@ class JobJournal:
         uploads: set[str] = set()
         keys: set[str] = set()
         for sha, key in self._db.execute("SELECT upload_sha256, artifact_key FROM jobs"):
-            uploads.add(sha)
+            if sha:
+                uploads.add(sha)
             if key:
                 keys.add(key)
         return uploads, keys

@@ -28,11 +28,18 @@ from serve_app.metrics import (
     MetricsSnapshot,
     ServiceMetrics,
 )
-from serve_app.pipeline.types import STAGE_BANDS, Stage
-from serve_app.registry.eta import StageClock
+from serve_app.pipeline.text_params import describe_prompt
+from serve_app.pipeline.types import PLAN_BANDS, Stage
+from serve_app.registry.eta import ImageClock, StageClock
 from serve_app.registry.feeds import ChangeFeed, JobLog, JobLogs
 from serve_app.registry.jobs import JobRecord, JobSnapshot, JobStatus
 from serve_app.registry.table import JobTable
+
+#: The metrics' ``generator`` label of a run that makes a picture alone.
+TEXT_TO_IMAGE_LABEL = "text_to_image"
+#: Steps assumed for the ETA of a text run whose request does not say (never, once
+#: submitted through the API, which fills in the deployment's default).
+FALLBACK_STEPS = 30
 
 _OUTCOMES: dict[JobStatus, MetricSpec] = {
     JobStatus.COMPLETED: JOBS_COMPLETED,
@@ -82,9 +89,11 @@ class JobMonitor:
         clock: StageClock | None = None,
         sink: MetricsSink | None = None,
         feed: ChangeFeed | None = None,
+        images: ImageClock | None = None,
     ) -> None:
         self._table = table
         self.clock = clock or StageClock()
+        self.images = images or ImageClock()
         self.metrics = ServiceMetrics(sink)
         self.feed = feed or ChangeFeed()
         self.logs = JobLogs()
@@ -113,10 +122,27 @@ class JobMonitor:
 
     def uploaded(self, record: JobRecord) -> None:
         upload = record.upload
+        assert upload is not None
         self.metrics.inc(UPLOADS)
         self.metrics.inc(UPLOAD_BYTES, value=float(upload.size_bytes))
         self.log(
             record, "uploaded", f"image stored: {upload.size_bytes} bytes, {upload.media_type}"
+        )
+        self.changed(record)
+
+    def image_made(self, record: JobRecord) -> None:
+        """The job's text stage made its picture (or found it in the cache)."""
+        image = record.image
+        if image is None:
+            return
+        params = image.params
+        source = "from the cache" if image.cached else f"in {image.seconds:.3f} s"
+        self.log(
+            record,
+            "image_made",
+            f"picture made {source}: {params.width}x{params.height} px, seed {params.seed}, "
+            f"{params.steps} steps, guidance {params.guidance_scale}, "
+            f"model {image.model_version}",
         )
         self.changed(record)
 
@@ -193,17 +219,37 @@ class JobMonitor:
     def _eta(self, record: JobRecord, place: _Place | None, now: float | None) -> float | None:
         if record.status is JobStatus.COMPLETED:
             return 0.0
-        if not record.status.active or record.request is None:
+        if not record.status.active or not record.dispatchable:
             return None
-        generator, quality = record.request.generator, record.request.params.quality
         if record.status is JobStatus.QUEUED:
             ahead = place.ahead_s if place else 0.0
-            return round(ahead + self.clock.total(generator, quality), 2)
+            return round(ahead + self._run_seconds(record), 2)
+        stages, stage = record.plan.stages, record.stage
+        if stage is None or stage not in stages:
+            return round(self._run_seconds(record), 2)
         now = time.time() if now is None else now
         started = record.stage_started_at
         elapsed = now - started if started is not None else 0.0
-        fraction = _stage_fraction(record.stage, record.progress)
-        return round(self.clock.remaining(generator, quality, record.stage, fraction, elapsed), 2)
+        fraction = _stage_fraction(record)
+        expected = self._expected(record, stage)
+        if stage is Stage.TEXT_TO_IMAGE:
+            left = self.images.remaining(expected, fraction, elapsed)
+        else:
+            left = max(expected * (1.0 - fraction), expected - elapsed, 0.0)
+        later = sum(self._expected(record, s) for s in stages[stages.index(stage) + 1 :])
+        return round(left + later, 2)
+
+    def _expected(self, record: JobRecord, stage: Stage) -> float:
+        """Expected seconds of ``stage`` of the record's current run."""
+        if stage is Stage.TEXT_TO_IMAGE:
+            return self.images.expected(_steps(record))
+        request = record.request
+        assert request is not None
+        return self.clock.expected(request.generator, request.params.quality, stage)
+
+    def _run_seconds(self, record: JobRecord) -> float:
+        """Expected seconds of the record's whole current run."""
+        return sum(self._expected(record, stage) for stage in record.plan.stages)
 
     def _update_gauges(self) -> None:
         counts = self._table.counts()
@@ -212,22 +258,15 @@ class JobMonitor:
 
     def _on_status(self, record: JobRecord, before: _Seen | None, new_run: bool) -> None:
         job_id, status = record.job_id, record.status
-        request = record.request
-        generator = request.generator if request else "unknown"
+        label = _label(record)
         was_active = before is not None and before.status.active and not new_run
         # A new run while the last one was still active is a retry, not a new submission.
         retry = before is not None and before.status.active and new_run
-        if status is JobStatus.QUEUED and new_run and request is not None:
+        if status is JobStatus.QUEUED and new_run and record.dispatchable:
             if not retry:
-                self.metrics.inc(JOBS_SUBMITTED, generator)
-            quality = request.params.quality
-            self._queue[job_id] = self.clock.total(generator, quality)
-            self.log(
-                record,
-                "queued",
-                f"run {record.run} queued: {request.format}, quality {quality}, "
-                f"generator {generator}",
-            )
+                self.metrics.inc(JOBS_SUBMITTED, label)
+            self._queue[job_id] = self._run_seconds(record)
+            self.log(record, "queued", f"run {record.run} queued: {_describe_run(record)}")
         if status is not JobStatus.QUEUED:
             self._dequeue(job_id)
         if status is JobStatus.RUNNING:
@@ -235,7 +274,7 @@ class JobMonitor:
         if before is not None and before.stage != record.stage and not new_run:
             self._on_stage(record, before.stage)
         if status.terminal and was_active:
-            self._on_end(record, generator)
+            self._on_end(record, label)
         self._update_gauges()
 
     def _on_stage(self, record: JobRecord, previous: Stage | None) -> None:
@@ -251,13 +290,17 @@ class JobMonitor:
         if record.stage is not None and record.status is JobStatus.RUNNING:
             self.log(record, "stage_started", f"{record.stage} started")
 
-    def _on_end(self, record: JobRecord, generator: str) -> None:
+    def _on_end(self, record: JobRecord, label: str) -> None:
         status = record.status
-        self.metrics.inc(_OUTCOMES[status], generator)
-        request, result = record.request, record.result
-        if status is JobStatus.COMPLETED and result is not None:
-            if result.cached:
-                self.metrics.inc(CACHE_HITS, generator)
+        self.metrics.inc(_OUTCOMES[status], label)
+        request, result, image = record.request, record.result, record.image
+        if status is JobStatus.COMPLETED:
+            made_image = record.plan.makes_image and image is not None
+            from_cache = (result.cached if result is not None else True) and (
+                not made_image or (image is not None and image.cached)
+            )
+            if from_cache:
+                self.metrics.inc(CACHE_HITS, label)
                 self.log(record, "completed", "completed from the cache")
                 return
             last = record.stage
@@ -269,12 +312,7 @@ class JobMonitor:
                     f"{last} took {record.stage_durations[last]:.3f} s",
                     last,
                 )
-            if request is not None:
-                quality = request.params.quality
-                durations = record.stage_durations
-                self.clock.observe(generator, quality, durations)
-                for stage, seconds in durations.items():
-                    self.metrics.observe(STAGE_SECONDS, seconds, stage, generator, str(quality))
+            self._learn(record, request is not None and (result is None or not result.cached))
             total = sum(record.stage_durations.values())
             self.log(record, "completed", f"completed in {total:.3f} s of stage time")
         elif status is JobStatus.CANCELLED:
@@ -283,6 +321,22 @@ class JobMonitor:
         else:
             error = record.error or {}
             self.log(record, "failed", f"{error.get('code', 'error')}: {error.get('message', '')}")
+
+    def _learn(self, record: JobRecord, model_made: bool) -> None:
+        """Fold a completed run's stage durations into the clocks and the histogram."""
+        durations = dict(record.stage_durations)
+        label = _label(record)
+        quality = str(record.request.params.quality) if record.request else ""
+        text_s = durations.pop(Stage.TEXT_TO_IMAGE, None)
+        image = record.image
+        if text_s is not None and image is not None and not image.cached:
+            self.images.observe(text_s, _steps(record))
+            self.metrics.observe(STAGE_SECONDS, text_s, Stage.TEXT_TO_IMAGE, label, quality)
+        request = record.request
+        if model_made and request is not None:
+            self.clock.observe(request.generator, request.params.quality, durations)
+            for stage, seconds in durations.items():
+                self.metrics.observe(STAGE_SECONDS, seconds, stage, label, quality)
 
     def _dequeue(self, job_id: str) -> None:
         """``job_id`` left the queue: everyone behind it moved up one place."""
@@ -309,9 +363,43 @@ class JobMonitor:
         return places
 
 
-def _stage_fraction(stage: Stage | None, progress: float) -> float:
-    """How far into ``stage`` a job with overall ``progress`` (0..100) is."""
-    if stage is None:
+def _stage_fraction(record: JobRecord) -> float:
+    """How far into its current stage a job with overall ``progress`` (0..100) is."""
+    bands = PLAN_BANDS[record.plan]
+    if record.stage is None or record.stage not in bands:
         return 0.0
-    lo, hi = STAGE_BANDS[stage]
-    return min(1.0, max(0.0, (progress - lo) / (hi - lo)))
+    lo, hi = bands[record.stage]
+    return min(1.0, max(0.0, (record.progress - lo) / (hi - lo)))
+
+
+def _steps(record: JobRecord) -> int:
+    """The denoising steps of a text job's picture (as made, else as asked)."""
+    if record.image is not None and record.image.params.steps:
+        return record.image.params.steps
+    if record.text is not None and record.text.steps:
+        return record.text.steps
+    return FALLBACK_STEPS
+
+
+def _label(record: JobRecord) -> str:
+    """The metrics' ``generator`` label of the record's run."""
+    if record.request is not None:
+        return record.request.generator
+    return TEXT_TO_IMAGE_LABEL if record.plan.makes_image else "unknown"
+
+
+def _describe_run(record: JobRecord) -> str:
+    """What a run is asked for, for the job's log; a prompt only as a hash and a length."""
+    parts = []
+    text = record.text
+    if record.plan.makes_image and text is not None:
+        parts.append(
+            f"text to image, prompt {describe_prompt(text.prompt)}, negative prompt "
+            f"{describe_prompt(text.negative_prompt)}, seed {text.seed}, {text.steps} steps"
+        )
+    request = record.request
+    if record.plan.makes_model and request is not None:
+        parts.append(
+            f"{request.format}, quality {request.params.quality}, generator {request.generator}"
+        )
+    return "; then ".join(parts)

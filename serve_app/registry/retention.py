@@ -90,7 +90,8 @@ async def collect(
     journal.delete(expired)
     uploads, keys = journal.references()
     for record in table:  # in memory, maybe newer than the journal
-        uploads.add(record.upload.sha256)
+        if record.upload is not None:
+            uploads.add(record.upload.sha256)
         if record.result:
             keys.add(record.result.artifact_key)
     remaining = (journal.job_ids() | {r.job_id for r in table}, uploads, keys)

@@ -3,6 +3,11 @@
 Built from the registry's parts (table, monitor, journal, workers) and handed them; it
 runs on the actor's one event loop.
 
+- **Chain**: a run goes through its plan's stages. A text run first has its picture made
+  (``text_to_image``); the picture is recorded and journaled as the job's input, and the
+  run then ends (a picture alone) or goes on through the model stages as a model run of
+  that picture does, under the same run number and lease.
+
 - **Admission**: at most ``max_active_jobs`` active runs (503 beyond) and
   ``max_active_per_client`` per client (429 beyond), both with a Retry-After.
 - **Leases**: a dispatched run's lease lasts ``queue_timeout_s`` until its worker's first
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -33,7 +39,7 @@ from serve_app.errors import (
     WorkerLostError,
 )
 from serve_app.pipeline.types import Stage
-from serve_app.registry.jobs import JobRecord, JobTicket
+from serve_app.registry.jobs import ImageTicket, JobRecord, JobTicket, RunRequest
 from serve_app.registry.journal import Ledger
 from serve_app.registry.leases import Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor
@@ -42,6 +48,10 @@ from serve_app.registry.workers import Workers
 from serve_app.remote import as_orfeas_error
 
 logger = logging.getLogger(__name__)
+
+#: Stages after which a run passes to another deployment: its lease waits for a free
+#: worker again once they report their end.
+HANDOVER_STAGES = frozenset({Stage.TEXT_TO_IMAGE, Stage.BACKGROUND_REMOVAL})
 
 
 class Requeue(StrEnum):
@@ -114,27 +124,34 @@ class Supervisor:
 
     def dispatch(self, record: JobRecord, delay_s: float = 0.0) -> None:
         """Start ``record``'s current run in the background, holding a lease for it."""
-        assert record.request is not None
-        ticket = JobTicket(record.job_id, record.run, record.upload, record.request)
-        self.leases.grant(
-            record.job_id, record.run, self.policy.queue_timeout_s + delay_s, time.monotonic()
-        )
-        task = asyncio.create_task(self._drive(ticket, delay_s), name=f"job-{record.job_id}")
+        assert record.dispatchable, record.job_id
+        job_id, run = record.job_id, record.run
+        ticket: JobTicket | ImageTicket
+        if record.plan.makes_image:
+            assert record.text is not None
+            ticket = ImageTicket(job_id, run, record.text, record.owner)
+        else:
+            assert record.upload is not None and record.request is not None
+            ticket = JobTicket(job_id, run, record.upload, record.request)
+        then = record.request if record.plan.makes_model else None
+        self.leases.grant(job_id, run, self.policy.queue_timeout_s + delay_s, time.monotonic())
+        task = asyncio.create_task(self._drive(ticket, then, delay_s), name=f"job-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._dispatches[record.job_id] = _Dispatch(run=record.run, task=task)
+        self._dispatches[job_id] = _Dispatch(run=run, task=task)
 
     def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
         """A worker's progress report; True tells it to stop (cancelled, or not its run).
 
-        Renews the run's lease, or hands it on when background removal is done.
+        Renews the run's lease, or hands it on when a stage that passes the run to another
+        deployment (text to image, background removal) is done.
         """
         stop = self._table.report_progress(job_id, run, stage, fraction)
         record = self._table.current(job_id, run)
         if record is None:
             return stop
         now = time.monotonic()
-        if stage is Stage.BACKGROUND_REMOVAL and fraction >= 1.0:
+        if stage in HANDOVER_STAGES and fraction >= 1.0:
             self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, now)
         else:
             self.leases.renew(job_id, run, self.policy.lease_s, now)
@@ -151,14 +168,26 @@ class Supervisor:
 
     # -- driving one run ---------------------------------------------------------------
 
-    async def _drive(self, ticket: JobTicket, delay_s: float) -> None:
+    async def _drive(
+        self, ticket: JobTicket | ImageTicket, then: RunRequest | None, delay_s: float
+    ) -> None:
+        """Run ``ticket``: a model run, or a text run (its picture, then the model ``then``
+        asks for, if any)."""
         job_id, run = ticket.job_id, ticket.run
+
+        def current() -> bool:
+            return self._table.current(job_id, run) is not None
+
         try:
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
-            result = await self._workers.run(
-                ticket, lambda: self._table.current(job_id, run) is not None
-            )
+            if isinstance(ticket, ImageTicket):
+                model_ticket = await self._make_image(ticket, then, current)
+                if model_ticket is None:  # a picture alone, or the run ended meanwhile
+                    return
+            else:
+                model_ticket = ticket
+            result = await self._workers.run(model_ticket, current)
             if result is not None and (record := self._table.complete(job_id, run, result)):
                 self._monitor.changed(record)
         except Exception as exc:  # every failure ends the run with a safe error body
@@ -166,7 +195,30 @@ class Supervisor:
         finally:
             self._run_ended(job_id, run)
 
-    def _failed(self, ticket: JobTicket, error: OrfeasError) -> None:
+    async def _make_image(
+        self, ticket: ImageTicket, then: RunRequest | None, current: Callable[[], bool]
+    ) -> JobTicket | None:
+        """A text run's first stage: its picture, recorded and journaled as the job's input.
+
+        Completes the run when it asks for a picture alone; returns the ticket of the model
+        stages that follow otherwise, or None when the run ended meanwhile.
+        """
+        job_id, run = ticket.job_id, ticket.run
+        image = await self._workers.make_image(ticket, current)
+        if image is None or (record := self._table.image_made(job_id, run, image)) is None:
+            return None
+        self._ledger.save(record)
+        self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, time.monotonic())
+        self._monitor.image_made(record)
+        if then is None:
+            if (done := self._table.complete(job_id, run, None)) is not None:
+                self._monitor.changed(done)
+            return None
+        if not current():
+            return None
+        return JobTicket(job_id, run, image.upload, then)
+
+    def _failed(self, ticket: JobTicket | ImageTicket, error: OrfeasError) -> None:
         job_id, run = ticket.job_id, ticket.run
         if self._retried(job_id, run, error):  # a lost worker or a full queue: again
             return
@@ -285,7 +337,7 @@ class Supervisor:
             if self._workers.backends() is not None:
                 for job_id in self._resuming:
                     record = self._table.find(job_id)
-                    if record is not None and record.status.active and record.request:
+                    if record is not None and record.status.active and record.dispatchable:
                         self.requeue(record, Requeue.RESUMED, "the registry restarted")
                 self._resuming = []
                 return

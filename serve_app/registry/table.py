@@ -8,7 +8,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 
 from serve_app.errors import JobCancelledError, JobConflictError, JobNotFoundError, OrfeasError
-from serve_app.pipeline.types import Stage, overall_progress
+from serve_app.pipeline.text_params import TextToImageParams
+from serve_app.pipeline.types import PLAN_BANDS, RunPlan, Stage, overall_progress
 from serve_app.registry.jobs import (
     EVERYONE,
     JobPage,
@@ -16,12 +17,15 @@ from serve_app.registry.jobs import (
     JobStatus,
     RunRequest,
     RunResult,
+    StoredImage,
     UploadInfo,
     Viewer,
     can_transition,
 )
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(Stage)}
+#: The most progress a run shows before it has completed: 100 means done.
+RUNNING_PROGRESS_CAP = 99.0
 
 
 class JobTable:
@@ -89,12 +93,18 @@ class JobTable:
 
     # -- jobs come and go ------------------------------------------------------------
 
-    def add(self, job_id: str, upload: UploadInfo, owner: str | None = None) -> JobRecord:
+    def add(self, job_id: str, upload: UploadInfo | None, owner: str | None = None) -> JobRecord:
         """A new job; over ``max_jobs`` the caller calls ``evict``."""
         if job_id in self._jobs:
             raise JobConflictError(f"job {job_id} already exists", job_id=job_id)
         record = JobRecord(job_id=job_id, upload=upload, owner=owner)
         self._put(record)
+        return record
+
+    def add_text(self, job_id: str, text: TextToImageParams, owner: str | None = None) -> JobRecord:
+        """A new text job: no picture yet, its prompt to make one from (``start_run`` next)."""
+        record = self.add(job_id, None, owner)
+        record.text = text
         return record
 
     def restore(self, record: JobRecord) -> None:
@@ -120,10 +130,18 @@ class JobTable:
 
     # -- runs --------------------------------------------------------------------------
 
-    def start_run(self, job_id: str, request: RunRequest, client: str | None = None) -> JobRecord:
-        """Claim a new run of ``job_id``: 404 if unknown, 409 while a run is active.
+    def start_run(
+        self,
+        job_id: str,
+        request: RunRequest | None,
+        client: str | None = None,
+        plan: RunPlan = RunPlan.MODEL,
+    ) -> JobRecord:
+        """Claim a new run of ``job_id``: 404 if unknown, 409 while a run is active, and 409
+        for a model run of a text job whose picture was never made.
 
-        ``client`` (an API key id or an address) is who submitted it, for fair shares.
+        ``client`` (an API key id or an address) is who submitted it, for fair shares;
+        ``plan`` which stages it goes through (``request`` is None for a picture alone).
         """
         record = self.get(job_id)
         if record.status.active:
@@ -132,8 +150,20 @@ class JobTable:
                 job_id=job_id,
                 status=str(record.status),
             )
+        if plan.makes_model and request is None:
+            raise ValueError("a run that makes a model needs its request")
+        if plan.makes_image and record.text is None:
+            raise JobConflictError(f"job {job_id} has no prompt to make a picture from")
+        if not plan.makes_image and record.upload is None:
+            raise JobConflictError(
+                f"job {job_id} has no picture to model: its text-to-image run ended "
+                f"{record.status} before the picture was made; send the prompt again",
+                job_id=job_id,
+                status=str(record.status),
+            )
         self._move(record, JobStatus.QUEUED)
         record.run += 1
+        record.plan = plan
         record.request = request
         record.client = client
         record.retries = 0
@@ -162,26 +192,48 @@ class JobTable:
         return record
 
     def report_progress(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
-        """Record a worker's progress; return True when the run should stop (cancelled/stale)."""
+        """Record a worker's progress; return True when the run should stop (cancelled/stale).
+
+        Progress is the plan's overall figure for ``stage`` at ``fraction``: it never goes
+        back within a run, and stays below 100 until the run completes.
+        """
         record = self.current(job_id, run)
         if record is None:
             return True
+        if stage not in PLAN_BANDS[record.plan]:  # not this run's stage: nothing to show
+            return record.cancel_requested
         if record.status is JobStatus.QUEUED:
             self._move(record, JobStatus.RUNNING)
         now = time.time()
         if _enter_stage(record, stage, now) or stage == record.stage:
-            record.progress = max(record.progress, overall_progress(stage, fraction))
+            progress = min(overall_progress(stage, fraction, record.plan), RUNNING_PROGRESS_CAP)
+            record.progress = max(record.progress, progress)
         record.updated_at = now
         return record.cancel_requested
 
-    def complete(self, job_id: str, run: int, result: RunResult) -> JobRecord | None:
+    def image_made(self, job_id: str, run: int, image: StoredImage) -> JobRecord | None:
+        """The text stage of run ``run`` made the job's picture: it is the job's input from
+        now on, even if the run was cancelled meanwhile. None if ``run`` is not the job's
+        latest run (a retry makes the same picture again)."""
+        record = self._jobs.get(job_id)
+        if record is None or record.run != run:
+            return None
+        record.upload = image.upload
+        record.image = image
+        record.updated_at = time.time()
+        return record
+
+    def complete(self, job_id: str, run: int, result: RunResult | None) -> JobRecord | None:
+        """End the run as completed: with its model, or (a picture alone) ``result`` None."""
         record = self.current(job_id, run)
         if record is None:
             return None
+        if result is None and record.plan.makes_model:
+            raise ValueError("a run that makes a model completes with its result")
         _end_stage(record, time.time())
         self._move(record, JobStatus.COMPLETED)
         record.result = result
-        record.stage = Stage.EXPORT
+        record.stage = record.plan.stages[-1]
         record.progress = 100.0
         record.eta_seconds = 0.0
         return record
@@ -191,10 +243,13 @@ class JobTable:
         record = self.current(job_id, run)
         if record is None:
             return None
+        stage = record.stage
         _end_stage(record, time.time())
         cancelled = isinstance(error, JobCancelledError)
         self._move(record, JobStatus.CANCELLED if cancelled else JobStatus.FAILED)
         record.error = error.to_dict()
+        if stage is not None:  # where it ended, unless the stage that raised said so
+            record.error.setdefault("stage", str(stage))
         record.eta_seconds = None
         return record
 

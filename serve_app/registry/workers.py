@@ -1,23 +1,28 @@
 """The worker deployments a run goes through: their handles, generator versions, the cache.
 
-An ingress replica hands the registry the two deployment handles once, when it starts
+An ingress replica hands the registry the deployment handles once, when it starts
 (``JobRegistry.attach``); their names are journaled, so a restarted registry finds the
-deployments again without waiting for an ingress. A run is one chain,
+deployments again without waiting for an ingress. A model run is one chain,
 ``shape.build.remote(ticket, background.remove.remote(ticket))``: the cut-out goes from
-one replica to the other through Ray's object store, never through the registry.
+one replica to the other through Ray's object store, never through the registry. A text
+run first asks ``text.generate.remote(image_ticket)`` (only where a text-to-image model is
+configured) for its picture, which that replica stores as the job's input; the model
+stages then read it from the store as they read an upload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from serve_app.errors import ModelUnavailableError
+from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
+from serve_app.pipeline.text_params import image_cache_key, with_size
 from serve_app.registry.cache import cache_key, cached_mesh_meta
-from serve_app.registry.jobs import JobTicket, RunResult
+from serve_app.registry.jobs import ImageTicket, JobTicket, RunResult, StoredImage, TextModel
 from serve_app.registry.journal import Ledger
 from serve_app.storage import ArtifactStore
 
@@ -30,19 +35,28 @@ logger = logging.getLogger(__name__)
 BACKENDS_META = "backends"
 
 
+#: The setting that names the text-to-image model (in errors that say it is missing).
+TEXT_SETTING = "text_to_image.model_path"
+
+
 @dataclass(frozen=True)
 class Backends:
-    """Handles of the two worker deployments a run goes through."""
+    """Handles of the worker deployments runs go through; ``text`` only where a
+    text-to-image model is configured."""
 
     background: DeploymentHandle
     shape: DeploymentHandle
+    text: DeploymentHandle | None = None
 
     def names(self) -> dict[str, str]:
-        return {
+        names = {
             "app": self.shape.app_name,
             "background": self.background.deployment_name,
             "shape": self.shape.deployment_name,
         }
+        if self.text is not None:
+            names["text"] = self.text.deployment_name
+        return names
 
 
 class Workers:
@@ -55,6 +69,10 @@ class Workers:
         self.versions: dict[str, str] = {}
         #: Generator name → why its ShapeTexture replicas could not load it (readiness).
         self.errors: dict[str, str] = {}
+        #: The text-to-image model a TextToImage replica reported (image cache keys), or
+        #: why it could not load it.
+        self.text_model: TextModel | None = None
+        self.text_error: str | None = None
         self._ledger = ledger
         self._backends: Backends | None = None
 
@@ -66,6 +84,13 @@ class Workers:
         elif error is not None:
             self.errors[name] = error
             self.versions.pop(name, None)
+
+    def report_text_model(self, model: TextModel | None, error: str | None = None) -> None:
+        """A TextToImage replica's model: its version and native size, or why it did not load."""
+        if model is not None:
+            self.text_model, self.text_error = model, None
+        elif error is not None:
+            self.text_model, self.text_error = None, error
 
     def attach(self, backends: Backends) -> None:
         """Use these deployments from now on (and after a restart: their names are kept)."""
@@ -101,6 +126,51 @@ class Workers:
         self.versions[result.generator] = result.generator_version
         return result
 
+    async def make_image(
+        self, ticket: ImageTicket, current: Callable[[], bool]
+    ) -> StoredImage | None:
+        """A text run's picture, stored as the job's input: from the image cache when this
+        prompt, these parameters and this model version were made before (no deployment
+        is called), else made by the TextToImage deployment. None when ``current()`` says
+        the run ended while the cache was checked.
+        """
+        cached = await self._image_from_cache(ticket)
+        if cached is not None:
+            return cached
+        if not current():
+            return None
+        backends = self.backends()
+        if backends is None:
+            raise ModelUnavailableError(
+                "the worker deployments are not reachable yet", retryable=True
+            )
+        if backends.text is None:
+            raise ModelNotConfiguredError(
+                f"text-to-image is not configured on this service (setting {TEXT_SETTING})",
+                feature="text_to_image",
+                setting=TEXT_SETTING,
+            )
+        image: StoredImage = await backends.text.generate.remote(ticket)
+        return image
+
+    async def _image_from_cache(self, ticket: ImageTicket) -> StoredImage | None:
+        """The stored picture of this exact request, recorded as the job's input, if any."""
+        model = self.text_model
+        if model is None:
+            return None
+        start = time.perf_counter()
+        params = with_size(ticket.params, model.native_size)
+        if not params.resolved:
+            return None
+        key = image_cache_key(params, model.version)
+        upload = await asyncio.to_thread(
+            self.store.adopt_generated_image, ticket.job_id, key, ticket.owner
+        )
+        if upload is None:
+            return None
+        seconds = time.perf_counter() - start
+        return StoredImage(key, upload, params, model.version, True, seconds)
+
     async def _from_cache(self, ticket: JobTicket) -> RunResult | None:
         """A finished result if this exact generation is already stored."""
         generator = ticket.request.generator
@@ -128,9 +198,12 @@ def _handles(names: dict[str, str]) -> Backends | None:
     try:
         from ray import serve
 
+        app = names["app"]
+        text = names.get("text")
         return Backends(
-            background=serve.get_deployment_handle(names["background"], app_name=names["app"]),
-            shape=serve.get_deployment_handle(names["shape"], app_name=names["app"]),
+            background=serve.get_deployment_handle(names["background"], app_name=app),
+            shape=serve.get_deployment_handle(names["shape"], app_name=app),
+            text=serve.get_deployment_handle(text, app_name=app) if text else None,
         )
     except Exception as exc:  # Serve or the application is not (yet) there
         logger.info("worker deployments not reachable yet: %s", exc)

@@ -24,3 +24,9 @@ def test_text_to_image_rejects_a_bad_prompt_with_422(api, body) -> None:
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "validation_error" and "prompt" in error["message"]
+
+
+def test_without_a_model_no_text_to_image_deployment_is_part_of_the_graph(api) -> None:
+    checks = api.client.get("/api/health").json()["checks"]
+    assert "deployment:Ingress" in checks and "deployment:ShapeTexture" in checks
+    assert "deployment:TextToImage" not in checks and "text_to_image" not in checks

@@ -3,11 +3,13 @@
 
 There are no worker deployments, so a run completes only from the content-addressed
 cache (``complete_from_cache`` stores a mesh under the run's cache key first); any other
-run fails with ``model_unavailable``.
+run fails with ``model_unavailable`` — unless a test attaches objects of its own in their
+place (``attach``, ``LocalDeployment``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,6 +29,7 @@ from serve_app.pipeline.types import GenerationParams, TexturedMesh
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.cache import cache_key
 from serve_app.registry.view import JobView
+from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore
 from tests.support import encode, photo
 
@@ -106,6 +109,39 @@ class InProcessService:
         while not self.run(_async(predicate)):
             assert time.monotonic() < deadline, "the view never caught up"
             time.sleep(0.01)
+
+
+class LocalDeployment:
+    """A deployment handle's calls (``handle.method.remote(*args)``, awaited) made on an
+    object in this process, each in a worker thread of the service's event loop."""
+
+    app_name = "in-process"
+
+    def __init__(self, target: object, name: str) -> None:
+        self.target = target
+        self.deployment_name = name
+
+    def __getattr__(self, method: str) -> Any:
+        function = getattr(self.target, method)
+
+        class Method:
+            @staticmethod
+            def remote(*args: Any) -> asyncio.Future[Any]:
+                return asyncio.ensure_future(asyncio.to_thread(function, *args))
+
+        return Method
+
+
+def attach(service: InProcessService, text: object | None = None) -> None:
+    """Hand the registry ``text`` as its TextToImage deployment (no model workers)."""
+    missing = LocalDeployment(object(), "Missing")
+    handle = LocalDeployment(text, "TextToImage") if text is not None else None
+    backends = Backends(background=missing, shape=missing, text=handle)  # type: ignore[arg-type]
+
+    async def call() -> None:
+        await service.registry.attach(backends)
+
+    service.run(call)
 
 
 def tetrahedron() -> TexturedMesh:

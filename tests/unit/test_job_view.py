@@ -10,7 +10,7 @@ import pytest
 
 from serve_app.api.watch import job_updates
 from serve_app.metrics import MetricsSink
-from serve_app.pipeline.types import GenerationParams, Stage
+from serve_app.pipeline.types import MODEL_STAGES, GenerationParams
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.jobs import EVERYONE, JobStatus, RunRequest, RunResult, UploadInfo
 from serve_app.registry.view import JobView
@@ -137,7 +137,7 @@ def test_streams_see_every_change_once_in_order_from_the_view(tmp_path: Path) ->
         await asyncio.sleep(0.01)
         record = table.start_run(JOB, REQUEST)
         monitor.changed(record)
-        for stage in Stage:
+        for stage in MODEL_STAGES:
             await asyncio.sleep(0.005)
             table.report_progress(JOB, record.run, stage, 0.5)
             monitor.changed(record)
@@ -147,7 +147,7 @@ def test_streams_see_every_change_once_in_order_from_the_view(tmp_path: Path) ->
         monitor.changed(record)
 
         expected = [("uploaded", None), ("queued", None)]
-        expected += [("running", str(stage)) for stage in Stage] + [("completed", "export")]
+        expected += [("running", str(stage)) for stage in MODEL_STAGES] + [("completed", "export")]
         for seen in await asyncio.gather(*streams):
             assert seen == expected
         assert (await late)[-2:] == expected[-2:]

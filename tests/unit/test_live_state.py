@@ -15,7 +15,7 @@ from serve_app.metrics import (
     UPLOAD_BYTES,
     render_prometheus,
 )
-from serve_app.pipeline.types import GenerationParams, Stage
+from serve_app.pipeline.types import MODEL_STAGES, GenerationParams, Stage
 from serve_app.registry.eta import StageClock, seed_seconds
 from serve_app.registry.feeds import ChangeFeed, JobLogs
 from serve_app.registry.jobs import JobRecord, JobStatus, RunRequest, RunResult, UploadInfo
@@ -37,7 +37,7 @@ def table_and_monitor() -> tuple[JobTable, JobMonitor]:
 
 
 def run_all_stages(table: JobTable, monitor: JobMonitor, job_id: str, run: int) -> None:
-    for stage in Stage:
+    for stage in MODEL_STAGES:
         for fraction in (0.0, 1.0):
             table.report_progress(job_id, run, stage, fraction)
             monitor.changed(table.get(job_id))
@@ -174,7 +174,7 @@ def test_the_monitor_counts_logs_and_learns_from_a_completed_run() -> None:
 
     snap = monitor.snapshot(record)
     assert snap.status is JobStatus.COMPLETED and snap.eta_seconds == 0.0
-    assert list(snap.stage_durations) == [str(s) for s in Stage]
+    assert list(snap.stage_durations) == [str(s) for s in MODEL_STAGES]
     assert monitor.clock.samples("inflate", 3, Stage.EXPORT) == 1
     metrics = monitor.metrics_snapshot()
     assert metrics.values[JOBS_SUBMITTED.name][("inflate",)] == 1

@@ -16,8 +16,9 @@ from PIL import Image
 
 from serve_app.config import AppConfig
 from serve_app.errors import JobCancelledError, ModelUnavailableError, ValidationFailedError
-from serve_app.pipeline.text_params import ImageTicket, TextToImageParams
+from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.pipeline.types import CancelToken
+from serve_app.registry.jobs import ImageTicket
 from serve_app.storage import ArtifactStore
 from tests.tiny_diffusion import NATIVE_SIZE, network_off
 
@@ -238,58 +239,60 @@ def test_unreadable_weights_are_a_load_error_naming_the_path(
 # -- the store and the deployment ---------------------------------------------------------
 
 
-def _config(tiny_sd_dir: Path, root: Path) -> AppConfig:
-    return AppConfig.model_validate(
-        {
-            "storage": {"root": str(root)},
-            "text_to_image": {"model_path": str(tiny_sd_dir), "device": "cpu", "default_steps": 2},
-        }
+@pytest.fixture(scope="module")
+def two_steps(tiny_sd_dir: Path) -> Any:
+    """The backend as a deployment configured with two default steps loads it."""
+    from serve_app.pipeline.text_to_image import TextToImageBackend
+
+    config = AppConfig.model_validate(
+        {"text_to_image": {"model_path": str(tiny_sd_dir), "device": "cpu", "default_steps": 2}}
     )
-
-
-def test_the_deployment_stores_the_png_as_the_jobs_input_and_caches_it(
-    tiny_sd_dir: Path, tmp_path: Path
-) -> None:
-    from deployments.text_to_image import TextToImage
-
-    config = _config(tiny_sd_dir, tmp_path / "data")
     with network_off():
-        deployment = TextToImage(config)
-    deployment.check_health()
+        return TextToImageBackend.from_config(config.text_to_image)
+
+
+def test_make_image_stores_the_png_as_the_jobs_input_and_caches_it(
+    two_steps: Any, tmp_path: Path
+) -> None:
+    from serve_app.pipeline.text_to_image import make_image
+
+    store = ArtifactStore(tmp_path / "data")
     params = TextToImageParams(prompt=PROMPT, seed=11, width=96, height=64)
-    first = deployment.generate(ImageTicket(JOB, 1, params))
-    store = ArtifactStore(config.storage.root)
-    assert not first.cached and first.model_version == deployment.version
+    first = make_image(two_steps, store, ImageTicket(JOB, 1, params, owner="key-a"))
+    assert not first.cached and first.model_version == two_steps.version
     assert first.params.seed == 11 and first.params.steps == 2
-    assert store.job_upload(JOB) == first.upload
+    assert store.job_upload(JOB) == first.upload and store.job_owner(JOB) == "key-a"
     assert first.upload.media_type == "image/png"
     png = store.read_upload(first.upload.sha256)
     with Image.open(io.BytesIO(png)) as image:
         assert image.format == "PNG" and image.size == (96, 64)
 
-    second = deployment.generate(ImageTicket(OTHER_JOB, 1, params))
+    steps: list[int] = []
+    second = make_image(
+        two_steps, store, ImageTicket(OTHER_JOB, 1, params), lambda d, t: steps.append(d)
+    )
     assert second.cached and second.key == first.key and second.upload == first.upload
-    assert store.job_upload(OTHER_JOB) == first.upload
+    assert steps == []  # from the cache: no denoising step
+    assert store.job_upload(OTHER_JOB) == first.upload and store.job_owner(OTHER_JOB) is None
 
-    other = deployment.generate(ImageTicket(OTHER_JOB, 2, params.model_copy(update={"seed": 12})))
+    other = make_image(
+        two_steps, store, ImageTicket(OTHER_JOB, 2, params.model_copy(update={"seed": 12}))
+    )
     assert not other.cached and other.key != first.key
 
 
-def test_an_expired_cached_image_is_made_again(tiny_sd_dir: Path, tmp_path: Path) -> None:
-    from deployments.text_to_image import TextToImage
+def test_an_expired_cached_image_is_made_again(two_steps: Any, tmp_path: Path) -> None:
+    from serve_app.pipeline.text_to_image import make_image
 
-    config = _config(tiny_sd_dir, tmp_path / "data")
-    with network_off():
-        deployment = TextToImage(config)
+    store = ArtifactStore(tmp_path / "data")
     params = TextToImageParams(prompt=PROMPT, seed=5)
-    first = deployment.generate(ImageTicket(JOB, 1, params))
-    store = ArtifactStore(config.storage.root)
+    first = make_image(two_steps, store, ImageTicket(JOB, 1, params))
     index = store.root / "images" / first.key[:2] / f"{first.key}.json"
     assert json.loads(index.read_text())["sha256"] == first.upload.sha256
     for upload in (store.root / "uploads").rglob(first.upload.sha256):
         upload.unlink()  # what retention does to an unreferenced upload
     assert store.generated_image(first.key) is None
-    again = deployment.generate(ImageTicket(OTHER_JOB, 1, params))
+    again = make_image(two_steps, store, ImageTicket(OTHER_JOB, 1, params))
     assert not again.cached and again.upload == first.upload  # the same pixels, made again
 
 

@@ -149,13 +149,29 @@ export function listJobs({ offset = 0, limit = 8 } = {}) {
   return request(`api/jobs?offset=${offset}&limit=${limit}`);
 }
 
-/** `POST /api/text-to-image`: JSON (a job) or an image body, returned as-is. */
-export function textToImage(prompt) {
-  return request("api/text-to-image", { method: "POST", json: { prompt } });
+/**
+ * `POST /api/text-to-image`: a job that makes the picture of `prompt`, and with `model`
+ * (generate-3d's options) goes on to a model of it. `generator` and `seed` are left out
+ * when not given.
+ */
+export function textToImage(prompt, model) {
+  const json = { prompt };
+  if (model) {
+    const { format, quality, dimensions, generator, seed } = model;
+    json.generate_3d = { format, quality, dimensions };
+    if (generator) json.generate_3d.generator = generator;
+    if (seed !== undefined && seed !== null) json.generate_3d.seed = seed;
+  }
+  return request("api/text-to-image", { method: "POST", json });
 }
 
 export function downloadUrl(jobId, format) {
   return `download/${jobId}/${format}`;
+}
+
+/** The job's picture: its upload, or the one made from its prompt. */
+export function imageUrl(jobId) {
+  return `api/jobs/${jobId}/image`;
 }
 
 /** The job's live-events WebSocket address (with the API key, as the server accepts it). */

@@ -60,7 +60,8 @@ export class JobsList {
     status.textContent = job.status === "running" ? `running ${Math.round(job.progress)} %` : job.status;
     const meta = document.createElement("span");
     meta.className = "job-meta";
-    meta.textContent = [job.generator, job.format && job.format.toUpperCase(), job.quality && `q${job.quality}`, when(job)]
+    const origin = job.source === "prompt" ? "prompt" : null;
+    meta.textContent = [origin, job.generator, job.format && job.format.toUpperCase(), job.quality && `q${job.quality}`, when(job)]
       .filter(Boolean)
       .join(" · ");
     const open = document.createElement("button");

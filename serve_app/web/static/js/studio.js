@@ -3,7 +3,7 @@
 import * as api from "./api.js";
 import { JobsList } from "./jobs.js";
 import { TERMINAL, watchJob } from "./progress.js";
-import { etaText, statusText, validDimensions } from "./text.js";
+import { etaText, failureText, madePictureOnly, statusText, validDimensions } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
 const PHOTO_TYPES = ["image/png", "image/jpeg", "image/webp"];
@@ -16,6 +16,7 @@ const state = {
   watcher: null,
   busy: false,
   viewer: null,
+  shownPicture: null, // the job whose stored picture the preview shows
 };
 
 const jobs = new JobsList($("jobs"), { onOpen: openJob });
@@ -108,6 +109,8 @@ function setPhoto(file) {
   }
   state.photo = file;
   state.sourceJobId = null;
+  state.shownPicture = null;
+  $("make-3d-button").hidden = true;
   showPreview(URL.createObjectURL(file), `${file.name} (${Math.ceil(file.size / 1024)} KB)`);
   $("status-text").textContent = "Ready: choose the options and press Generate.";
 }
@@ -149,45 +152,83 @@ window.addEventListener("drop", (event) => event.preventDefault());
 
 // ---- text to image ---------------------------------------------------------
 
-$("prompt-form").addEventListener("submit", async (event) => {
+$("prompt-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const prompt = $("prompt").value.trim();
-  if (!prompt) {
+  startFromPrompt(false);
+});
+$("prompt-3d-button").addEventListener("click", () => startFromPrompt(true));
+$("prompt").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    startFromPrompt(false);
+  }
+});
+// The picture made from a prompt, modelled with the options below.
+$("make-3d-button").addEventListener("click", () => $("generate-form").requestSubmit());
+
+/** A text job: the picture of the prompt, and with `toModel` a model of it, in one job. */
+async function startFromPrompt(toModel) {
+  if (state.busy) return;
+  const prompt = $("prompt").value;
+  if (!prompt.trim()) {
     showMessage("Type a description first.");
+    $("prompt").focus();
     return;
   }
   clearMessage();
-  const button = $("prompt-button");
-  button.disabled = true;
-  $("status-text").textContent = "Making an image from the prompt…";
+  let model;
+  if (toModel) {
+    const options = modelOptions();
+    if (options.error) {
+      showMessage(options.error);
+      return;
+    }
+    model = options.value;
+  }
+  setBusy(true);
+  $("status-text").textContent = toModel
+    ? "Starting: a picture from the prompt, then a model of it…"
+    : "Starting: a picture from the prompt…";
   try {
-    await useMadeImage(await api.textToImage(prompt));
+    const job = await api.textToImage(prompt, model);
+    state.photo = null;
+    state.sourceJobId = job.job_id;
+    state.shownPicture = null;
+    $("make-3d-button").hidden = true;
+    showPreview("", `The picture of job ${job.job_id.slice(0, 8)} is being made…`);
+    jobs.offset = 0;
+    follow(job);
   } catch (err) {
     $("status-text").textContent = "No image was made.";
-    if (err.code === "model_not_configured") {
-      showMessage(`Text-to-image is not configured on this server: ${err.message}`);
-    } else {
-      showMessage(`Text-to-image failed: ${err.message}`);
-    }
-  } finally {
-    button.disabled = false;
+    showMessage(promptError(err));
+    setBusy(false);
   }
-});
+}
 
-async function useMadeImage(result) {
-  if (result instanceof Response) {
-    const blob = await result.blob();
-    setPhoto(new File([blob], "prompt.png", { type: blob.type || "image/png" }));
+function promptError(err) {
+  if (err.code === "model_not_configured") {
+    return `Text-to-image is not configured on this server: ${err.message}`;
+  }
+  if (err.code === "validation_error") return `The prompt or its options were refused: ${err.message}`;
+  return `Text-to-image failed: ${err.message}`;
+}
+
+/** Show the job's stored picture (once per job): fetched with the key when one is in use. */
+async function showPicture(job) {
+  if (state.shownPicture === job.job_id || !job.image_url) return;
+  state.shownPicture = job.job_id;
+  const made = job.source === "prompt";
+  const caption = made
+    ? `Picture made from the prompt (job ${job.job_id.slice(0, 8)})`
+    : `Photo of job ${job.job_id.slice(0, 8)} (stored on the server)`;
+  let url = api.imageUrl(job.job_id);
+  try {
+    if (api.apiKey()) url = URL.createObjectURL((await api.fetchFile(url)).blob);
+  } catch (err) {
+    showPreview("", `${caption}: it could not be fetched (${err.message})`);
     return;
   }
-  if (!result.job_id) throw new api.ApiError("the answer named no image or job");
-  state.photo = null;
-  state.sourceJobId = result.job_id;
-  let url = [result.image_url, result.preview_url, result.url].find((u) => typeof u === "string");
-  if (url && api.apiKey()) url = URL.createObjectURL((await api.fetchFile(url)).blob);
-  showPreview(url || "", `Image made from the prompt (job ${result.job_id.slice(0, 8)})`);
-  $("status-text").textContent = "Image ready: press Generate to make a model of it.";
-  jobs.load();
+  if (state.shownPicture === job.job_id) showPreview(url, caption);
 }
 
 // ---- shape generators -------------------------------------------------------
@@ -249,18 +290,30 @@ $("quality").addEventListener("input", (event) => {
   $("quality-value").textContent = event.target.value;
 });
 
+/** The model options of the form: `{ value }`, or `{ error }` in words. */
+function modelOptions() {
+  const dimensions = validDimensions(["width", "height", "depth"].map((id) => $(id)));
+  if (dimensions.error) return { error: dimensions.error };
+  const seed = chosenSeed();
+  if (seed.error) return { error: seed.error };
+  return {
+    value: {
+      format: $("format").value,
+      quality: Number($("quality").value),
+      dimensions: dimensions.value,
+      generator: $("generator").value || undefined,
+      seed: seed.value,
+    },
+  };
+}
+
 $("generate-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (state.busy) return;
   clearMessage();
-  const dimensions = validDimensions(["width", "height", "depth"].map((id) => $(id)));
-  if (dimensions.error) {
-    showMessage(dimensions.error);
-    return;
-  }
-  const seed = chosenSeed();
-  if (seed.error) {
-    showMessage(seed.error);
+  const options = modelOptions();
+  if (options.error) {
+    showMessage(options.error);
     return;
   }
   if (!state.photo && !state.sourceJobId) {
@@ -272,15 +325,10 @@ $("generate-form").addEventListener("submit", async (event) => {
     if (!state.sourceJobId) {
       $("status-text").textContent = "Uploading the photo…";
       state.sourceJobId = (await api.uploadImage(state.photo)).job_id;
+      state.shownPicture = state.sourceJobId; // the preview shows that photo already
     }
     $("status-text").textContent = "Starting…";
-    const job = await api.generate3d(state.sourceJobId, {
-      format: $("format").value,
-      quality: Number($("quality").value),
-      dimensions: dimensions.value,
-      generator: $("generator").value || undefined,
-      seed: seed.value,
-    });
+    const job = await api.generate3d(state.sourceJobId, options.value);
     jobs.offset = 0;
     follow(job);
   } catch (err) {
@@ -354,11 +402,16 @@ function follow(job) {
 
 function finished(job) {
   setBusy(false);
-  if (job.status === "completed") {
+  if (job.source === "prompt" && !job.image_url && job.job_id === state.sourceJobId) {
+    showPreview("", `No picture was made for job ${job.job_id.slice(0, 8)}.`);
+  }
+  if (job.status === "completed" && madePictureOnly(job)) {
+    $("make-3d-button").hidden = false;
+    showMessage("The picture is ready: press Make 3D for a model of it (with the options below).", "info");
+  } else if (job.status === "completed") {
     showModel(job.job_id);
   } else if (job.status === "failed") {
-    const reason = job.error?.message || "no reason was given";
-    showMessage(`Generation failed: ${reason}`);
+    showMessage(failureText(job));
   } else if (job.status === "cancelled") {
     showMessage("The job was cancelled.", "info");
   }
@@ -379,6 +432,7 @@ function render(job) {
   const surface = { true: "closed mesh", false: "open mesh" }[String(job.watertight)];
   const about = [job.generator, surface].filter(Boolean).join(", ");
   $("job-label").textContent = `Job ${job.job_id}` + (about ? ` (${about})` : "");
+  if (job.job_id === state.sourceJobId && job.image_url) showPicture(job);
   $("cancel-button").disabled = !ACTIVE.has(job.status);
   history.replaceState(null, "", `#job=${job.job_id}`);
   for (const link of document.querySelectorAll(".downloads [data-format]")) {
@@ -395,7 +449,10 @@ function render(job) {
 
 function setBusy(busy) {
   state.busy = busy;
-  $("generate-button").disabled = busy;
+  for (const id of ["generate-button", "prompt-button", "prompt-3d-button", "make-3d-button"]) {
+    $(id).disabled = busy;
+  }
+  if (busy) $("make-3d-button").hidden = true;
 }
 
 // A link cannot send the API key: with a key, downloads go through fetch.
@@ -449,7 +506,9 @@ async function openJob(job) {
   clearMessage();
   state.photo = null;
   state.sourceJobId = job.job_id;
-  showPreview("", `Photo of job ${job.job_id.slice(0, 8)} (stored on the server)`);
+  state.shownPicture = null;
+  $("make-3d-button").hidden = true;
+  showPreview("", `Job ${job.job_id.slice(0, 8)} (stored on the server)`);
   try {
     follow(await api.jobStatus(job.job_id));
   } catch (err) {

@@ -1,6 +1,7 @@
 // Words for the page: job statuses, stages, time left, and checks of the size fields.
 
 const STAGES = {
+  text_to_image: "Making the picture",
   background_removal: "Removing the background",
   shape_generation: "Building the shape",
   texture_synthesis: "Painting the texture",
@@ -22,6 +23,7 @@ export function statusText(job) {
     case "running":
       return `${stageLabel(job.stage)}…`;
     case "completed":
+      if (madePictureOnly(job)) return job.cached ? "Picture ready (from the cache)." : "Picture ready.";
       return job.cached ? "Done (from the cache)." : "Done.";
     case "failed":
       return "Failed.";
@@ -30,6 +32,23 @@ export function statusText(job) {
     default:
       return job.status || "";
   }
+}
+
+/** A completed job whose run made a picture from a prompt and no model. */
+export function madePictureOnly(job) {
+  return Boolean(job.text_to_image?.made) && Object.keys(job.outputs || {}).length === 0;
+}
+
+/** Why a job failed, in words: where (its stage), what (its code) and the server's message. */
+export function failureText(job) {
+  const error = job.error || {};
+  const where = error.stage ? ` while ${lowerFirst(stageLabel(error.stage))}` : "";
+  const code = error.code ? ` (${error.code})` : "";
+  return `Generation failed${where}${code}: ${error.message || "no reason was given"}`;
+}
+
+function lowerFirst(text) {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 export function seconds(value) {
