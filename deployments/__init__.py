@@ -8,6 +8,7 @@ actors the deployments find by name.
 from deployments.background import BackgroundRemoval
 from deployments.ingress import Ingress
 from deployments.limiter import RateLimiter
+from deployments.meshtools import MeshTools
 from deployments.shape import ShapeTexture
 
-__all__ = ["BackgroundRemoval", "Ingress", "RateLimiter", "ShapeTexture"]
+__all__ = ["BackgroundRemoval", "Ingress", "MeshTools", "RateLimiter", "ShapeTexture"]

@@ -17,13 +17,15 @@ def build_app(args: AppConfig) -> Application:
     - the JobRegistry actor (named, detached; created unless it exists, then given this
       config) and, when rate limits are set, the RateLimiter actor beside it; the
       deployments find both by their configured names;
-    - Ingress → (BackgroundRemoval, ShapeTexture), each with its scaling and resources.
-      The ingress hands the two worker handles to the registry once, as it starts.
+    - Ingress → (BackgroundRemoval, ShapeTexture, MeshTools), each with its scaling and
+      resources. The ingress hands the worker handles to the registry once, as it starts:
+      the registry runs jobs through the first two and makes model variants with MeshTools;
+      the ingress asks MeshTools for previews itself.
 
     ``args`` is the ``args`` block of a Serve config, validated strictly; relative paths
     are resolved against the directory the application is built from.
     """
-    from deployments import BackgroundRemoval, Ingress, ShapeTexture
+    from deployments import BackgroundRemoval, Ingress, MeshTools, ShapeTexture
     from deployments.limiter import create_limiter
     from serve_app.registry.client import create_registry
 
@@ -34,7 +36,8 @@ def build_app(args: AppConfig) -> Application:
         create_limiter(config)
     background = deployment(BackgroundRemoval, config.background_removal).bind(config)
     shape = deployment(ShapeTexture, config.shape_texture).bind(config)
-    return deployment(Ingress, config.ingress).bind(config, background, shape)
+    mesh_tools = deployment(MeshTools, config.mesh_tools.deployment).bind(config)
+    return deployment(Ingress, config.ingress).bind(config, background, shape, mesh_tools)
 
 
 def deployment(cls: type, options: DeploymentOptions) -> Deployment:

@@ -13,6 +13,7 @@ from serve_app.api.meshtools import router as meshtools_router
 from serve_app.api.routes import router
 from serve_app.api.security import install_security
 from serve_app.api.text import router as text_router
+from serve_app.api.variants import router as variants_router
 from serve_app.web import install_web
 
 
@@ -39,6 +40,7 @@ def create_api(services: Services) -> FastAPI:
     app.include_router(live_router)
     app.include_router(text_router)
     app.include_router(meshtools_router)
+    app.include_router(variants_router)
     install_web(app)
     return app
 

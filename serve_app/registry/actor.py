@@ -29,11 +29,20 @@ from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
 from serve_app.pipeline.types import Stage
 from serve_app.registry import retention
 from serve_app.registry.feeds import Changes, JobLog
-from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo, Viewer
+from serve_app.registry.jobs import (
+    JobPage,
+    JobSnapshot,
+    JobStatus,
+    RunRequest,
+    UploadInfo,
+    VariantOrder,
+    Viewer,
+)
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.supervisor import Supervisor
 from serve_app.registry.table import JobTable
+from serve_app.registry.variants import MeshToolsBackend, Variants
 from serve_app.registry.workers import Backends, Workers
 from serve_app.storage import ArtifactStore
 
@@ -97,6 +106,7 @@ class JobRegistry:
         self._supervisor = Supervisor(
             self._table, self._monitor, self._ledger, self._workers, config.registry
         )
+        self._variants = Variants(self._table, self._monitor, self._ledger, config.mesh_tools)
         #: Calls served, by method (``served_calls``): what each kind of request costs.
         self.calls: Counter[str] = Counter()
         self._loops: list[asyncio.Task[None]] = []
@@ -129,6 +139,7 @@ class JobRegistry:
         self._workers.store = ArtifactStore(config.storage.root)
         self._workers.background_model = config.pipeline.background_model
         self._supervisor.policy = config.registry
+        self._variants.policy = config.mesh_tools
         self._table.max_jobs = config.registry.max_jobs
         for record in self._ledger.move_to(journal_path(config)):
             if record.job_id not in self._table:
@@ -139,6 +150,11 @@ class JobRegistry:
     async def attach(self, backends: Backends) -> None:
         """The worker deployments runs go through (an ingress replica says, as it starts)."""
         self._workers.attach(backends)
+
+    @served
+    async def attach_mesh_tools(self, backend: MeshToolsBackend) -> None:
+        """Where variants are made (an ingress replica says, as it starts)."""
+        self._variants.attach(backend)
 
     @served
     async def report_generator(
@@ -229,6 +245,14 @@ class JobRegistry:
         return self._monitor.snapshot(record)
 
     @served
+    async def make_variant(self, order: VariantOrder) -> Reply:
+        """The job with the variant ``order`` names, made once however many ask at once
+        (``serve_app.registry.variants``): 404 unknown job or base variant, 409 not
+        completed, 503 mesh tools unreachable or over their time."""
+        await self._recover(order.job_id)
+        return await self._variants.make(order)
+
+    @served
     async def job_log(self, job_id: str) -> JobLog | OrfeasError:
         """The job's recent events, oldest first."""
         await self._recover(job_id)
@@ -268,6 +292,7 @@ class JobRegistry:
         return {
             "jobs": {str(status): n for status, n in self._table.counts().items()},
             "running_tasks": self._supervisor.stats()["running_tasks"],
+            "variants_in_progress": self._variants.pending,
             "generators": dict(self._workers.versions),
             "generator_errors": dict(self._workers.errors),
         }

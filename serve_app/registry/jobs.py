@@ -116,6 +116,45 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class VariantInfo:
+    """A new version of a completed job's model, made by ``operation`` with ``params``.
+
+    ``variant_id`` is its content address (64 hex, also the store key of its mesh);
+    ``base`` the variant it was made from, None for the job's own model.
+    """
+
+    variant_id: str
+    operation: str
+    params: dict[str, Any]
+    base: str | None
+    faces: int
+    watertight: bool | None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class VariantOrder:
+    """What the MeshTools deployment is asked to make: the variant ``variant_id`` of
+    ``job_id`` from the mesh stored under ``base_key`` (the job's model, or the variant
+    ``base``), by ``operation`` with ``params``."""
+
+    job_id: str
+    variant_id: str
+    base: str | None
+    base_key: str
+    operation: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VariantBuilt:
+    """What the MeshTools deployment reports of a variant it stored."""
+
+    faces: int
+    watertight: bool | None
+
+
+@dataclass(frozen=True)
 class JobSnapshot:
     """A read-only copy of a job, as the API reports it.
 
@@ -143,6 +182,8 @@ class JobSnapshot:
     cancel_requested: bool = False
     owner: str | None = None
     version: int = 0
+    #: Variants of the completed run's model, oldest first.
+    variants: tuple[VariantInfo, ...] = ()
 
 
 @dataclass
@@ -173,6 +214,8 @@ class JobRecord:
     #: Seconds each stage of the current run took (the current one once it ends).
     stage_durations: dict[str, float] = field(default_factory=dict)
     stage_started_at: float | None = None
+    #: Variants of the completed run's model by id, oldest first (a new run clears them).
+    variants: dict[str, VariantInfo] = field(default_factory=dict)
 
     def snapshot(self) -> JobSnapshot:
         return JobSnapshot(
@@ -193,6 +236,7 @@ class JobRecord:
             stage_durations=dict(self.stage_durations),
             cancel_requested=self.cancel_requested,
             owner=self.owner,
+            variants=tuple(self.variants.values()),
         )
 
 

@@ -51,6 +51,7 @@ class _Seen:
     progress: float
     cancel_requested: bool
     queue_position: int | None
+    variants: int = 0
     version: int = 0
 
     @classmethod
@@ -62,6 +63,7 @@ class _Seen:
             progress=round(record.progress, 1),
             cancel_requested=record.cancel_requested,
             queue_position=queue_position,
+            variants=len(record.variants),
         )
 
 

@@ -17,6 +17,7 @@ from serve_app.registry.jobs import (
     RunRequest,
     RunResult,
     UploadInfo,
+    VariantInfo,
     Viewer,
     can_transition,
 )
@@ -141,6 +142,7 @@ class JobTable:
         record.result = None
         record.cancel_requested = False
         record.finished_at = None
+        record.variants = {}  # versions of the last run's model, not of the next one's
         self._reset_progress(record)
         return record
 
@@ -196,6 +198,16 @@ class JobTable:
         self._move(record, JobStatus.CANCELLED if cancelled else JobStatus.FAILED)
         record.error = error.to_dict()
         record.eta_seconds = None
+        return record
+
+    def add_variant(self, job_id: str, run: int, variant: VariantInfo) -> JobRecord | None:
+        """Record a variant of run ``run``'s model; None unless that run is the job's last
+        and completed (a new run started meanwhile, or the job is gone)."""
+        record = self._jobs.get(job_id)
+        if record is None or record.run != run or record.status is not JobStatus.COMPLETED:
+            return None
+        record.variants[variant.variant_id] = variant
+        record.updated_at = time.time()
         return record
 
     def request_cancel(self, job_id: str) -> JobRecord:
