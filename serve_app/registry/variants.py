@@ -10,9 +10,9 @@ registry, the one place every ingress replica reaches, is where identical reques
 - otherwise one build starts here, not in the asking request, so a client that goes away
   cannot cancel it, and its result is recorded (and journaled) with the job whoever waits.
 
-The build is bounded by ``mesh_tools.timeout_s`` (the caller gets a retryable 503; the
-replica finishes and stores the mesh, which the next request finds) and each job keeps at
-most ``mesh_tools.max_variants_per_job``. An ingress replica hands the registry the
+The build is bounded by ``mesh_tools.timeout_s`` (the MeshTools replica stops it then;
+the caller gets a retryable 503) and each job keeps at most
+``mesh_tools.max_variants_per_job``. An ingress replica hands the registry the
 MeshTools handle as it starts; its name is journaled, so a restarted registry finds it.
 """
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the registry waits beyond ``mesh_tools.timeout_s`` for the deployment's answer.
+REPLY_MARGIN_S = 10.0
 #: The journal's record of the MeshTools deployment (application and deployment names).
 MESH_TOOLS_META = "mesh_tools"
 
@@ -154,22 +156,23 @@ class Variants:
             del self._pending[variant_id]
 
     async def _build(self, backend: MeshToolsBackend, run: int, order: VariantOrder) -> Reply:
-        timeout_s = self.policy.timeout_s
+        # The MeshTools deployment stops the work itself at ``timeout_s`` and says so; the
+        # margin lets that answer through before this wait gives up on a lost reply.
+        wait_s = self.policy.timeout_s + REPLY_MARGIN_S
         try:
-            built = await asyncio.wait_for(backend.make_variant(order), timeout_s)
+            built = await asyncio.wait_for(backend.make_variant(order), wait_s)
         except TimeoutError:
             logger.warning(
-                "variant %s of job %s: not made within %s s",
+                "variant %s of job %s: no answer within %s s",
                 order.variant_id,
                 order.job_id,
-                timeout_s,
+                wait_s,
             )
             return WorkTimeoutError(
-                f"the variant was not made within {timeout_s:g} s; retry later (work that "
-                "finishes meanwhile is kept)",
-                retry_after_s=max(1, round(timeout_s / 4)),
+                f"the variant was not made within {wait_s:g} s; retry later",
+                retry_after_s=max(1, round(wait_s / 4)),
             )
-        except Exception as exc:  # the replica's own error (a 422, say), or a lost replica
+        except Exception as exc:  # the replica's own error (a 422, a 503), or a lost replica
             return as_orfeas_error(exc)
         info = VariantInfo(
             variant_id=order.variant_id,
