@@ -15,6 +15,7 @@ from serve_app.api.models import completed_job, mesh_of
 from serve_app.api.schemas import (
     CheckResult,
     ErrorResponse,
+    GenerateOptions,
     GenerateRequest,
     GeneratorInfo,
     GeneratorsResponse,
@@ -27,6 +28,7 @@ from serve_app.api.schemas import (
 from serve_app.config import background_model_file
 from serve_app.errors import PayloadTooLargeError, ValidationFailedError
 from serve_app.meshtools.variants import VARIANT_ID_PATTERN
+from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import OutputFormat
@@ -97,6 +99,21 @@ async def upload_image(
     )
 
 
+def run_request(pipeline: PipelineConfig, options: GenerateOptions) -> RunRequest:
+    """What a run is asked to make: 422 for a generator that is not enabled here, or a
+    parameter it does not take (``loc`` says where ``options`` sat in the request)."""
+    generator = options.generator or pipeline.generator
+    enabled = pipeline.generators.enabled()
+    if generator not in enabled:
+        raise ValidationFailedError(
+            f"generator: {generator!r} is not enabled here; enabled: {', '.join(enabled)}",
+            enabled=enabled,
+            fields=[{"loc": ["body", "generator"], "message": "not an enabled generator"}],
+        )
+    params = catalog.resolve_params(generator, options.params())
+    return RunRequest(params=params, format=options.format, generator=generator)
+
+
 @router.post("/api/generate-3d", status_code=202, tags=["jobs"])
 async def generate_3d(
     body: GenerateRequest, services: ServicesDep, viewer: ViewerDep, http: Request
@@ -105,17 +122,7 @@ async def generate_3d(
     409 already active, 503 when the service's queue is full, 429 when the client has its
     share of it.
     """
-    pipeline = services.config.pipeline
-    generator = body.generator or pipeline.generator
-    enabled = pipeline.generators.enabled()
-    if generator not in enabled:
-        raise ValidationFailedError(
-            f"generator: {generator!r} is not enabled here; enabled: {', '.join(enabled)}",
-            enabled=enabled,
-            fields=[{"loc": ["body", "generator"], "message": "not an enabled generator"}],
-        )
-    params = catalog.resolve_params(generator, body.params())
-    request = RunRequest(params=params, format=body.format, generator=generator)
+    request = run_request(services.config.pipeline, body)
     await services.jobs.get(body.job_id, viewer)  # another key's job: 404, as if unknown
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit(body.job_id, request, client)

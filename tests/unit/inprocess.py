@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -118,6 +119,26 @@ class InProcessService:
         """Store ``mesh`` (a tetrahedron by default) under the key a run of ``job_id`` at
         ``quality`` will look up."""
         self.run(self._seed_cache(job_id, quality, mesh or tetrahedron()))
+
+    def seed_cache(self, image: bytes, quality: int, mesh: TexturedMesh | None = None) -> None:
+        """Store ``mesh`` under the key a run of a job with the photo ``image`` at
+        ``quality`` will look up (before the job exists)."""
+        upload_sha = hashlib.sha256(image).hexdigest()
+
+        async def seed() -> None:
+            await self.registry.report_generator("inflate", GENERATOR_VERSION)
+            key = cache_key(
+                upload_sha,
+                GenerationParams(quality=quality),
+                self.config.pipeline.background_model,
+                "inflate",
+                GENERATOR_VERSION,
+            )
+            ArtifactStore(self.config.storage.root).put_mesh(
+                key, (mesh or tetrahedron()).to_bytes()
+            )
+
+        self.run(seed)
 
     def completed_job(
         self,
