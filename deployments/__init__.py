@@ -8,7 +8,15 @@ actors the deployments find by name.
 from deployments.background import BackgroundRemoval
 from deployments.ingress import Ingress
 from deployments.limiter import RateLimiter
+from deployments.meshtools import MeshTools
 from deployments.shape import ShapeTexture
 from deployments.text_to_image import TextToImage
 
-__all__ = ["BackgroundRemoval", "Ingress", "RateLimiter", "ShapeTexture", "TextToImage"]
+__all__ = [
+    "BackgroundRemoval",
+    "Ingress",
+    "MeshTools",
+    "RateLimiter",
+    "ShapeTexture",
+    "TextToImage",
+]

@@ -9,9 +9,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.limiter import LimiterClient, find_limiter
+from deployments.meshtools import PreviewRenderer
 from serve_app.api import Services, create_api
 from serve_app.config import AppConfig
 from serve_app.registry.client import RegistryClient, find_registry
+from serve_app.registry.variants import MeshToolsHandle
 from serve_app.registry.view import JobView
 from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore
@@ -32,6 +34,7 @@ class Ingress:
         config: AppConfig,
         background: DeploymentHandle,
         shape: DeploymentHandle,
+        mesh_tools: DeploymentHandle,
         text: DeploymentHandle | None = None,
     ) -> None:
         self._config = config
@@ -40,6 +43,7 @@ class Ingress:
         await asyncio.to_thread(store.check_writable)
         registry = RegistryClient(find_registry(config))
         await registry.attach(Backends(background=background, shape=shape, text=text))
+        await registry.attach_mesh_tools(MeshToolsHandle(mesh_tools))
         jobs = JobView(registry, config.registry.status_staleness_s)
         jobs.start()
         limiter = find_limiter(config) if config.security.rate_limited else None
@@ -50,6 +54,7 @@ class Ingress:
             jobs=jobs,
             deployment_status=self._deployment_status,
             limiter=LimiterClient(limiter) if limiter is not None else None,
+            previews=PreviewRenderer(mesh_tools),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

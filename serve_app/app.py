@@ -17,15 +17,17 @@ def build_app(args: AppConfig) -> Application:
     - the JobRegistry actor (named, detached; created unless it exists, then given this
       config) and, when rate limits are set, the RateLimiter actor beside it; the
       deployments find both by their configured names;
-    - Ingress → (BackgroundRemoval, ShapeTexture), each with its scaling and resources;
-    - TextToImage beside them only when ``text_to_image.model_path`` is set (its replicas
-      run with the model hub off). The ingress hands the worker handles to the registry
-      once, as it starts.
+    - Ingress → (BackgroundRemoval, ShapeTexture, MeshTools), each with its scaling and
+      resources; TextToImage beside them only when ``text_to_image.model_path`` is set (its
+      replicas run with the model hub off). The ingress hands the worker handles to the
+      registry once, as it starts: the registry runs jobs through BackgroundRemoval,
+      ShapeTexture (and TextToImage) and makes model variants with MeshTools; the ingress asks
+      MeshTools for previews itself.
 
     ``args`` is the ``args`` block of a Serve config, validated strictly; relative paths
     are resolved against the directory the application is built from.
     """
-    from deployments import BackgroundRemoval, Ingress, ShapeTexture, TextToImage
+    from deployments import BackgroundRemoval, Ingress, MeshTools, ShapeTexture, TextToImage
     from deployments.limiter import create_limiter
     from serve_app.registry.client import create_registry
 
@@ -36,11 +38,12 @@ def build_app(args: AppConfig) -> Application:
         create_limiter(config)
     background = deployment(BackgroundRemoval, config.background_removal).bind(config)
     shape = deployment(ShapeTexture, config.shape_texture).bind(config)
+    mesh_tools = deployment(MeshTools, config.mesh_tools.deployment).bind(config)
     text = None
     if config.text_to_image.model_path is not None:
         options = config.text_to_image.deployment
         text = deployment(TextToImage, options, env=OFFLINE_HUB).bind(config)
-    return deployment(Ingress, config.ingress).bind(config, background, shape, text)
+    return deployment(Ingress, config.ingress).bind(config, background, shape, mesh_tools, text)
 
 
 #: The environment of replicas that load Hugging Face models: nothing is downloaded.

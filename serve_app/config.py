@@ -228,6 +228,10 @@ def _default_shape() -> DeploymentOptions:
     )
 
 
+def _default_mesh_tools() -> DeploymentOptions:
+    return DeploymentOptions(num_cpus=1.0, max_ongoing_requests=2, max_queued_requests=100)
+
+
 def _default_text_to_image() -> DeploymentOptions:
     return DeploymentOptions(
         num_cpus=1.0,
@@ -268,6 +272,22 @@ class TextToImageConfig(StrictModel):
         return self
 
 
+class MeshToolsConfig(MeshLimits):
+    """The mesh tools: limits on the mesh files they read, and the MeshTools deployment that
+    makes variants (optimize, material) and renders previews, off the ingress."""
+
+    timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="longest wait for one variant or preview; the sizes above bound the work",
+    )
+    max_variants_per_job: int = Field(
+        default=50, ge=1, le=1000, description="variants one job's model may have; beyond: 409"
+    )
+    deployment: DeploymentOptions = Field(default_factory=_default_mesh_tools)
+
+
 class AppConfig(StrictModel):
     """Everything ``build_app`` needs; the ``args`` block of a Serve config file."""
 
@@ -281,7 +301,7 @@ class AppConfig(StrictModel):
     rate_limiter: RateLimiterConfig = Field(default_factory=RateLimiterConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     text_to_image: TextToImageConfig = Field(default_factory=TextToImageConfig)
-    mesh_tools: MeshLimits = Field(default_factory=MeshLimits)
+    mesh_tools: MeshToolsConfig = Field(default_factory=MeshToolsConfig)
 
     @model_validator(mode="after")
     def _bounded_queues(self) -> Self:

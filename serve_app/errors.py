@@ -106,6 +106,13 @@ class VariantNotFoundError(OrfeasError):
     code = "variant_not_found"
 
 
+class VariantLimitError(OrfeasError):
+    """A job's model already has as many variants as the service keeps for one job."""
+
+    status_code = 409
+    code = "variant_limit"
+
+
 class ArtifactNotFoundError(OrfeasError):
     status_code = 404
     code = "not_found"
@@ -174,6 +181,13 @@ class JobInterruptedError(OrfeasError):
 
     status_code = 503
     code = "interrupted"
+
+
+class WorkTimeoutError(OrfeasError):
+    """A bounded piece of work (a variant, a preview) did not finish in its time; retryable."""
+
+    status_code = 503
+    code = "timed_out"
 
 
 class GenerationFailedError(OrfeasError):

@@ -6,7 +6,11 @@ Layout (every name is a validated job id or a hex digest, never a client's filen
     jobs/<job_id>/upload.json            which upload a job refers to
     meshes/<key[:2]>/<key>.npz           canonical meshes, by generation cache key
     exports/<key[:2]>/<key>.<format>     formats derived from a canonical mesh, made once
+    previews/<key[:2]>/<key>.<view>.png  a canonical mesh rendered from one view (32 hex)
     images/<key[:2]>/<key>.json          a generated image (an upload), by text-to-image key
+    batches/<batch_id>.json              a batch of jobs: its owner and its jobs
+
+A variant of a job's model is a canonical mesh like any other, under its variant id.
 
 Writes go to a temporary file in the same directory and are renamed into place, so a
 reader sees a whole file or none; concurrent writers of the same content are harmless.
@@ -27,6 +31,7 @@ from serve_app.pipeline.types import OUTPUT_FORMATS
 from serve_app.registry.jobs import UploadInfo, check_job_id
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+_VIEW_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -148,6 +153,38 @@ class ArtifactStore:
         path = self.export_path(key, fmt)
         _write_atomic(path, data)
         return path
+
+    # -- previews ------------------------------------------------------------------------
+
+    def preview_path(self, key: str, view: str) -> Path:
+        """The PNG of mesh ``key`` rendered from ``view`` (a 32-hex digest of the view)."""
+        key = _digest(key)
+        if not _VIEW_RE.fullmatch(view):
+            raise ValueError(f"not a preview view digest: {view!r}")
+        return self.root / "previews" / key[:2] / f"{key}.{view}.png"
+
+    def put_preview(self, key: str, view: str, png: bytes) -> Path:
+        path = self.preview_path(key, view)
+        _write_atomic(path, png)
+        return path
+
+    # -- batches -------------------------------------------------------------------------
+
+    def put_batch(self, batch_id: str, manifest: dict[str, Any]) -> None:
+        """Record a batch (written once, when it is made)."""
+        path = self._batch_path(batch_id)
+        _write_atomic(path, json.dumps(manifest, separators=(",", ":")).encode())
+
+    def read_batch(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's manifest, or None if there is no such batch."""
+        try:
+            manifest: dict[str, Any] = json.loads(self._batch_path(batch_id).read_bytes())
+        except FileNotFoundError:
+            return None
+        return manifest
+
+    def _batch_path(self, batch_id: str) -> Path:
+        return self.root / "batches" / f"{check_job_id(batch_id)}.json"
 
     # -- generated images (text to image) ----------------------------------------------
 

@@ -56,6 +56,7 @@ def app_args(storage_root: Path) -> dict[str, Any]:
         "ingress": {**small, "max_ongoing_requests": 200},
         "background_removal": {**small, "max_ongoing_requests": 2},
         "shape_texture": {**small, "max_ongoing_requests": 1},
+        "mesh_tools": {"deployment": {**small, "max_ongoing_requests": 2}},
     }
 
 

@@ -13,10 +13,18 @@ from starlette.requests import HTTPConnection
 from serve_app.api.schemas import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
+from serve_app.meshtools.variants import PreviewOrder
 from serve_app.metrics import MetricsSnapshot
 from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.registry.feeds import JobLog
-from serve_app.registry.jobs import EVERYONE, JobSnapshot, RunRequest, UploadInfo, Viewer
+from serve_app.registry.jobs import (
+    EVERYONE,
+    JobSnapshot,
+    RunRequest,
+    UploadInfo,
+    VariantOrder,
+    Viewer,
+)
 from serve_app.registry.view import JobView
 from serve_app.storage import ArtifactStore
 
@@ -46,11 +54,21 @@ class JobRegistryClient(Protocol):
 
     async def cancel(self, job_id: str) -> JobSnapshot: ...
 
+    async def get(self, job_id: str) -> JobSnapshot: ...
+
+    async def make_variant(self, order: VariantOrder) -> JobSnapshot: ...
+
     async def job_log(self, job_id: str) -> JobLog: ...
 
     async def ping(self) -> dict[str, Any]: ...
 
     async def metrics(self) -> MetricsSnapshot: ...
+
+
+class PreviewMaker(Protocol):
+    """Renders a preview into the store (the MeshTools deployment); errors are OrfeasError."""
+
+    async def render(self, order: PreviewOrder) -> None: ...
 
 
 @dataclass
@@ -66,12 +84,15 @@ class Services:
     deployment_status: Callable[[], Awaitable[dict[str, tuple[bool, str]]]] | None = None
     #: The rate limiter every replica shares; None: no rate limits are enforced.
     limiter: Limiter | None = None
+    #: Where previews are rendered; None: no MeshTools deployment (previews answer 503).
+    previews: PreviewMaker | None = None
     #: Status bodies rendered once per snapshot, for the many polls of one job.
     status_bodies: StatusBodies = field(default_factory=StatusBodies)
     _conversion_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def conversion_lock(self, key: str) -> asyncio.Lock:
-        """One lock per derived file, so concurrent downloads convert it once."""
+        """One lock per derived file (a format, a preview), so concurrent requests make it
+        once."""
         return self._conversion_locks.setdefault(key, asyncio.Lock())
 
     def release_conversion_lock(self, key: str) -> None:

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
-from serve_app.api.schemas import ErrorResponse, JobId
+from serve_app.api.models import completed_job, mesh_of
+from serve_app.api.schemas import ErrorResponse, JobId, VariantId
 from serve_app.errors import (
-    JobConflictError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
-    VariantNotFoundError,
 )
 from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.materials import PRESETS, Material
-from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.types import TexturedMesh
-from serve_app.registry.jobs import JobStatus, Viewer
+from serve_app.registry.jobs import Viewer
 
 _codes = (400, 401, 404, 409, 413, 415, 422, 429, 500)
 router = APIRouter(
@@ -35,11 +33,6 @@ router = APIRouter(
 ANALYZE_PATH = "/api/analyze-stl"
 #: A JSON body here names a job; it is never large.
 MAX_JSON_BYTES = 16 * 1024
-
-VariantId = Annotated[
-    str,
-    Field(pattern=VARIANT_ID_PATTERN, description="64 lowercase hex: a variant of the job"),
-]
 
 
 class AnalyzeJobRequest(BaseModel):
@@ -179,19 +172,11 @@ def _job_request(body: bytes) -> AnalyzeJobRequest:
 async def _job_mesh(
     services: Services, viewer: Viewer, job_id: str, variant: str | None
 ) -> TexturedMesh:
-    """The canonical mesh of a completed job (404 unknown job, another key's job or an
-    unknown variant; 409 not done)."""
-    job = await services.jobs.get(job_id, viewer)
-    if variant is not None:
-        raise VariantNotFoundError(
-            f"job {job_id} has no variant {variant}", job_id=job_id, variant=variant
-        )
-    if job.status is not JobStatus.COMPLETED or job.result is None:
-        raise JobConflictError(
-            f"job {job_id} is {job.status}; its model can be analysed once it is completed",
-            status=str(job.status),
-        )
-    data = await run_in_threadpool(services.store.read_mesh, job.result.artifact_key)
+    """The canonical mesh of a completed job or of its variant (404 unknown job, another
+    key's job or an unknown variant; 409 not done)."""
+    job = await completed_job(services, viewer, job_id)
+    key, _ = await mesh_of(services, job, variant)
+    data = await run_in_threadpool(services.store.read_mesh, key)
     return await run_in_threadpool(TexturedMesh.from_bytes, data)
 
 

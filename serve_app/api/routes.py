@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
+from serve_app.api.models import completed_job, mesh_of
 from serve_app.api.schemas import (
     CheckResult,
     ErrorResponse,
@@ -25,7 +26,8 @@ from serve_app.api.schemas import (
     UploadResponse,
 )
 from serve_app.config import background_model_file
-from serve_app.errors import JobConflictError, PayloadTooLargeError, ValidationFailedError
+from serve_app.errors import PayloadTooLargeError, ValidationFailedError
+from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
@@ -35,6 +37,10 @@ from serve_app.registry.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
+VariantQuery = Annotated[
+    str | None,
+    Query(pattern=VARIANT_ID_PATTERN, description="a variant of the job's model (64 hex)"),
+]
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 READINESS_TIMEOUT_S = 2.0
@@ -188,19 +194,20 @@ async def list_jobs(
     responses={200: {"description": "the model file"}},
 )
 async def download(
-    job_id: JobIdPath, format: OutputFormat, services: ServicesDep, viewer: ViewerDep
+    job_id: JobIdPath,
+    format: OutputFormat,
+    services: ServicesDep,
+    viewer: ViewerDep,
+    variant: VariantQuery = None,
 ) -> FileResponse:
-    """The job's model as ``format``, derived from its one canonical mesh on first request."""
+    """The job's model (or its variant ``variant``) as ``format``, derived from its one
+    canonical mesh on first request. 404 for a variant the job does not have."""
     from serve_app.pipeline.export import FILE_NAMES
     from serve_app.pipeline.export import MEDIA_TYPES as MODEL_TYPES
 
-    job = await services.jobs.get(job_id, viewer)
-    if job.status is not JobStatus.COMPLETED or job.result is None:
-        raise JobConflictError(
-            f"job {job_id} is {job.status}; its model can be downloaded once it is completed",
-            status=str(job.status),
-        )
-    key = job.result.artifact_key
+    job = await completed_job(services, viewer, job_id)
+    key, _ = await mesh_of(services, job, variant)
+    name = f"{job_id}_{variant[:12]}_" if variant else f"{job_id}_"
     path = services.store.export_path(key, format)
     if not path.is_file():
         lock_name = f"{key}.{format}"
@@ -209,9 +216,7 @@ async def download(
                 path = await run_in_threadpool(derive_format, services.store, key, format)
         finally:  # a failed or abandoned conversion must not leave its lock behind
             services.release_conversion_lock(lock_name)
-    return FileResponse(
-        path, media_type=MODEL_TYPES[format], filename=f"{job_id}_{FILE_NAMES[format]}"
-    )
+    return FileResponse(path, media_type=MODEL_TYPES[format], filename=name + FILE_NAMES[format])
 
 
 async def _readiness_checks(services: Services) -> dict[str, CheckResult]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.text_params import prompt_sha256
 from serve_app.pipeline.types import (
@@ -24,11 +25,15 @@ from serve_app.pipeline.types import (
     OutputFormat,
 )
 from serve_app.registry.feeds import JobLog
-from serve_app.registry.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus
+from serve_app.registry.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus, VariantInfo
 
 JobId = Annotated[
     str,
     Field(pattern=JOB_ID_PATTERN, description="32 lowercase hex characters"),
+]
+VariantId = Annotated[
+    str,
+    Field(pattern=VARIANT_ID_PATTERN, description="64 lowercase hex: a variant of the job"),
 ]
 
 
@@ -221,6 +226,38 @@ class TextToImageStatus(BaseModel):
         )
 
 
+def download_url(job_id: str, fmt: str, variant: str | None = None) -> str:
+    """Where the job's model (or one of its variants) is downloaded as ``fmt``."""
+    url = f"/download/{job_id}/{fmt}"
+    return f"{url}?variant={variant}" if variant else url
+
+
+class VariantResponse(BaseModel):
+    """A version of a completed job's model made by optimize-mesh or apply-material."""
+
+    variant_id: str = Field(description="its content address: same recipe, same id")
+    operation: Literal["optimize", "material"]
+    params: dict[str, Any] = Field(description="the operation's parameters, as applied")
+    base: str | None = Field(description="the variant it was made from; null: the job's model")
+    faces: int
+    watertight: bool | None = Field(description="the variant is a closed surface")
+    created_at: datetime
+    downloads: dict[str, str] = Field(description="download URL per format")
+
+    @classmethod
+    def of(cls, job_id: str, variant: VariantInfo) -> VariantResponse:
+        return cls(
+            variant_id=variant.variant_id,
+            operation=variant.operation,  # type: ignore[arg-type]
+            params=variant.params,
+            base=variant.base,
+            faces=variant.faces,
+            watertight=variant.watertight,
+            created_at=_time(variant.created_at),
+            downloads={f: download_url(job_id, f, variant.variant_id) for f in OUTPUT_FORMATS},
+        )
+
+
 class JobStatusResponse(BaseModel):
     """A job as clients see it: status, progress, error and download links."""
 
@@ -273,6 +310,13 @@ class JobStatusResponse(BaseModel):
     text_to_image: TextToImageStatus | None = Field(
         default=None, description="a text job's prompt (hash and length) and picture"
     )
+    thumbnail_url: str | None = Field(
+        default=None, description="a picture of the model (PNG), once completed"
+    )
+    variants: list[VariantResponse] = Field(
+        default_factory=list,
+        description="versions of the model made by optimize-mesh and apply-material",
+    )
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -283,7 +327,7 @@ class JobStatusResponse(BaseModel):
         request, result = job.request, job.result
         completed = job.status is JobStatus.COMPLETED and result is not None
         outputs: dict[str, str] = (
-            {fmt: f"/download/{job.job_id}/{fmt}" for fmt in OUTPUT_FORMATS} if completed else {}
+            {fmt: download_url(job.job_id, fmt) for fmt in OUTPUT_FORMATS} if completed else {}
         )
         return cls(
             job_id=job.job_id,
@@ -309,6 +353,8 @@ class JobStatusResponse(BaseModel):
             outputs=outputs,
             image_url=f"/api/jobs/{job.job_id}/image" if job.upload is not None else None,
             text_to_image=TextToImageStatus.from_snapshot(job),
+            thumbnail_url=f"/api/jobs/{job.job_id}/thumbnail" if completed else None,
+            variants=[VariantResponse.of(job.job_id, v) for v in job.variants],
             created_at=_time(job.created_at),
             updated_at=_time(job.updated_at),
             started_at=_time(job.started_at) if job.started_at else None,

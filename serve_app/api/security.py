@@ -5,8 +5,8 @@ One ASGI middleware, in front of every route, so no route can forget it:
 - **Body size**: a ``Content-Length`` over the limit is a 413 before a byte is read; a body
   without one is counted while it streams in and cut off with a 413 at the limit. Image
   uploads get ``pipeline.limits.max_upload_bytes``, mesh files for analysis
-  ``mesh_tools.max_upload_bytes`` (each plus multipart framing), every other request
-  ``security.max_body_bytes``.
+  ``mesh_tools.max_upload_bytes``, a batch of photos 16 times the image limit (each plus
+  multipart framing), every other request ``security.max_body_bytes``.
 - **API keys** (when ``security.api_key_hashes`` or ``admin_key_hashes`` is set):
   ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (WebSockets, which browsers
   cannot give headers, may pass ``?api_key=``). Keys are compared by their SHA-256; the

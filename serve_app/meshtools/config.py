@@ -1,8 +1,16 @@
-"""Limits of the mesh tools: how big a mesh file may be, how many faces it may have."""
+"""Limits of the mesh tools: how big a mesh file may be, how many faces it may have, the
+face targets of decimation and the sizes of previews."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: Face targets of decimation (inclusive).
+MIN_TARGET_FACES, MAX_TARGET_FACES = 100, 1_000_000
+#: Sides of a preview image in pixels (inclusive).
+MIN_SIDE, MAX_SIDE = 64, 2048
+#: The background of a preview that is no colour: alpha 0 off the model.
+TRANSPARENT = "transparent"
 
 
 class MeshLimits(BaseModel):

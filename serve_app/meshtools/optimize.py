@@ -18,10 +18,9 @@ import numpy as np
 
 from serve_app.errors import ValidationFailedError
 from serve_app.meshtools.analyze import is_closed
+from serve_app.meshtools.config import MAX_TARGET_FACES, MIN_TARGET_FACES
 from serve_app.pipeline.types import TexturedMesh
 
-MIN_TARGET_FACES = 100
-MAX_TARGET_FACES = 1_000_000
 #: UVs closer than this are one texture coordinate when wedges become vertices.
 _UV_GRID = 1e-7
 #: Holes up to this many edges are closed by ``repair``.

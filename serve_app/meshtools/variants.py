@@ -1,4 +1,5 @@
-"""Content addresses of a job's model variants: same job, base, operation and parameters → same id.
+"""Content addresses of a job's model variants (same job, base, operation and parameters →
+same id) and of preview images (same mesh and view → same picture).
 
 A variant id is the sha256 hex of a canonical JSON recipe: the schema version, the job,
 the content key of the mesh it is made from (the job's canonical mesh key, or the base
@@ -14,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -67,3 +69,37 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]
     raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+#: Bumped when a preview of the same mesh and view would look different (lights, framing).
+PREVIEW_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class PreviewOrder:
+    """A picture of the canonical mesh stored under ``mesh_key`` (a job's model or a
+    variant): ``width`` × ``height`` pixels, seen from ``azimuth_deg``/``elevation_deg``
+    (see ``serve_app.meshtools.preview.render_preview``), on ``background``."""
+
+    mesh_key: str
+    width: int = 512
+    height: int = 512
+    azimuth_deg: float = 30.0
+    elevation_deg: float = 20.0
+    background: str = "#ffffff"
+
+    def view(self) -> str:
+        """32 hex: the view's content address (the mesh's is ``mesh_key``); angles that
+        differ by whole turns, and colours that differ in case, are one view."""
+        recipe = {**asdict(self), "schema": PREVIEW_SCHEMA}
+        del recipe["mesh_key"]
+        recipe["azimuth_deg"] = self.azimuth_deg % 360.0
+        recipe["background"] = self.background.lower()
+        blob = json.dumps(_canonical(recipe), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def thumbnail_order(mesh_key: str) -> PreviewOrder:
+    """The view every job's thumbnail shows: 256 × 256, from the front right and above, on
+    a transparent background."""
+    return PreviewOrder(mesh_key, 256, 256, 30.0, 20.0, "transparent")

@@ -37,12 +37,14 @@ from serve_app.registry.jobs import (
     RunRequest,
     TextModel,
     UploadInfo,
+    VariantOrder,
     Viewer,
 )
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.supervisor import Supervisor
 from serve_app.registry.table import JobTable
+from serve_app.registry.variants import MeshToolsBackend, Variants
 from serve_app.registry.workers import Backends, Workers
 from serve_app.storage import ArtifactStore
 
@@ -106,6 +108,7 @@ class JobRegistry:
         self._supervisor = Supervisor(
             self._table, self._monitor, self._ledger, self._workers, config.registry
         )
+        self._variants = Variants(self._table, self._monitor, self._ledger, config.mesh_tools)
         #: Calls served, by method (``served_calls``): what each kind of request costs.
         self.calls: Counter[str] = Counter()
         self._loops: list[asyncio.Task[None]] = []
@@ -138,6 +141,7 @@ class JobRegistry:
         self._workers.store = ArtifactStore(config.storage.root)
         self._workers.background_model = config.pipeline.background_model
         self._supervisor.policy = config.registry
+        self._variants.policy = config.mesh_tools
         self._table.max_jobs = config.registry.max_jobs
         for record in self._ledger.move_to(journal_path(config)):
             if record.job_id not in self._table:
@@ -148,6 +152,11 @@ class JobRegistry:
     async def attach(self, backends: Backends) -> None:
         """The worker deployments runs go through (an ingress replica says, as it starts)."""
         self._workers.attach(backends)
+
+    @served
+    async def attach_mesh_tools(self, backend: MeshToolsBackend) -> None:
+        """Where variants are made (an ingress replica says, as it starts)."""
+        self._variants.attach(backend)
 
     @served
     async def report_generator(
@@ -273,6 +282,14 @@ class JobRegistry:
         return self._monitor.snapshot(record)
 
     @served
+    async def make_variant(self, order: VariantOrder) -> Reply:
+        """The job with the variant ``order`` names, made once however many ask at once
+        (``serve_app.registry.variants``): 404 unknown job or base variant, 409 not
+        completed, 503 mesh tools unreachable or over their time."""
+        await self._recover(order.job_id)
+        return await self._variants.make(order)
+
+    @served
     async def job_log(self, job_id: str) -> JobLog | OrfeasError:
         """The job's recent events, oldest first."""
         await self._recover(job_id)
@@ -312,6 +329,7 @@ class JobRegistry:
         return {
             "jobs": {str(status): n for status, n in self._table.counts().items()},
             "running_tasks": self._supervisor.stats()["running_tasks"],
+            "variants_in_progress": self._variants.pending,
             "generators": dict(self._workers.versions),
             "generator_errors": dict(self._workers.errors),
             "text_to_image": {

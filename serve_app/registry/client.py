@@ -16,7 +16,16 @@ from serve_app.metrics import MetricsSnapshot
 from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.registry.actor import RegistryActor, SyncPage
 from serve_app.registry.feeds import Changes, JobLog
-from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, RunRequest, UploadInfo, Viewer
+from serve_app.registry.jobs import (
+    JobPage,
+    JobSnapshot,
+    JobStatus,
+    RunRequest,
+    UploadInfo,
+    VariantOrder,
+    Viewer,
+)
+from serve_app.registry.variants import MeshToolsBackend
 from serve_app.registry.workers import Backends
 from serve_app.remote import as_orfeas_error
 
@@ -61,6 +70,12 @@ class RegistryClient:
 
     async def attach(self, backends: Backends) -> None:
         await self._call("attach", backends)
+
+    async def attach_mesh_tools(self, backend: MeshToolsBackend) -> None:
+        await self._call("attach_mesh_tools", backend)
+
+    async def make_variant(self, order: VariantOrder) -> JobSnapshot:
+        return await self._call("make_variant", order)
 
     async def register_upload(
         self, job_id: str, upload: UploadInfo, owner: str | None = None

@@ -156,6 +156,45 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class VariantInfo:
+    """A new version of a completed job's model, made by ``operation`` with ``params``.
+
+    ``variant_id`` is its content address (64 hex, also the store key of its mesh);
+    ``base`` the variant it was made from, None for the job's own model.
+    """
+
+    variant_id: str
+    operation: str
+    params: dict[str, Any]
+    base: str | None
+    faces: int
+    watertight: bool | None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class VariantOrder:
+    """What the MeshTools deployment is asked to make: the variant ``variant_id`` of
+    ``job_id`` from the mesh stored under ``base_key`` (the job's model, or the variant
+    ``base``), by ``operation`` with ``params``."""
+
+    job_id: str
+    variant_id: str
+    base: str | None
+    base_key: str
+    operation: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VariantBuilt:
+    """What the MeshTools deployment reports of a variant it stored."""
+
+    faces: int
+    watertight: bool | None
+
+
+@dataclass(frozen=True)
 class JobSnapshot:
     """A read-only copy of a job, as the API reports it.
 
@@ -186,6 +225,8 @@ class JobSnapshot:
     plan: RunPlan = RunPlan.MODEL
     text: TextToImageParams | None = None
     image: StoredImage | None = None
+    #: Variants of the completed run's model, oldest first.
+    variants: tuple[VariantInfo, ...] = ()
 
 
 @dataclass
@@ -233,6 +274,9 @@ class JobRecord:
         source = self.text if plan.makes_image else self.upload
         return source is not None and (not plan.makes_model or self.request is not None)
 
+    #: Variants of the completed run's model by id, oldest first (a new run clears them).
+    variants: dict[str, VariantInfo] = field(default_factory=dict)
+
     def snapshot(self) -> JobSnapshot:
         return JobSnapshot(
             job_id=self.job_id,
@@ -255,6 +299,7 @@ class JobRecord:
             plan=self.plan,
             text=self.text,
             image=self.image,
+            variants=tuple(self.variants.values()),
         )
 
 

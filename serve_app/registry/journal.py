@@ -29,6 +29,7 @@ from serve_app.registry.jobs import (
     RunResult,
     StoredImage,
     UploadInfo,
+    VariantInfo,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 #: Fields with their own codec; every other JSON-safe field of JobRecord is kept as is.
-_SPECIAL = {"status", "stage", "upload", "request", "result", "plan", "text", "image"}
+_SPECIAL = {"status", "stage", "upload", "request", "result", "plan", "text", "image", "variants"}
+#: The variant ids of each journaled job (its ``variants`` object's keys), for retention.
+_VARIANTS = "SELECT jobs.job_id, v.key FROM jobs, json_each(jobs.data, '$.variants') AS v"
 
 #: ``status NOT IN (?, ?)``: a job without an active run, the statuses bound as parameters.
 _ENDED = f"status NOT IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
@@ -65,6 +68,7 @@ def encode_record(record: JobRecord) -> str:
         "plan": str(record.plan),
         "text": record.text.model_dump(mode="json") if record.text else None,
         "image": _encode_image(record.image),
+        "variants": {k: dataclasses.asdict(v) for k, v in record.variants.items()},
     }
     for f in dataclasses.fields(record):
         if f.name in _SPECIAL:
@@ -93,6 +97,7 @@ def decode_record(text: str) -> JobRecord:
     if result:
         result["formats"] = tuple(result.get("formats", ()))
         record.result = RunResult(**result)
+    record.variants = _decode_variants(data.get("variants"))
     for f in dataclasses.fields(record):
         if f.name in _SPECIAL or f.name == "job_id" or f.name not in data:
             continue
@@ -102,6 +107,17 @@ def decode_record(text: str) -> JobRecord:
         elif isinstance(default, float) and isinstance(value, int):
             setattr(record, f.name, float(value))
     return record
+
+
+def _decode_variants(data: Any) -> dict[str, VariantInfo]:
+    """A record's variants; an entry that cannot be read is left out (logged)."""
+    variants: dict[str, VariantInfo] = {}
+    for key, value in (data or {}).items() if isinstance(data, dict) else ():
+        try:
+            variants[str(key)] = VariantInfo(**value)
+        except TypeError as exc:
+            logger.warning("skipping an unreadable variant %s: %s", key, exc)
+    return variants
 
 
 def _encode_request(request: RunRequest | None) -> dict[str, Any] | None:
@@ -235,7 +251,8 @@ class JobJournal:
         ).fetchall()
 
     def refs_of(self, job_ids: Iterable[str]) -> set[str]:
-        """The upload hashes and mesh keys the given jobs refer to."""
+        """The upload hashes and mesh keys (their models' and their variants') the given
+        jobs refer to."""
         refs: set[str] = set()
         for job_id in job_ids:
             row = self._db.execute(
@@ -243,13 +260,20 @@ class JobJournal:
             ).fetchone()
             if row:
                 refs.update(r for r in row if r)
+            refs.update(self.variant_keys(job_id))
         return refs
+
+    def variant_keys(self, job_id: str) -> list[str]:
+        """The ids (store keys) of a journaled job's variants."""
+        rows = self._db.execute(f"{_VARIANTS} WHERE jobs.job_id = ?", (job_id,)).fetchall()
+        return [row[1] for row in rows]
 
     def job_ids(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT job_id FROM jobs")}
 
     def references(self) -> tuple[set[str], set[str]]:
-        """(upload hashes, artifact keys) that some journaled job still refers to."""
+        """(upload hashes, mesh keys) that some journaled job still refers to; the mesh
+        keys are the jobs' models and their variants."""
         uploads: set[str] = set()
         keys: set[str] = set()
         for sha, key in self._db.execute("SELECT upload_sha256, artifact_key FROM jobs"):
@@ -257,6 +281,7 @@ class JobJournal:
                 uploads.add(sha)
             if key:
                 keys.add(key)
+        keys.update(row[1] for row in self._db.execute(_VARIANTS))
         return uploads, keys
 
     # -- meta ----------------------------------------------------------------------------

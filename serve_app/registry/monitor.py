@@ -58,6 +58,7 @@ class _Seen:
     progress: float
     cancel_requested: bool
     queue_position: int | None
+    variants: int = 0
     version: int = 0
 
     @classmethod
@@ -69,6 +70,7 @@ class _Seen:
             progress=round(record.progress, 1),
             cancel_requested=record.cancel_requested,
             queue_position=queue_position,
+            variants=len(record.variants),
         )
 
 

@@ -4,14 +4,17 @@ A job is expired when it has no active run and has not changed for ``ttl_s``, or
 the artifacts exceed ``max_bytes``, when it is among the oldest ended jobs. Files are
 content-addressed and may be shared by jobs, so a file goes only when no journaled job
 refers to it any more and it is older than ``grace_s`` (a file in flight, written before
-its job records it, is young). Files that no job refers to and that are older than the TTL
-(left by a failed request, say) go too. Queued or running jobs are never expired, and the
-files they refer to are never removed.
+its job records it, is young). A job's files are its upload, its model's canonical mesh
+and its variants' meshes, with the formats and previews derived from each. Files that no
+job refers to and that are older than the TTL (left by a failed request, or a variant of a
+run that was replaced) go too. Queued or running jobs are never expired, and the
+files they refer to are never removed. A batch's manifest goes once none of its jobs is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -36,7 +39,7 @@ class StoredFile:
     """One artifact file: ``ref`` is the upload hash or the mesh key it belongs to."""
 
     path: Path
-    kind: str  # "upload", "mesh" or "export"
+    kind: str  # "upload", "mesh", "export" or "preview"
     ref: str
     size_bytes: int
     mtime: float
@@ -48,6 +51,8 @@ class StoreScan:
 
     files: list[StoredFile] = field(default_factory=list)
     job_dirs: dict[str, float] = field(default_factory=dict)  # job id → mtime
+    #: batch manifest → (its mtime, its job ids)
+    batches: dict[Path, tuple[float, frozenset[str]]] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -94,6 +99,7 @@ async def collect(
             uploads.add(record.upload.sha256)
         if record.result:
             keys.add(record.result.artifact_key)
+        keys.update(record.variants)
     remaining = (journal.job_ids() | {r.job_id for r in table}, uploads, keys)
     result = await asyncio.to_thread(
         sweep, store.root, scan, expired, expired_refs, remaining, config, now
@@ -102,9 +108,16 @@ async def collect(
 
 
 def scan_store(store: ArtifactStore) -> StoreScan:
-    """Walk the store's uploads, meshes, exports and job directories (in a worker thread)."""
+    """Walk the store's uploads, meshes, exports, previews and job directories (in a worker
+    thread). An export or a preview belongs to the mesh key its name starts with."""
     scan = StoreScan()
-    for kind, folder in (("upload", "uploads"), ("mesh", "meshes"), ("export", "exports")):
+    kinds = (
+        ("upload", "uploads"),
+        ("mesh", "meshes"),
+        ("export", "exports"),
+        ("preview", "previews"),
+    )
+    for kind, folder in kinds:
         for dirpath, _, names in os.walk(store.root / folder):
             for name in names:
                 match = _HEX64.match(name)
@@ -121,7 +134,22 @@ def scan_store(store: ArtifactStore) -> StoreScan:
         for entry in os.scandir(jobs):
             if _JOB_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 scan.job_dirs[entry.name] = entry.stat(follow_symlinks=False).st_mtime
+    batches = store.root / "batches"
+    if batches.is_dir():
+        for entry in os.scandir(batches):
+            if _JOB_ID.fullmatch(entry.name.removesuffix(".json")) and entry.is_file():
+                scan.batches[Path(entry.path)] = (entry.stat().st_mtime, _batch_jobs(entry.path))
     return scan
+
+
+def _batch_jobs(path: str) -> frozenset[str]:
+    """The job ids a batch manifest lists (none if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            manifest = json.load(f)
+        return frozenset(e["job_id"] for e in manifest.get("jobs", ()) if e.get("job_id"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return frozenset()
 
 
 def plan_expiry(
@@ -143,7 +171,7 @@ def plan_expiry(
         chosen.add(job_id)
         expired.append(job_id)
         # An estimate: the job's own files, counted once (shared ones may stay).
-        for ref in (sha, key):
+        for ref in (sha, key, *journal.variant_keys(job_id)):
             if ref and ref in sizes:
                 freed += sizes.pop(ref)
     return expired
@@ -193,4 +221,8 @@ def sweep(
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             jobs += 1
+    for path, (mtime, members) in scan.batches.items():
+        if now - mtime >= config.grace_s and not members & job_ids:  # its jobs are all gone
+            path.unlink(missing_ok=True)
+            files += 1
     return Sweep(jobs=jobs, files=files, bytes=removed_bytes)

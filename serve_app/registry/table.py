@@ -19,6 +19,7 @@ from serve_app.registry.jobs import (
     RunResult,
     StoredImage,
     UploadInfo,
+    VariantInfo,
     Viewer,
     can_transition,
 )
@@ -171,6 +172,7 @@ class JobTable:
         record.result = None
         record.cancel_requested = False
         record.finished_at = None
+        record.variants = {}  # versions of the last run's model, not of the next one's
         self._reset_progress(record)
         return record
 
@@ -251,6 +253,16 @@ class JobTable:
         if stage is not None:  # where it ended, unless the stage that raised said so
             record.error.setdefault("stage", str(stage))
         record.eta_seconds = None
+        return record
+
+    def add_variant(self, job_id: str, run: int, variant: VariantInfo) -> JobRecord | None:
+        """Record a variant of run ``run``'s model; None unless that run is the job's last
+        and completed (a new run started meanwhile, or the job is gone)."""
+        record = self._jobs.get(job_id)
+        if record is None or record.run != run or record.status is not JobStatus.COMPLETED:
+            return None
+        record.variants[variant.variant_id] = variant
+        record.updated_at = time.time()
         return record
 
     def request_cancel(self, job_id: str) -> JobRecord:

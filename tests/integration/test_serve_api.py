@@ -48,6 +48,7 @@ def test_readiness_checks_registry_storage_models_and_deployments(api: Api) -> N
         "deployment:Ingress",
         "deployment:BackgroundRemoval",
         "deployment:ShapeTexture",
+        "deployment:MeshTools",
     }
 
 

@@ -28,7 +28,8 @@ def test_config_file_is_a_valid_serve_deploy_config(path: Path) -> None:
     assert app.import_path == "serve_app.app:build_app"
     assert app.route_prefix == "/"
     config = AppConfig.model_validate(app.args)
-    for options in (config.ingress, config.background_removal, config.shape_texture):
+    workers = (config.background_removal, config.shape_texture, config.mesh_tools.deployment)
+    for options in (config.ingress, *workers):
         assert options.max_ongoing_requests >= 1
         assert options.graceful_shutdown_timeout_s > 0
 

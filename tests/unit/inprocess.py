@@ -1,16 +1,18 @@
 """The service's API and registry in this process, without Ray: a real ``JobRegistry``
 (journal, feed, supervisor) behind a real ``JobView``, served by the real FastAPI app.
 
-There are no worker deployments, so a run completes only from the content-addressed
+There are no generation deployments, so a run completes only from the content-addressed
 cache (``complete_from_cache`` stores a mesh under the run's cache key first); any other
 run fails with ``model_unavailable`` — unless a test attaches objects of its own in their
-place (``attach``, ``LocalDeployment``).
+place (``attach``, ``LocalDeployment``). The MeshTools deployment's work (variants,
+previews) runs here in threads, as ``InProcessMeshTools``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -24,10 +26,14 @@ from fastapi.testclient import TestClient
 from serve_app.api import Services, create_api
 from serve_app.config import AppConfig
 from serve_app.errors import OrfeasError
+from serve_app.meshtools.isolated import IsolatedWorker
+from serve_app.meshtools.variants import PreviewOrder
+from serve_app.meshtools.work import make_variant, render_to_store
 from serve_app.metrics import MetricsSink
 from serve_app.pipeline.types import GenerationParams, TexturedMesh
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.cache import cache_key
+from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.registry.view import JobView
 from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore
@@ -55,6 +61,32 @@ class InProcessRegistry:
         return call
 
 
+class InProcessMeshTools:
+    """What the MeshTools deployment does (``serve_app.meshtools.work``), in threads of
+    this process; counts the variants and previews it was asked for."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.store = ArtifactStore(config.storage.root)
+        self.limits = config.mesh_tools
+        self.child = IsolatedWorker("test-mesh-variants")
+        self.variant_calls = 0
+        self.render_calls = 0
+
+    async def make_variant(self, order: VariantOrder) -> VariantBuilt:
+        self.variant_calls += 1
+        limits = self.limits
+        return await asyncio.to_thread(
+            self.child.call, make_variant, self.store, order, limits, timeout_s=limits.timeout_s
+        )
+
+    def names(self) -> dict[str, str] | None:
+        return None
+
+    async def render(self, order: PreviewOrder) -> None:
+        self.render_calls += 1
+        await asyncio.to_thread(render_to_store, self.store, order)
+
+
 def app_config(root: Path, **args: Any) -> AppConfig:
     """A config for the in-process service under ``root``; ``args`` override sections."""
     base: dict[str, Any] = {"storage": {"root": str(root)}, **args}
@@ -67,6 +99,7 @@ class InProcessService:
     registry: JobRegistry
     view: JobView
     config: AppConfig
+    mesh_tools: InProcessMeshTools
 
     def run(self, coroutine: Callable[[], Awaitable[T]]) -> T:
         """Run ``coroutine()`` on the service's event loop."""
@@ -82,11 +115,52 @@ class InProcessService:
         assert response.status_code == 200, response.text
         return str(response.json()["job_id"])
 
-    def complete_from_cache(self, job_id: str, quality: int = 5) -> None:
-        """Store a mesh under the key a run of ``job_id`` at ``quality`` will look up."""
-        self.run(self._seed_cache(job_id, quality))
+    def complete_from_cache(
+        self, job_id: str, quality: int = 5, mesh: TexturedMesh | None = None
+    ) -> None:
+        """Store ``mesh`` (a tetrahedron by default) under the key a run of ``job_id`` at
+        ``quality`` will look up."""
+        self.run(self._seed_cache(job_id, quality, mesh or tetrahedron()))
 
-    def _seed_cache(self, job_id: str, quality: int) -> Callable[[], Awaitable[None]]:
+    def seed_cache(self, image: bytes, quality: int, mesh: TexturedMesh | None = None) -> None:
+        """Store ``mesh`` under the key a run of a job with the photo ``image`` at
+        ``quality`` will look up (before the job exists)."""
+        upload_sha = hashlib.sha256(image).hexdigest()
+
+        async def seed() -> None:
+            await self.registry.report_generator("inflate", GENERATOR_VERSION)
+            key = cache_key(
+                upload_sha,
+                GenerationParams(quality=quality),
+                self.config.pipeline.background_model,
+                "inflate",
+                GENERATOR_VERSION,
+            )
+            ArtifactStore(self.config.storage.root).put_mesh(
+                key, (mesh or tetrahedron()).to_bytes()
+            )
+
+        self.run(seed)
+
+    def completed_job(
+        self,
+        mesh: TexturedMesh | None = None,
+        headers: dict[str, str] | None = None,
+        name: str = "chelsea",
+    ) -> str:
+        """A new job, completed from the cache with ``mesh``; its id."""
+        job_id = self.upload(headers, name)
+        self.complete_from_cache(job_id, quality=2, mesh=mesh)
+        answer = self.http.post(
+            "/api/generate-3d", json={"job_id": job_id, "quality": 2}, headers=headers
+        )
+        assert answer.status_code == 202, answer.text
+        self.wait_view(lambda: getattr(self.view.peek(job_id), "status", None) == "completed")
+        return job_id
+
+    def _seed_cache(
+        self, job_id: str, quality: int, mesh: TexturedMesh
+    ) -> Callable[[], Awaitable[None]]:
         async def seed() -> None:
             await self.registry.report_generator("inflate", GENERATOR_VERSION)
             store = ArtifactStore(self.config.storage.root)
@@ -99,7 +173,7 @@ class InProcessService:
                 "inflate",
                 GENERATOR_VERSION,
             )
-            store.put_mesh(key, tetrahedron().to_bytes())
+            store.put_mesh(key, mesh.to_bytes())
 
         return seed
 
@@ -166,18 +240,24 @@ def in_process_service(config: AppConfig) -> Iterator[InProcessService]:
     client = InProcessRegistry(registry)
     view = JobView(client, config.registry.status_staleness_s)
     store = ArtifactStore(config.storage.root)
-    app = create_api(Services(config=config, store=store, registry=client, jobs=view))
+    tools = InProcessMeshTools(config)
+    services = Services(config=config, store=store, registry=client, jobs=view, previews=tools)
+    app = create_api(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         registry.start()
+        await registry.attach_mesh_tools(tools)
         view.start()
         yield
         await view.stop()
         await registry.stop()
 
     app.router.lifespan_context = lifespan
-    with TestClient(app) as http:
-        service = InProcessService(http, registry, view, config)
-        service.wait_view(lambda: view.fresh)
-        yield service
+    try:
+        with TestClient(app) as http:
+            service = InProcessService(http, registry, view, config, tools)
+            service.wait_view(lambda: view.fresh)
+            yield service
+    finally:
+        tools.child.close()

@@ -250,7 +250,15 @@ def test_every_deployment_fits_a_worker_group(
         for name in type(config).model_fields
         if isinstance(value := getattr(config, name), DeploymentOptions)
     }
+    deployments |= {  # the deployments a section configures beside its own settings
+        f"{name}.deployment": value.deployment
+        for name in type(config).model_fields
+        if isinstance(
+            getattr(value := getattr(config, name), "deployment", None), DeploymentOptions
+        )
+    }
     assert {"ingress", "background_removal", "shape_texture"} <= set(deployments)
+    assert {"mesh_tools.deployment", "text_to_image.deployment"} <= set(deployments)
     for name, replica in deployments.items():
         fits = []
         for group in cluster["workerGroupSpecs"]:

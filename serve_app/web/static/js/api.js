@@ -165,8 +165,65 @@ export function textToImage(prompt, model) {
   return request("api/text-to-image", { method: "POST", json });
 }
 
-export function downloadUrl(jobId, format) {
-  return `download/${jobId}/${format}`;
+/** Where the job's model (or its variant `variant`) is downloaded as `format`. */
+export function downloadUrl(jobId, format, variant = null) {
+  return variant ? `download/${jobId}/${format}?variant=${variant}` : `download/${jobId}/${format}`;
+}
+
+// ---- mesh tools --------------------------------------------------------------
+
+/** `GET /api/materials`: the presets. */
+export function materials() {
+  return request("api/materials");
+}
+
+/** `POST /api/analyze-stl` for a job's model (or its variant). */
+export function analyzeJob(jobId, variant = null) {
+  return request("api/analyze-stl", { method: "POST", json: withVariant({ job_id: jobId }, variant) });
+}
+
+/** `POST /api/optimize-mesh`: a variant with at most `targetFaces` faces. */
+export function optimizeMesh(jobId, variant, targetFaces, repair = true) {
+  const json = withVariant({ job_id: jobId, target_faces: targetFaces, repair }, variant);
+  return request("api/optimize-mesh", { method: "POST", json });
+}
+
+/** `POST /api/apply-material`: `material` is a preset name or `{base_color, metallic, roughness}`. */
+export function applyMaterial(jobId, variant, material) {
+  const json = withVariant({ job_id: jobId, material }, variant);
+  return request("api/apply-material", { method: "POST", json });
+}
+
+/** `POST /api/preview-3d`: the picture as a Blob. */
+export async function preview3d(jobId, variant, view) {
+  const response = await request("api/preview-3d", {
+    method: "POST",
+    json: withVariant({ job_id: jobId, ...view }, variant),
+  });
+  return response.blob();
+}
+
+/** The address of a completed job's thumbnail (a link needs the key: see `fetchFile`). */
+export function thumbnailUrl(jobId) {
+  return `api/jobs/${jobId}/thumbnail`;
+}
+
+function withVariant(body, variant) {
+  return variant ? { ...body, variant } : body;
+}
+
+// ---- batches -------------------------------------------------------------------
+
+/** `POST /api/batch-generate` with several photos and one set of options. */
+export function batchGenerate(files, params) {
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name || "photo.png");
+  form.append("params", JSON.stringify(params));
+  return request("api/batch-generate", { method: "POST", body: form });
+}
+
+export function batchStatus(batchId) {
+  return request(`api/batches/${batchId}`);
 }
 
 /** The job's picture: its upload, or the one made from its prompt. */

@@ -1,6 +1,7 @@
-// The recent jobs list: one page of `GET /api/jobs`, newest first, with paging.
+// The recent jobs list: one page of `GET /api/jobs`, newest first, with paging, and a
+// thumbnail of each completed job's model.
 
-import { listJobs } from "./api.js";
+import { apiKey, fetchFile, listJobs, thumbnailUrl } from "./api.js";
 
 const PAGE_SIZE = 8;
 
@@ -19,6 +20,7 @@ export class JobsList {
     this.onError = onError;
     this.offset = 0;
     this.total = 0;
+    this.blobUrls = [];
     this.newer.addEventListener("click", () => this.load(this.offset - PAGE_SIZE));
     this.older.addEventListener("click", () => this.load(this.offset + PAGE_SIZE));
     root.querySelector("[data-jobs-refresh]").addEventListener("click", () => this.load());
@@ -39,6 +41,7 @@ export class JobsList {
     }
     this.offset = page.offset;
     this.total = page.total;
+    this.revokeThumbnails();
     this.list.replaceChildren(...page.jobs.map((job) => this.item(job)));
     const first = page.total ? page.offset + 1 : 0;
     const last = page.offset + page.jobs.length;
@@ -70,9 +73,48 @@ export class JobsList {
     open.textContent = "Open";
     open.setAttribute("aria-label", `Open job ${job.job_id.slice(0, 8)} (${job.status})`);
     open.addEventListener("click", () => this.onOpen(job));
-    li.append(title, status, meta, open);
+    li.append(thumbnail(job, this), title, status, meta, open);
     return li;
   }
+
+  revokeThumbnails() {
+    for (const url of this.blobUrls || []) URL.revokeObjectURL(url);
+    this.blobUrls = [];
+  }
+}
+
+/** The job's thumbnail (a completed job's model), or an empty frame. */
+function thumbnail(job, list) {
+  const img = document.createElement("img");
+  img.className = "thumb";
+  img.width = 40;
+  img.height = 40;
+  img.alt = "";
+  if (job.status !== "completed") {
+    img.dataset.empty = "true";
+    return img;
+  }
+  img.alt = `Model of job ${job.job_id.slice(0, 8)}`;
+  img.loading = "lazy";
+  img.onerror = () => {
+    img.dataset.empty = "true";
+    img.removeAttribute("src");
+  };
+  if (!apiKey()) {
+    img.src = thumbnailUrl(job.job_id);
+    return img;
+  }
+  // An image element cannot send the key: fetch it, then show the bytes.
+  fetchFile(thumbnailUrl(job.job_id))
+    .then(({ blob }) => {
+      const url = URL.createObjectURL(blob);
+      list.blobUrls.push(url);
+      img.src = url;
+    })
+    .catch(() => {
+      img.dataset.empty = "true";
+    });
+  return img;
 }
 
 function when(job) {

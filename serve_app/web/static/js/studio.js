@@ -1,25 +1,48 @@
 // The studio page: photo or prompt in, a generation with live progress, the model out.
 
 import * as api from "./api.js";
+import { BatchView } from "./batch.js";
 import { JobsList } from "./jobs.js";
 import { TERMINAL, watchJob } from "./progress.js";
 import { etaText, failureText, madePictureOnly, statusText, validDimensions } from "./text.js";
+import { MeshTools } from "./tools.js";
 
 const $ = (id) => document.getElementById(id);
 const PHOTO_TYPES = ["image/png", "image/jpeg", "image/webp"];
 const ACTIVE = new Set(["queued", "running"]);
+const MAX_BATCH = 16;
 
 const state = {
   photo: null, // a File chosen here, not uploaded yet
+  photos: [], // several Files chosen at once: a batch
   sourceJobId: null, // the job Generate runs: an upload, a text-to-image result or an opened job
   job: null, // the job shown
   watcher: null,
   busy: false,
   viewer: null,
   shownPicture: null, // the job whose stored picture the preview shows
+  variant: null, // the version of the job shown: null for its model, or a variant id
 };
 
 const jobs = new JobsList($("jobs"), { onOpen: openJob });
+const tools = new MeshTools({
+  onVersion: (variant) => {
+    state.variant = variant;
+    if (state.job) {
+      setDownloads(state.job);
+      showModel(state.job.job_id);
+    }
+  },
+  onError: (text) => showMessage(text),
+});
+const batch = new BatchView({
+  onOpen: (jobId) => openJob({ job_id: jobId }),
+  onEnd: () => {
+    setBusy(false);
+    jobs.load();
+  },
+  onError: (text) => showMessage(text),
+});
 
 // ---- the API key -----------------------------------------------------------
 
@@ -108,11 +131,32 @@ function setPhoto(file) {
     return;
   }
   state.photo = file;
+  state.photos = [];
   state.sourceJobId = null;
   state.shownPicture = null;
   $("make-3d-button").hidden = true;
   showPreview(URL.createObjectURL(file), `${file.name} (${Math.ceil(file.size / 1024)} KB)`);
   $("status-text").textContent = "Ready: choose the options and press Generate.";
+}
+
+/** One photo, or several at once: a batch (the service checks each and says why not). */
+function setPhotos(files) {
+  if (files.length <= 1) {
+    if (files.length) setPhoto(files[0]);
+    return;
+  }
+  clearMessage();
+  if (files.length > MAX_BATCH) {
+    showMessage(`A batch holds at most ${MAX_BATCH} photos; ${files.length} were chosen.`);
+    return;
+  }
+  state.photo = null;
+  state.photos = files;
+  state.sourceJobId = null;
+  const first = files.find((f) => PHOTO_TYPES.includes(f.type));
+  showPreview(first ? URL.createObjectURL(first) : "", `${files.length} photos: ${files.map((f) => f.name).join(", ")}`);
+  $("status-text").textContent = `Ready: press Generate to make ${files.length} models.`;
+  $("generate-button").textContent = `Generate ${files.length}`;
 }
 
 function showPreview(url, caption) {
@@ -128,8 +172,8 @@ function showPreview(url, caption) {
 }
 
 $("photo-input").addEventListener("change", (event) => {
-  const [file] = event.target.files;
-  if (file) setPhoto(file);
+  $("generate-button").textContent = "Generate";
+  setPhotos([...event.target.files]);
 });
 
 const dropZone = $("drop-zone");
@@ -143,8 +187,8 @@ dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging
 dropZone.addEventListener("drop", (event) => {
   event.preventDefault();
   dropZone.classList.remove("dragging");
-  const [file] = event.dataTransfer.files;
-  if (file) setPhoto(file);
+  $("generate-button").textContent = "Generate";
+  setPhotos([...event.dataTransfer.files]);
 });
 // A photo dropped beside the zone must not replace the page.
 window.addEventListener("dragover", (event) => event.preventDefault());
@@ -316,6 +360,10 @@ $("generate-form").addEventListener("submit", async (event) => {
     showMessage(options.error);
     return;
   }
+  if (state.photos.length > 1) {
+    startBatch(options.value);
+    return;
+  }
   if (!state.photo && !state.sourceJobId) {
     showMessage("Choose or drop a photo first (or make one from a text prompt).");
     return;
@@ -337,6 +385,29 @@ $("generate-form").addEventListener("submit", async (event) => {
     setBusy(false);
   }
 });
+
+async function startBatch({ format, quality, dimensions, generator, seed }) {
+  setBusy(true);
+  const params = { format, quality, dimensions };
+  if (generator) params.generator = generator;
+  if (seed !== undefined && seed !== null) params.seed = seed;
+  $("status-text").textContent = `Sending ${state.photos.length} photos…`;
+  try {
+    const created = await batch.start(state.photos, params);
+    const refused = created.jobs.filter((j) => j.error);
+    $("status-text").textContent = `Batch of ${created.jobs.length} started.`;
+    if (refused.length) {
+      showMessage(`${refused.length} of the photos were not started: `
+        + refused.map((j) => `#${j.index + 1}: ${j.error.message}`).join("; "), "warning");
+    }
+    jobs.offset = 0;
+    jobs.load();
+  } catch (err) {
+    $("status-text").textContent = "Not started.";
+    showMessage(`Could not start the batch: ${err.message}`);
+    setBusy(false);
+  }
+}
 
 $("cancel-button").addEventListener("click", async () => {
   const job = state.job;
@@ -409,6 +480,7 @@ function finished(job) {
     $("make-3d-button").hidden = false;
     showMessage("The picture is ready: press Make 3D for a model of it (with the options below).", "info");
   } else if (job.status === "completed") {
+    tools.show(job);
     showModel(job.job_id);
   } else if (job.status === "failed") {
     showMessage(failureText(job));
@@ -419,8 +491,10 @@ function finished(job) {
 
 function render(job) {
   const changed = state.job?.job_id !== job.job_id || state.job?.status !== job.status;
+  if (state.job?.job_id !== job.job_id) state.variant = null;
   state.job = job;
   if (changed) jobs.load();
+  if (job.status !== "completed") tools.hide();
   const done = job.status === "completed";
   const percent = done ? 100 : Math.max(0, Math.min(100, Number(job.progress) || 0));
   $("status-text").textContent = statusText(job);
@@ -435,9 +509,15 @@ function render(job) {
   if (job.job_id === state.sourceJobId && job.image_url) showPicture(job);
   $("cancel-button").disabled = !ACTIVE.has(job.status);
   history.replaceState(null, "", `#job=${job.job_id}`);
+  setDownloads(job);
+}
+
+/** The download links: the version shown of a completed job, else none. */
+function setDownloads(job) {
+  const done = job.status === "completed";
   for (const link of document.querySelectorAll(".downloads [data-format]")) {
     if (done) {
-      link.href = api.downloadUrl(job.job_id, link.dataset.format);
+      link.href = api.downloadUrl(job.job_id, link.dataset.format, state.variant);
       link.setAttribute("download", "");
       link.removeAttribute("aria-disabled");
     } else {
@@ -490,9 +570,10 @@ async function showModel(jobId) {
       if (!webglAvailable()) throw new Error("this browser has WebGL turned off");
       state.viewer = new ModelViewer($("viewer"));
     }
-    await state.viewer.load(api.downloadUrl(jobId, "glb"), api.authHeaders());
+    const variant = state.variant;
+    await state.viewer.load(api.downloadUrl(jobId, "glb", variant), api.authHeaders());
     placeholder.hidden = true;
-    $("viewer").dataset.loaded = jobId;
+    $("viewer").dataset.loaded = variant ? `${jobId}:${variant}` : jobId;
   } catch (err) {
     placeholder.textContent = "No 3D preview.";
     showMessage(`The model is ready, but it cannot be shown in 3D here: ${err.message}. `
@@ -505,6 +586,8 @@ async function showModel(jobId) {
 async function openJob(job) {
   clearMessage();
   state.photo = null;
+  state.photos = [];
+  $("generate-button").textContent = "Generate";
   state.sourceJobId = job.job_id;
   state.shownPicture = null;
   $("make-3d-button").hidden = true;
