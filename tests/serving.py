@@ -83,13 +83,18 @@ def text_app_args(storage_root: Path, model_path: Path) -> dict[str, Any]:
 
 
 def start_ray_serve() -> int:
-    """``ray.init`` (4 logical CPUs) and Serve's proxy on a free port; returns the port."""
+    """``ray.init`` and Serve's proxy on a free port; returns the port.
+
+    8 logical CPUs: the suites deploy up to four small applications side by side (the
+    default one, the text one, and one a module or the fault suite brings), each asking
+    about 1.25 CPUs; their replicas mostly wait, so the two real cores are not the limit.
+    """
     import ray
     from ray import serve
 
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     ray.init(
-        num_cpus=4,
+        num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},

@@ -84,7 +84,7 @@ def fault_args(storage_root: Path) -> dict[str, Any]:
     return args
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fault_service(
     ray_serve: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FaultService]:
