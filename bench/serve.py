@@ -138,7 +138,8 @@ def serve_bare(port: int) -> None:
     """The same FastAPI app on plain uvicorn: no Ray, no HAProxy; its job view holds one job."""
     import uvicorn
 
-    from serve_app.api import Services, create_api
+    from serve_app.api.app import create_api
+    from serve_app.api.deps import Services
     from serve_app.config import AppConfig
     from serve_app.registry.view import JobView
     from serve_app.storage import ArtifactStore

@@ -10,7 +10,8 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.limiter import LimiterClient, find_limiter
 from deployments.meshtools import PreviewRenderer
-from serve_app.api import Services, create_api
+from serve_app.api.app import create_api
+from serve_app.api.deps import Services
 from serve_app.config import AppConfig
 from serve_app.registry.client import RegistryClient, find_registry
 from serve_app.registry.variants import MeshToolsHandle

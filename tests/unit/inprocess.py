@@ -23,7 +23,8 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serve_app.api import Services, create_api
+from serve_app.api.app import create_api
+from serve_app.api.deps import Services
 from serve_app.config import AppConfig
 from serve_app.errors import OrfeasError
 from serve_app.meshtools.isolated import IsolatedWorker

@@ -11,7 +11,8 @@ import trimesh
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from serve_app.api import Services, create_api
+from serve_app.api.app import create_api
+from serve_app.api.deps import Services
 from serve_app.config import AppConfig
 from serve_app.errors import ValidationFailedError
 from serve_app.pipeline.config import PipelineConfig

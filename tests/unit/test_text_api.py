@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from serve_app.api import Services, create_api
+from serve_app.api.app import create_api
+from serve_app.api.deps import Services
 from serve_app.api.schemas import GenerateOptions, GenerateRequest
 from serve_app.api.text import TextToImageRequest
 from serve_app.config import AppConfig

@@ -1,0 +1,51 @@
+"""The FastAPI app of one ingress replica, built around its services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import serve_app
+from serve_app.api.batches import BATCH_PATH, MAX_BATCH
+from serve_app.api.batches import router as batches_router
+from serve_app.api.deps import Services
+from serve_app.api.errors import install_error_handlers
+from serve_app.api.live import router as live_router
+from serve_app.api.meshtools import ANALYZE_PATH
+from serve_app.api.meshtools import router as meshtools_router
+from serve_app.api.routes import router
+from serve_app.api.security import install_security
+from serve_app.api.text import router as text_router
+from serve_app.api.variants import router as variants_router
+from serve_app.web import install_web
+
+
+def create_api(services: Services) -> FastAPI:
+    """The FastAPI app of the seed contract, wired to ``services``."""
+    app = FastAPI(
+        title="ORFEAS Serve",
+        version=serve_app.__version__,
+        description="Photo in, textured 3D model (GLB, OBJ, STL, PLY) out.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    install_security(
+        app,
+        services.config.security,
+        services.config.pipeline.limits.max_upload_bytes,
+        services.limiter,
+        path_limits={
+            ANALYZE_PATH: services.config.mesh_tools.max_upload_bytes,
+            BATCH_PATH: MAX_BATCH * services.config.pipeline.limits.max_upload_bytes,
+        },
+    )
+    app.include_router(router)
+    app.include_router(live_router)
+    app.include_router(text_router)
+    app.include_router(meshtools_router)
+    app.include_router(variants_router)
+    app.include_router(batches_router)
+    install_web(app)
+    return app
