@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.routes import MEDIA_TYPES, run_request
 from serve_app.api.schemas import ErrorResponse, GenerateOptions, JobId
@@ -32,7 +33,6 @@ from serve_app.errors import (
     ImageTooLargeError,
     JobNotFoundError,
     OrfeasError,
-    PayloadTooLargeError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
@@ -176,7 +176,7 @@ async def batch_generate(
     if kind == "multipart/form-data":
         entries = await _photos(request, services, viewer, client)
     elif kind == "application/json":
-        body = _jobs_request(await _small_body(request))
+        body = _jobs_request(await read_small_body(request, MAX_JSON_BYTES))
         run = run_request(body.params, services.config.pipeline, ("params",))
         entries = [
             await _admit(services, viewer, i, job_id, run, client)
@@ -330,17 +330,6 @@ def _invalid(exc: ValidationError, *where: str) -> RequestValidationError:
     return RequestValidationError(
         [{**err, "loc": ("body", *where, *err.get("loc", ()))} for err in exc.errors()]
     )
-
-
-async def _small_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise PayloadTooLargeError(f"a JSON body here is at most {MAX_JSON_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- reading a batch ---------------------------------------------------------------------

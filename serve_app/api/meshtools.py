@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, mesh_of
 from serve_app.api.schemas import ErrorResponse, JobId, VariantId
@@ -110,7 +111,7 @@ async def analyze_stl(request: Request, services: ServicesDep, viewer: ViewerDep
         data = await _uploaded_mesh(request, limits)
         return await run_in_threadpool(analyze_file, data, limits)
     if kind == "application/json":
-        body = _job_request(await _small_body(request))
+        body = _job_request(await read_small_body(request, MAX_JSON_BYTES))
         mesh = await _job_mesh(services, viewer, body.job_id, body.variant)
         return await run_in_threadpool(_analyze_canonical, mesh)
     raise UnsupportedMediaTypeError(
@@ -148,17 +149,6 @@ async def _uploaded_mesh(request: Request, limits: MeshLimits) -> bytes:
             limit_bytes=limits.max_upload_bytes,
         )
     return data
-
-
-async def _small_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise PayloadTooLargeError(f"a JSON body here is at most {MAX_JSON_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _job_request(body: bytes) -> AnalyzeJobRequest:
