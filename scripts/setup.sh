@@ -205,27 +205,41 @@ step_web() {
   "$python" -m serve_app.web | sed 's/^vendor: /setup: web: /'
 }
 
+# Install Debian packages for step $1 (apt-get, as root), or say what to install and, in $2,
+# what does not work until then. APT_RECOMMENDS=1 keeps the packages' recommendations.
+# Returns 1 when nothing was installed.
+apt_install() {
+  local step=$1 without=$2
+  shift 2
+  local recommends=(--no-install-recommends)
+  [[ ${APT_RECOMMENDS:-0} == 1 ]] && recommends=()
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    say "$step: missing $*; install the Debian packages as root:"
+    say "  apt-get update && apt-get install -y ${recommends[*]} $*"
+    say "$step: $without"
+    return 1
+  fi
+  say "$step: apt-get install $* (first time: a minute or two)"
+  local log
+  log=$(mktemp)
+  if ! { apt-get update -q \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${recommends[@]}" "$@"; } \
+    >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    rm -f "$log"
+    die "$step: apt-get install $* failed"
+  fi
+  rm -f "$log"
+}
+
 # Debian's Chromium for tests/browser (Playwright drives it; no browser is downloaded).
 step_chromium() {
   if [[ -x $CHROMIUM ]]; then
     say "chromium: $CHROMIUM present"
     return
   fi
-  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-    say "chromium: $CHROMIUM is missing; install the Debian package as root:"
-    say "  apt-get update && apt-get install -y chromium"
-    say "chromium: tests marked 'browser' are skipped until it is installed"
-    return
-  fi
-  say "chromium: apt-get install chromium (first time: a minute or two)"
-  local log
-  log=$(mktemp)
-  if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >"$log" 2>&1; then
-    tail -20 "$log" >&2
-    rm -f "$log"
-    die "chromium: apt-get install chromium failed"
-  fi
-  rm -f "$log"
+  APT_RECOMMENDS=1 apt_install chromium \
+    "tests marked 'browser' are skipped until it is installed" chromium || return 0
   say "chromium: $("$CHROMIUM" --version 2>/dev/null | head -n 1)"
 }
 
@@ -244,23 +258,8 @@ step_renderer() {
     say "renderer: ${RENDER_PACKAGES[*]} present"
     return
   fi
-  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-    say "renderer: missing ${missing[*]}; install the Debian packages as root:"
-    say "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-    say "renderer: previews fail (503) until they are installed"
-    return
-  fi
-  say "renderer: apt-get install ${missing[*]}"
-  local log
-  log=$(mktemp)
-  if ! { apt-get update -q \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
-    >"$log" 2>&1; then
-    tail -20 "$log" >&2
-    rm -f "$log"
-    die "renderer: apt-get install ${missing[*]} failed"
-  fi
-  rm -f "$log"
+  apt_install renderer "previews fail (503) until they are installed" "${missing[@]}" \
+    || return 0
   say "renderer: ${missing[*]} installed"
 }
 
@@ -271,23 +270,8 @@ step_prometheus() {
     say "prometheus: $PROMETHEUS present"
     return
   fi
-  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-    say "prometheus: $PROMETHEUS is missing; install the Debian package as root:"
-    say "  apt-get update && apt-get install -y --no-install-recommends prometheus"
-    say "prometheus: the test that scrapes the service with it is skipped until then"
-    return
-  fi
-  say "prometheus: apt-get install prometheus"
-  local log
-  log=$(mktemp)
-  if ! { apt-get update -q \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } \
-      >"$log" 2>&1; then
-    tail -20 "$log" >&2
-    rm -f "$log"
-    die "prometheus: apt-get install prometheus failed"
-  fi
-  rm -f "$log"
+  apt_install prometheus \
+    "the test that scrapes the service with it is skipped until then" prometheus || return 0
   say "prometheus: $("$PROMETHEUS" --version 2>&1 | head -n 1)"
 }
 
