@@ -179,7 +179,8 @@ def analyze(mesh: FileSource | None, job_id: str | None, variant: str | None) ->
         name, data = file_part(mesh, "mesh")
         part = (name, data, "application/octet-stream")
         return Call("POST", "/api/analyze-stl", read, True, files=[("file", part)])
-    request = AnalyzeJobRequest.model_validate({"job_id": job_id, "variant": variant})
+    assert job_id is not None
+    request = AnalyzeJobRequest.model_validate(_of_model(job_id, variant))
     return Call("POST", "/api/analyze-stl", read, True, json=_body(request))
 
 
