@@ -101,6 +101,11 @@ class JobNotFoundError(OrfeasError):
     code = "job_not_found"
 
 
+class BatchNotFoundError(OrfeasError):
+    status_code = 404
+    code = "batch_not_found"
+
+
 class VariantNotFoundError(OrfeasError):
     status_code = 404
     code = "variant_not_found"

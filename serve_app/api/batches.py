@@ -30,6 +30,7 @@ from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.routes import MEDIA_TYPES, run_request
 from serve_app.api.schemas import ErrorResponse, GenerateOptions, JobId
 from serve_app.errors import (
+    BatchNotFoundError,
     ImageTooLargeError,
     JobNotFoundError,
     OrfeasError,
@@ -338,7 +339,7 @@ def _invalid(exc: ValidationError, *where: str) -> RequestValidationError:
 async def _manifest(services: Services, viewer: Viewer, batch_id: str) -> dict[str, Any]:
     manifest = await run_in_threadpool(services.store.read_batch, batch_id)
     if manifest is None or not viewer.may_see(manifest.get("owner")):
-        raise JobNotFoundError(f"no batch with id {batch_id}", batch_id=batch_id)
+        raise BatchNotFoundError(f"no batch with id {batch_id}", batch_id=batch_id)
     return manifest
 
 

@@ -8,16 +8,22 @@ API's own models, validated here before anything is sent: a bad argument is a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from serve_app.api.batches import (
+    MAX_BATCH,
+    BatchCreated,
+    BatchJobsRequest,
+    BatchStatus,
+)
 from serve_app.api.meshtools import AnalyzeJobRequest, MaterialsResponse
 from serve_app.api.schemas import (
     GenerateOptions,
@@ -27,17 +33,8 @@ from serve_app.api.schemas import (
     UploadResponse,
 )
 from serve_app.api.text import TextToImageRequest
+from serve_app.api.variants import MaterialRequest, OptimizeRequest, PreviewRequest, VariantMade
 from serve_app.client.errors import UnexpectedResponse
-from serve_app.client.shapes import (
-    MAX_BATCH_IMAGES,
-    ApplyMaterialRequest,
-    BatchFromJobsRequest,
-    BatchResponse,
-    BatchStatusResponse,
-    OptimizeRequest,
-    PreviewRequest,
-    VariantResponse,
-)
 from serve_app.meshtools.analyze import MeshAnalysis
 from serve_app.meshtools.materials import CustomMaterial
 from serve_app.meshtools.variants import is_variant_id
@@ -47,6 +44,8 @@ from serve_app.registry.jobs import is_job_id
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
+#: The first bytes of every PNG file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: A file to send: a path, or its bytes.
 FileSource = str | os.PathLike[str] | bytes
 
@@ -92,26 +91,10 @@ def read_bytes(response: httpx.Response) -> bytes:
     return response.content
 
 
-def read_job_or_id(response: httpx.Response) -> JobStatusResponse | str:
-    """A job's status, or only its id where the answer carries no more (then ask for it)."""
-    try:
-        return JobStatusResponse.model_validate_json(response.content)
-    except ValidationError:
-        pass
-    try:
-        body = response.json()
-        job_id = body["job_id"]
-    except (ValueError, KeyError, TypeError):
-        raise UnexpectedResponse(
-            f"{response.request.url.path} answered {response.status_code} without a job id"
-        ) from None
-    return job_path_id(str(job_id))
-
-
-def job_path_id(job_id: str) -> str:
-    """``job_id`` checked before it goes into a URL path."""
+def job_path_id(job_id: str, what: str = "job") -> str:
+    """``job_id`` (or a batch id: ``what``) checked before it goes into a URL path."""
     if not isinstance(job_id, str) or not is_job_id(job_id):
-        raise ValueError(f"not a job id (32 lowercase hex characters): {job_id!r:.60}")
+        raise ValueError(f"not a {what} id (32 lowercase hex characters): {job_id!r:.60}")
     return job_id
 
 
@@ -133,6 +116,11 @@ def generate_options(options: GenerateOptions | None, fields: Mapping[str, Any])
 
 def _body(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
+
+
+def _of_model(job_id: str, variant: str | None, **fields: Any) -> dict[str, Any]:
+    """A mesh-tool body's fields: the job, its variant only when one is named."""
+    return {"job_id": job_id, **({"variant": variant} if variant is not None else {}), **fields}
 
 
 def upload(image: FileSource, filename: str | None = None) -> Call[UploadResponse]:
@@ -158,13 +146,14 @@ def text_to_image(
     prompt: str,
     generate_3d: GenerateOptions | Mapping[str, Any] | None,
     params: Mapping[str, Any],
-) -> Call[JobStatusResponse | str]:
+) -> Call[JobStatusResponse]:
     body: dict[str, Any] = {**params, "prompt": prompt}
     if generate_3d is not None:
         given = generate_3d if isinstance(generate_3d, GenerateOptions) else None
         body["generate_3d"] = generate_options(given, {} if given else dict(generate_3d))
     request = TextToImageRequest.model_validate(body)
-    return Call("POST", "/api/text-to-image", read_job_or_id, False, json=_body(request))
+    read = model_reader(JobStatusResponse)  # 202: the new job's status
+    return Call("POST", "/api/text-to-image", read, False, json=_body(request))
 
 
 def status(job_id: str) -> Call[JobStatusResponse]:
@@ -190,7 +179,8 @@ def analyze(mesh: FileSource | None, job_id: str | None, variant: str | None) ->
         name, data = file_part(mesh, "mesh")
         part = (name, data, "application/octet-stream")
         return Call("POST", "/api/analyze-stl", read, True, files=[("file", part)])
-    request = AnalyzeJobRequest.model_validate({"job_id": job_id, "variant": variant})
+    assert job_id is not None
+    request = AnalyzeJobRequest.model_validate(_of_model(job_id, variant))
     return Call("POST", "/api/analyze-stl", read, True, json=_body(request))
 
 
@@ -200,28 +190,34 @@ def materials() -> Call[MaterialsResponse]:
 
 def optimize(
     job_id: str, target_faces: int, variant: str | None, repair: bool
-) -> Call[VariantResponse]:
-    request = OptimizeRequest(
-        job_id=job_id, variant=variant, target_faces=target_faces, repair=repair
-    )
-    body = request.model_dump(mode="json", exclude_none=True)
+) -> Call[VariantMade]:
+    fields = _of_model(job_id, variant, target_faces=target_faces, repair=repair)
+    request = OptimizeRequest.model_validate(fields)
     # The variant is content-addressed (same job, operation, parameters: same variant).
-    return Call("POST", "/api/optimize-mesh", model_reader(VariantResponse), True, json=body)
+    return Call("POST", "/api/optimize-mesh", model_reader(VariantMade), True, json=_body(request))
 
 
 def apply_material(
     job_id: str, material: str | CustomMaterial | Mapping[str, Any], variant: str | None
-) -> Call[VariantResponse]:
-    spec = material if isinstance(material, str | CustomMaterial) else CustomMaterial(**material)
-    request = ApplyMaterialRequest(job_id=job_id, variant=variant, material=spec)
-    body = request.model_dump(mode="json", exclude_none=True)
-    return Call("POST", "/api/apply-material", model_reader(VariantResponse), True, json=body)
+) -> Call[VariantMade]:
+    spec = material if isinstance(material, str | CustomMaterial) else dict(material)
+    request = MaterialRequest.model_validate(_of_model(job_id, variant, material=spec))
+    read = model_reader(VariantMade)
+    return Call("POST", "/api/apply-material", read, True, json=_body(request))
 
 
 def preview(job_id: str, variant: str | None, view: Mapping[str, Any]) -> Call[bytes]:
-    request = PreviewRequest.model_validate({**view, "job_id": job_id, "variant": variant})
-    body = request.model_dump(mode="json", exclude_none=True)
-    return Call("POST", "/api/preview-3d", read_bytes, True, json=body)
+    request = PreviewRequest.model_validate(_of_model(job_id, variant, **view))
+    return Call("POST", "/api/preview-3d", read_png, True, json=_body(request))
+
+
+def read_png(response: httpx.Response) -> bytes:
+    if not response.content.startswith(PNG_SIGNATURE):
+        kind = response.headers.get("content-type", "no content type")
+        raise UnexpectedResponse(
+            f"{response.request.url.path} answered {response.status_code} with {kind}, not a PNG"
+        )
+    return response.content
 
 
 def batch(
@@ -229,28 +225,32 @@ def batch(
     job_ids: Sequence[str] | None,
     options: GenerateOptions | None,
     fields: Mapping[str, Any],
-) -> Call[BatchResponse]:
-    read = model_reader(BatchResponse)
+) -> Call[BatchCreated]:
+    read = model_reader(BatchCreated)
     params = generate_options(options, fields)
     if (images is None) == (job_ids is None):
         raise ValueError("batch takes images or job_ids, one of them")
     if job_ids is not None:
-        request = BatchFromJobsRequest.model_validate({"job_ids": list(job_ids), "params": params})
+        request = BatchJobsRequest.model_validate({"job_ids": list(job_ids), "params": params})
         return Call("POST", "/api/batch-generate", read, False, json=_body(request))
     assert images is not None
-    if not 1 <= len(images) <= MAX_BATCH_IMAGES:
-        raise ValueError(f"a batch holds 1 to {MAX_BATCH_IMAGES} images")
+    if not 1 <= len(images) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} images, not {len(images)}")
     parts = []
     for index, image in enumerate(images):
         name, data = file_part(image, f"image-{index}")
         parts.append(("images", (name, data, "application/octet-stream")))
-    form = {"params": GenerateOptions.model_validate(params).model_dump_json(exclude_unset=True)}
+    form = {"params": json.dumps(params, separators=(",", ":"))}
     return Call("POST", "/api/batch-generate", read, False, files=parts, data=form)
 
 
-def batch_status(batch_id: str) -> Call[BatchStatusResponse]:
-    path = f"/api/batches/{quote(batch_id, safe='')}"
-    return Call("GET", path, model_reader(BatchStatusResponse), True)
+def batch_status(batch_id: str) -> Call[BatchStatus]:
+    path = f"/api/batches/{job_path_id(batch_id, 'batch')}"
+    return Call("GET", path, model_reader(BatchStatus), True)
+
+
+def batch_events_path(batch_id: str) -> str:
+    return f"/api/batches/{job_path_id(batch_id, 'batch')}/events"
 
 
 def download_target(job_id: str, fmt: str, variant: str | None) -> tuple[str, dict[str, str]]:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 
 import serve_app.client.calls as calls
+from serve_app.api.batches import BatchCreated, BatchStatus
 from serve_app.api.meshtools import MaterialsResponse
 from serve_app.api.schemas import (
     GenerateOptions,
@@ -20,18 +21,26 @@ from serve_app.api.schemas import (
     JobStatusResponse,
     UploadResponse,
 )
+from serve_app.api.variants import VariantMade
 from serve_app.client.base import ClientSettings, default_name, transport_error
 from serve_app.client.calls import Call, FileSource
 from serve_app.client.errors import ApiError, TransportError, error_from_response
 from serve_app.client.events import JobEnded, JobEvent
 from serve_app.client.files import AtomicFile, check_complete, target_path
 from serve_app.client.retry import Attempts, RetryPolicy
-from serve_app.client.shapes import BatchResponse, BatchStatusResponse, VariantResponse
-from serve_app.client.watch import NoEventStream, WatchMode, WatchPlan, WatchSettings
+from serve_app.client.watch import (
+    BatchWatchPlan,
+    FollowPlan,
+    NoEventStream,
+    WatchMode,
+    WatchPlan,
+    WatchSettings,
+)
 from serve_app.meshtools.analyze import MeshAnalysis
 from serve_app.meshtools.materials import CustomMaterial
 
 T = TypeVar("T")
+E = TypeVar("E")
 PathLike = str | os.PathLike[str]
 
 
@@ -101,8 +110,7 @@ class OrfeasClient:
     ) -> JobStatusResponse:
         """A picture from ``prompt`` (``seed``, ``steps``, ``width``, ... as in
         ``TextToImageRequest``); with ``generate_3d``, on to a model under the same job."""
-        answer = self._send(calls.text_to_image(prompt, generate_3d, params))
-        return answer if isinstance(answer, JobStatusResponse) else self.status(answer)
+        return self._send(calls.text_to_image(prompt, generate_3d, params))
 
     def status(self, job_id: str) -> JobStatusResponse:
         return self._send(calls.status(job_id))
@@ -118,46 +126,7 @@ class OrfeasClient:
     def watch(self, job_id: str, mode: WatchMode = "auto") -> Iterator[JobEvent]:
         """The job's events up to and including one ``JobEnded`` (see
         ``serve_app.client.watch``)."""
-        plan = WatchPlan(job_id, mode, self.settings.watch)
-        while not plan.done:
-            if not plan.streaming:
-                try:
-                    event = plan.polled(self.status(plan.job_id))
-                except TransportError as error:
-                    time.sleep(plan.poll_failed(error))
-                    continue
-                if event is not None:
-                    yield event
-                if not plan.done:
-                    time.sleep(plan.settings.poll_s)
-                continue
-            wait = 0.0
-            try:
-                with self._stream(
-                    plan.path, plan.params, plan.headers(), plan.timeout(self.settings.timeout)
-                ) as response:
-                    opened = plan.opened(response)
-                    if opened == "final":
-                        event = plan.polled(self.status(plan.job_id))
-                        if event is not None:
-                            yield event
-                        continue
-                    if opened == "read":
-                        for line in response.iter_lines():
-                            event = plan.line(line)
-                            if event is not None:
-                                yield event
-                            if plan.done:
-                                return
-                        wait = plan.lost("the stream ended before the job did")
-            except ApiError as error:
-                plan.refused(error)
-            except NoEventStream:
-                raise
-            except (TransportError, httpx.TransportError) as error:
-                wait = plan.lost(type(error).__name__)
-            if wait:
-                time.sleep(wait)
+        yield from self._follow(WatchPlan(job_id, mode, self.settings.watch))
 
     def wait(self, job_id: str, mode: WatchMode = "auto") -> JobStatusResponse:
         """Until the job's run ends; its final state."""
@@ -206,7 +175,7 @@ class OrfeasClient:
 
     def optimize(
         self, job_id: str, target_faces: int, *, variant: str | None = None, repair: bool = True
-    ) -> VariantResponse:
+    ) -> VariantMade:
         """A variant of the job's model with at most ``target_faces`` faces."""
         return self._send(calls.optimize(job_id, target_faces, variant, repair))
 
@@ -216,7 +185,7 @@ class OrfeasClient:
         material: str | CustomMaterial | Mapping[str, Any],
         *,
         variant: str | None = None,
-    ) -> VariantResponse:
+    ) -> VariantMade:
         """A variant with a preset's finish (by name) or custom PBR factors."""
         return self._send(calls.apply_material(job_id, material, variant))
 
@@ -243,14 +212,61 @@ class OrfeasClient:
         job_ids: Sequence[str] | None = None,
         options: GenerateOptions | None = None,
         **fields: Any,
-    ) -> BatchResponse:
+    ) -> BatchCreated:
         """Up to 16 photos (or uploaded jobs) run with the same parameters, as one batch."""
         return self._send(calls.batch(images, job_ids, options, fields))
 
-    def batch_status(self, batch_id: str) -> BatchStatusResponse:
+    def batch_status(self, batch_id: str) -> BatchStatus:
         return self._send(calls.batch_status(batch_id))
 
+    def watch_batch(self, batch_id: str, mode: WatchMode = "auto") -> Iterator[BatchStatus]:
+        """Each new state of the batch, from its event stream (or polls), up to and
+        including the first whose ``status`` is no longer ``running``."""
+        yield from self._follow(BatchWatchPlan(batch_id, mode, self.settings.watch))
+
     # -- transport ----------------------------------------------------------------------
+
+    def _follow(self, plan: FollowPlan[Any, E]) -> Iterator[E]:
+        """What ``plan`` gives, from the stream (resumed after a drop) or from polls."""
+        while not plan.done:
+            if not plan.streaming:
+                try:
+                    event = plan.polled(self._send(plan.poll()))
+                except TransportError as error:
+                    time.sleep(plan.poll_failed(error))
+                    continue
+                if event is not None:
+                    yield event
+                if not plan.done:
+                    time.sleep(plan.settings.poll_s)
+                continue
+            wait = 0.0
+            try:
+                with self._stream(
+                    plan.path, plan.params, plan.headers(), plan.timeout(self.settings.timeout)
+                ) as response:
+                    opened = plan.opened(response)
+                    if opened == "final":
+                        event = plan.polled(self._send(plan.poll()))
+                        if event is not None:
+                            yield event
+                        continue
+                    if opened == "read":
+                        for line in response.iter_lines():
+                            event = plan.line(line)
+                            if event is not None:
+                                yield event
+                            if plan.done:
+                                return
+                        wait = plan.lost("the stream ended early")
+            except ApiError as error:
+                plan.refused(error)
+            except NoEventStream:
+                raise
+            except (TransportError, httpx.TransportError) as error:
+                wait = plan.lost(type(error).__name__)
+            if wait:
+                time.sleep(wait)
 
     def _send(self, call: Call[T]) -> T:
         attempts = Attempts(self.settings.retry, call.idempotent)

@@ -1,27 +1,34 @@
 """How a watch proceeds, without I/O: the SSE stream first, resumed after a drop, else polling.
 
-The service's stream (``GET /api/jobs/{id}/events``) sends the job's state on connect,
-each change with its version as the event id, and ends after the terminal state. A stream
-that breaks (a dropped connection, no byte within ``read_timeout_s`` although the service
-sends a keep-alive every ``keepalive_s``, an end before the terminal state) is opened again
-with ``Last-Event-ID``; the service then sends the current state, and states already seen
-give no event. After ``max_stream_failures`` breaks in a row without an event, or when
-the route is missing (404 other than ``job_not_found``, 405, 501) or answers something
-that is not an event stream, the watch falls back to polling ``GET /api/job-status/{id}``
-every ``poll_s`` (mode ``auto``); mode ``sse`` raises instead, mode ``poll`` never streams.
-A poll that gets no answer is tried again, up to ``max_stream_failures`` in a row.
+A job's stream (``GET /api/jobs/{id}/events``) sends the job's state on connect, each
+change with its version as the event id, and ends after the terminal state. A stream that
+breaks (a dropped connection, no byte within ``read_timeout_s`` although the service sends
+a keep-alive every ``keepalive_s``, an end before the terminal state) is opened again with
+``Last-Event-ID``; the service then sends the current state, and states already seen give
+no event. After ``max_stream_failures`` breaks in a row without an event, or when the route
+is missing (404 other than ``job_not_found``, 405, 501) or answers something that is not
+an event stream, the watch falls back to polling ``GET /api/job-status/{id}`` every
+``poll_s`` (mode ``auto``); mode ``sse`` raises instead, mode ``poll`` never streams. A
+poll that gets no answer is tried again, up to ``max_stream_failures`` in a row.
+
+A batch's stream (``GET /api/batches/{id}/events``) is followed the same way: it sends the
+batch's whole status on connect, after each change of one of its jobs and once none is
+queued or running; a state equal to the last one seen is not given twice, and the polls go
+to ``GET /api/batches/{id}``.
 """
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import serve_app.client.calls as calls
+from serve_app.api.batches import BatchStatus
 from serve_app.api.schemas import JobStatusResponse
 from serve_app.client.errors import ApiError, TransportError, UnexpectedResponse
 from serve_app.client.events import EventTracker, JobEvent
@@ -30,6 +37,9 @@ from serve_app.client.sse import SSEDecoder
 logger = logging.getLogger(__name__)
 
 WatchMode = Literal["auto", "sse", "poll"]
+#: A state as the stream and the polls send it, and what the watch gives for it.
+S = TypeVar("S", bound=BaseModel)
+E = TypeVar("E")
 
 
 class NoEventStream(TransportError):
@@ -52,30 +62,51 @@ class WatchSettings:
     max_reconnect_s: float = 5.0
 
 
-class WatchPlan:
-    """The state of one watch; the sync and async clients drive it."""
+class FollowPlan(ABC, Generic[S, E]):
+    """The state of one watch of something's states; the sync and async clients drive it.
 
-    def __init__(self, job_id: str, mode: WatchMode, settings: WatchSettings) -> None:
+    A subclass says where the stream and the polls go, how a state reads, what it gives
+    and when the watch is done.
+    """
+
+    #: What the stream's events carry.
+    state_type: type[S]
+    #: Codes of a 404 that mean the thing watched is unknown (not the route missing).
+    unknown_codes: frozenset[str]
+    #: Whether the stream resumes from ``Last-Event-ID``.
+    resumable: bool
+
+    def __init__(self, name: str, mode: WatchMode, settings: WatchSettings) -> None:
         if mode not in ("auto", "sse", "poll"):
             raise ValueError(f"mode must be auto, sse or poll, not {mode!r:.20}")
-        self.job_id = calls.job_path_id(job_id)
+        #: The thing watched, for logs and errors ("job 3f2a…").
+        self.name = name
         self.mode: WatchMode = mode
         self.settings = settings
-        self.tracker = EventTracker()
         self.streaming = mode != "poll"
         self.failures = 0
         self.last_id: str | None = None
         self._decoder = SSEDecoder()
 
     @property
+    @abstractmethod
     def done(self) -> bool:
-        return self.tracker.ended
-
-    # -- the stream ---------------------------------------------------------------------
+        """The last state has been seen."""
 
     @property
+    @abstractmethod
     def path(self) -> str:
-        return calls.events_path(self.job_id)
+        """The events route."""
+
+    @abstractmethod
+    def poll(self) -> calls.Call[S]:
+        """The request that reads the state now."""
+
+    @abstractmethod
+    def update(self, state: S) -> E | None:
+        """What ``state`` gives after the states seen before (None: nothing new)."""
+
+    # -- the stream ---------------------------------------------------------------------
 
     @property
     def params(self) -> dict[str, str]:
@@ -83,7 +114,7 @@ class WatchPlan:
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        if self.last_id is not None:
+        if self.resumable and self.last_id is not None:
             headers["Last-Event-ID"] = self.last_id
         return headers
 
@@ -110,32 +141,33 @@ class WatchPlan:
 
     def refused(self, error: ApiError) -> None:
         """The stream's request got an error answer: raise it, unless the route is missing."""
-        missing_route = (error.status == 404 and error.code != "job_not_found") or (
+        missing_route = (error.status == 404 and error.code not in self.unknown_codes) or (
             error.status in (405, 501)
         )
         if not missing_route:
             raise error
         self._give_up_streaming(f"the events route answered {error.status} {error.code}")
 
-    def line(self, line: str) -> JobEvent | None:
-        """A line of the stream; the event it completes, if any."""
+    def line(self, line: str) -> E | None:
+        """A line of the stream; what the event it completes gives, if any."""
         sse = self._decoder.feed(line)
         if sse is None:
             return None
         self.last_id = sse.id
         self.failures = 0
         try:
-            job = JobStatusResponse.model_validate_json(sse.data)
+            state = self.state_type.model_validate_json(sse.data)
         except ValidationError:
             raise UnexpectedResponse(
-                "the events stream sent an event that is no job state"
+                f"the events stream of {self.name} sent an event that is no "
+                f"{self.state_type.__name__}"
             ) from None
-        return self.tracker.update(job)
+        return self.update(state)
 
     def lost(self, why: str) -> float:
-        """The stream broke before the job ended; seconds to wait before the next try."""
+        """The stream broke before the end; seconds to wait before the next try."""
         self.failures += 1
-        logger.info("job %s: events stream lost (%s), %d in a row", self.job_id, why, self.failures)
+        logger.info("%s: events stream lost (%s), %d in a row", self.name, why, self.failures)
         if self.failures >= self.settings.max_stream_failures:
             self._give_up_streaming(f"{self.failures} broken streams in a row, last: {why}")
             return 0.0
@@ -146,16 +178,16 @@ class WatchPlan:
 
     def _give_up_streaming(self, why: str) -> None:
         if self.mode == "sse":
-            raise NoEventStream(f"job {self.job_id}: no event stream: {why}")
-        logger.info("job %s: polling its status instead of streaming: %s", self.job_id, why)
+            raise NoEventStream(f"{self.name}: no event stream: {why}")
+        logger.info("%s: polling instead of streaming: %s", self.name, why)
         self.streaming = False
         self.failures = 0
 
     # -- polling ------------------------------------------------------------------------
 
-    def polled(self, job: JobStatusResponse) -> JobEvent | None:
+    def polled(self, state: S) -> E | None:
         self.failures = 0
-        return self.tracker.update(job)
+        return self.update(state)
 
     def poll_failed(self, error: TransportError) -> float:
         """A poll got no answer: seconds to wait before the next, or raise ``error`` after
@@ -163,5 +195,63 @@ class WatchPlan:
         self.failures += 1
         if self.failures >= self.settings.max_stream_failures:
             raise error
-        logger.info("job %s: status poll failed (%s)", self.job_id, error.message)
+        logger.info("%s: poll failed (%s)", self.name, error.message)
         return max(self.settings.poll_s, self.settings.reconnect_s)
+
+
+class WatchPlan(FollowPlan[JobStatusResponse, JobEvent]):
+    """A job's watch: typed events up to and including its ``JobEnded``."""
+
+    state_type = JobStatusResponse
+    unknown_codes = frozenset({"job_not_found"})
+    resumable = True
+
+    def __init__(self, job_id: str, mode: WatchMode, settings: WatchSettings) -> None:
+        self.job_id = calls.job_path_id(job_id)
+        super().__init__(f"job {self.job_id}", mode, settings)
+        self.tracker = EventTracker()
+
+    @property
+    def done(self) -> bool:
+        return self.tracker.ended
+
+    @property
+    def path(self) -> str:
+        return calls.events_path(self.job_id)
+
+    def poll(self) -> calls.Call[JobStatusResponse]:
+        return calls.status(self.job_id)
+
+    def update(self, state: JobStatusResponse) -> JobEvent | None:
+        return self.tracker.update(state)
+
+
+class BatchWatchPlan(FollowPlan[BatchStatus, BatchStatus]):
+    """A batch's watch: each new state of the batch, the last one once no job of it is
+    queued or running."""
+
+    state_type = BatchStatus
+    unknown_codes = frozenset({"batch_not_found"})
+    resumable = False  # every connection starts with the batch's state now
+
+    def __init__(self, batch_id: str, mode: WatchMode, settings: WatchSettings) -> None:
+        self.batch_id = calls.job_path_id(batch_id, "batch")
+        super().__init__(f"batch {self.batch_id}", mode, settings)
+        self.last: BatchStatus | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.last is not None and self.last.status != "running"
+
+    @property
+    def path(self) -> str:
+        return calls.batch_events_path(self.batch_id)
+
+    def poll(self) -> calls.Call[BatchStatus]:
+        return calls.batch_status(self.batch_id)
+
+    def update(self, state: BatchStatus) -> BatchStatus | None:
+        if self.done or state == self.last:
+            return None
+        self.last = state
+        return state

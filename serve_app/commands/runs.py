@@ -169,9 +169,20 @@ class Runner:
             if run.status == "completed":
                 self.output.result(f"{run.label}: completed -> {run.path}")
             elif run.error:
-                message = run.error.get("message") or run.error.get("code")
-                what = "" if run.status == "error" else f"{run.status}: "
-                self.output.error(f"{run.label}: {what}{message}")
+                self.output.error(f"{run.label}: {ended_text(run.status, run.error)}")
             else:
                 self.output.error(f"{run.label}: {run.status} (job {run.job_id})")
         return code
+
+
+def ended_text(status: str, error: dict[str, Any]) -> str:
+    """Why a job did not complete, for people: where it stopped, the code and the message
+    (``failed in background_removal (no_subject): no subject found ...``); a refused request
+    (``error``) is its message alone."""
+    message = error.get("message") or error.get("code")
+    if status == "error":
+        return str(message)
+    where = f" in {error['stage']}" if error.get("stage") else ""
+    code = error.get("code")
+    why = f" ({code})" if code and code != status else ""
+    return f"{status}{where}{why}: {message}"

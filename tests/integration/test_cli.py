@@ -24,9 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
+from serve_app.pipeline.types import MODEL_STAGES
 from tests.client import Service, photo
 from tests.gltf_validator import validate_glb
+from tests.integration.test_client import PICTURE, PROMPT
 from tests.support import REPO
 
 pytestmark = pytest.mark.integration
@@ -228,3 +231,43 @@ def test_watch_status_and_cancel_name_what_they_did(service: Service, photo_file
     assert unknown.returncode == 1 and "404 job_not_found" in unknown.stderr
     refused = run("cancel", job_id, "--url", service.url)
     assert refused.returncode == 1 and "409 job_conflict" in refused.stderr
+
+
+def test_text_saves_the_picture_and_with_3d_the_model_or_says_which_stage_refused(
+    text_app: Service, tmp_path: Path
+) -> None:
+    picture = [f"--{name}={value}" for name, value in PICTURE.items()]
+    made = run("text", PROMPT, *picture, "--url", text_app.url, "-o", str(tmp_path), "--json")
+    assert made.returncode == 0, made.stdout + made.stderr
+    lines = json_lines(made.stdout)
+    (job,) = lines[-1]["jobs"]
+    assert lines[-1]["exit_code"] == 0 and job["status"] == "completed"
+    assert job["path"] == str(tmp_path / f"{job['job_id']}.png")
+    with Image.open(job["path"]) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+    assert {line["job"]["stage"] for line in lines if "job" in line} - {None} == {"text_to_image"}
+
+    out = tmp_path / "model"
+    to_3d = run(
+        "text", PROMPT, "--3d", "--seed=43", "--steps=4", "--width=128", "--height=128",
+        "--quality=1", "--url", text_app.url, "-o", str(out), "--json",
+    )  # fmt: skip
+    lines = json_lines(to_3d.stdout)
+    result = lines[-1]
+    (job,) = result["jobs"]
+    (ended,) = [line["job"] for line in lines if line["type"] == "ended"]
+    stages = [str(stage) for stage in MODEL_STAGES]
+    assert ended["stages"] == ["text_to_image", *stages] and ended["status"] == job["status"]
+    assert ended["text_to_image"]["made"]  # the picture exists either way
+    if job["status"] == "completed":
+        assert to_3d.returncode == 0 and result["exit_code"] == 0, to_3d.stderr
+        assert job["path"] == str(out / f"{job['job_id']}.glb") and job["error"] is None
+        assert validate_glb(Path(job["path"]))["numErrors"] == 0
+        return
+    # A picture of the tiny random model may have no subject: failed, saying where and why.
+    assert job["status"] == "failed", job
+    assert to_3d.returncode == 1 and result["exit_code"] == 1
+    error = job["error"]
+    assert error["stage"] in stages and error["code"] in ("no_subject", "no_surface"), error
+    assert error["message"] and "Traceback" not in error["message"]
+    assert job["path"] is None and list(out.iterdir()) == []

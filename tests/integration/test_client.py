@@ -1,21 +1,27 @@
-"""The Python client (sync and async) against the real local service over HTTP.
+"""The Python client (sync and async) against the real local service over HTTP: jobs, their
+events, mesh tools and variants, previews, batches, and text jobs on the application with
+the tiny text-to-image model (``text_app``).
 
-Routes the service does not serve yet (optimize-mesh, apply-material, preview-3d,
-batch-generate, thumbnails, text-to-image jobs) are tested against their contract in
-tests/unit/test_client_requests.py.
+The client-only logic (retry decisions, SSE decoding, resuming, falling back to polls) is
+tested without a service in tests/unit/test_client_*.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
 from serve_app.client import (
     AsyncOrfeasClient,
@@ -29,6 +35,7 @@ from serve_app.client import (
     ValidationFailed,
     WatchSettings,
 )
+from serve_app.pipeline.text_params import prompt_sha256
 from tests.client import Service, photo
 from tests.gltf_validator import validate_glb
 from tests.meshes import binary_stl, cube
@@ -36,12 +43,35 @@ from tests.meshes import binary_stl, cube
 pytestmark = pytest.mark.integration
 
 STAGES = ["background_removal", "shape_generation", "texture_synthesis", "export"]
+#: The text tests' prompt and picture (test_cli.py asks for the same picture).
+PROMPT = "a wooden toy boat on a plain background"
+PICTURE = {"seed": 41, "steps": 3, "width": 64, "height": 64}
 
 
 @pytest.fixture
 def client(service: Service) -> Iterator[OrfeasClient]:
     with OrfeasClient(service.url, timeout=60.0) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def modelled(service: Service) -> str:
+    """A completed job: a small real photo, inflate at quality 1, made through the client."""
+    with OrfeasClient(service.url, timeout=60.0) as client:
+        job = client.submit(photo("coffee", size=200, unique=True), format="glb", quality=1)
+        assert client.wait(job.job_id).status == "completed"
+    return job.job_id
+
+
+def png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        return np.asarray(image)
+
+
+def gltf_json(glb: bytes) -> dict[str, Any]:
+    length = struct.unpack_from("<I", glb, 12)[0]
+    return dict(json.loads(glb[20 : 20 + length]))
 
 
 def kinds(events: list[Any]) -> list[str]:
@@ -208,3 +238,118 @@ def test_the_async_client_runs_a_job_from_photo_to_file(service: Service, tmp_pa
     assert final.status == "completed" and final.format == "ply"
     mesh = trimesh.load(path)
     assert len(mesh.faces) > 0 and mesh.is_watertight
+
+
+def test_mesh_tools_make_variants_pictures_and_downloads_through_the_client(
+    client: OrfeasClient, modelled: str, tmp_path: Path
+) -> None:
+    job_id = modelled
+    light = client.optimize(job_id, 400)
+    assert (light.job_id, light.operation, light.base) == (job_id, "optimize", None)
+    assert light.params == {"target_faces": 400, "repair": True}
+    assert light.faces <= 400 and light.watertight is True
+    assert light.downloads["stl"] == f"/download/{job_id}/stl?variant={light.variant_id}"
+    metal = client.apply_material(job_id, "metal", variant=light.variant_id)
+    assert metal.base == light.variant_id and metal.faces == light.faces
+    assert (metal.params["name"], metal.params["metallic"]) == ("metal", 1.0)
+    red = client.apply_material(job_id, {"base_color": "#C0392B", "metallic": 0, "roughness": 0.6})
+    assert red.params["base_color"] == "#c0392b" and red.base is None
+    listed = {v.variant_id: v.operation for v in client.status(job_id).variants}
+    assert listed == {light.variant_id: "optimize", metal.variant_id: "material",
+                      red.variant_id: "material"}  # fmt: skip
+
+    async def again() -> str:  # the async twin, and the same request gives the same variant
+        async with AsyncOrfeasClient(client.settings.base_url, timeout=60.0) as twin:
+            return (await twin.optimize(job_id, 400)).variant_id
+
+    assert asyncio.run(again()) == light.variant_id
+
+    glb = client.download(job_id, "glb", tmp_path, variant=metal.variant_id)
+    assert glb == tmp_path / f"{job_id}_{metal.variant_id[:12]}_model.glb"  # the served name
+    assert validate_glb(glb)["numErrors"] == 0
+    factors = gltf_json(glb.read_bytes())["materials"][0]["pbrMetallicRoughness"]
+    assert factors["metallicFactor"] == 1.0 and "baseColorTexture" in factors
+    stl = client.download(job_id, "stl", tmp_path / "light.stl", variant=light.variant_id)
+    mesh = trimesh.load(stl)
+    assert len(mesh.faces) == light.faces and mesh.is_watertight
+    analysis = client.analyze(job_id=job_id, variant=light.variant_id)
+    assert analysis.triangles == light.faces and analysis.printable
+
+    picture = client.preview(
+        job_id, tmp_path / "red.png", variant=red.variant_id, width=96, height=64,
+        background="transparent",
+    )  # fmt: skip
+    assert (tmp_path / "red.png").read_bytes() == picture
+    pixels = png(picture)
+    assert pixels.shape == (64, 96, 4) and pixels[0, 0, 3] == 0  # transparent around it
+    shown = pixels[pixels[..., 3] == 255][:, :3].astype(float)
+    assert len(shown) > 0.05 * 64 * 96 and shown[:, 0].mean() > 1.5 * shown[:, 1].mean()
+    thumbnail = client.thumbnail(job_id, tmp_path)
+    assert thumbnail == tmp_path / f"{job_id}_thumbnail.png"
+    assert png(thumbnail.read_bytes()).shape == (256, 256, 4)
+
+    with pytest.raises(NotFound) as unknown:
+        client.optimize(job_id, 400, variant="a" * 64)
+    assert unknown.value.code == "variant_not_found"
+    with pytest.raises(ValidationFailed) as preset:
+        client.apply_material(job_id, "unobtainium")
+    assert preset.value.code == "validation_error" and "metal" in preset.value.message
+    uploaded = client.upload(photo("rocket", size=64, unique=True)).job_id
+    with pytest.raises(Conflict) as early:
+        client.preview(uploaded)
+    assert early.value.code == "job_conflict" and early.value.details["status"] == "uploaded"
+
+
+def test_a_batch_is_made_watched_and_read_through_the_client(client: OrfeasClient) -> None:
+    image = photo("rocket", size=128, unique=True)
+    created = client.batch([image, b"no image at all"], format="stl", quality=1)
+    first, refused = created.jobs
+    assert first.index == 0 and first.job_id and first.status in ("queued", "running")
+    assert first.error is None
+    assert (refused.index, refused.job_id, refused.status) == (1, None, "rejected")
+    assert refused.error is not None and refused.error["code"] == "unsupported_media_type"
+
+    states = list(client.watch_batch(created.batch_id))
+    final = states[-1]
+    assert [s.status for s in states[:-1]] == ["running"] * (len(states) - 1)
+    assert final.status == "partial" and final.counts == {"completed": 1, "rejected": 1}
+    assert [s.progress for s in states] == sorted(s.progress for s in states)
+    assert final.progress == 100.0 and final.jobs[0].download_url == f"/download/{first.job_id}/stl"
+    assert client.batch_status(created.batch_id) == final
+
+    # Uploaded jobs by id (JSON): the same photo and options complete from the cache.
+    upload = client.upload(image)
+    again = client.batch(job_ids=[upload.job_id], format="stl", quality=1)
+    assert [(j.index, j.job_id) for j in again.jobs] == [(0, upload.job_id)]
+    polled = list(client.watch_batch(again.batch_id, mode="poll"))
+    assert polled[-1].status == "completed" and polled[-1].counts == {"completed": 1}
+    assert client.status(upload.job_id).cached
+
+    with pytest.raises(NotFound) as unknown:
+        client.batch_status("b" * 32)
+    assert unknown.value.code == "batch_not_found"
+    with pytest.raises(NotFound):
+        list(client.watch_batch("b" * 32))
+
+
+def test_a_prompt_becomes_a_picture_through_the_client(text_app: Service, tmp_path: Path) -> None:
+    with OrfeasClient(text_app.url, timeout=60.0) as client:
+        accepted = client.text_to_image(PROMPT, **PICTURE)
+        assert accepted.source == "prompt" and accepted.stages == ["text_to_image"]
+        assert accepted.status in ("queued", "running", "completed")
+        assert accepted.text_to_image is not None
+        assert accepted.text_to_image.prompt_sha256 == prompt_sha256(PROMPT)
+        assert accepted.text_to_image.seed == 41
+        job = client.wait(accepted.job_id)
+        assert job.status == "completed" and job.outputs == {}, job.error
+        assert job.text_to_image is not None and job.text_to_image.made
+
+        path = client.download_image(job.job_id, tmp_path)
+        assert path == tmp_path / f"{job.job_id}.png"  # the served name
+        assert png(path.read_bytes()).shape[:2] == (64, 64)
+        with pytest.raises(Conflict) as no_model:
+            client.download(job.job_id, "glb")
+        assert no_model.value.code == "job_conflict"
+        with pytest.raises(ValidationFailed) as over:  # over this service's max_steps
+            client.text_to_image(PROMPT, steps=61)
+        assert over.value.code == "validation_error" and "steps" in over.value.message

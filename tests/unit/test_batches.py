@@ -140,7 +140,7 @@ def test_other_bodies_are_refused(service: InProcessService) -> None:
     too_many = service.http.post("/api/batch-generate", json={"job_ids": ["a" * 32] * 17})
     assert too_many.status_code == 422
     unknown = service.http.get(f"/api/batches/{'b' * 32}")
-    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "job_not_found"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "batch_not_found"
     assert service.http.get("/api/batches/nope").status_code == 422
 
 
@@ -158,7 +158,7 @@ def test_a_batch_belongs_to_the_key_that_made_it(tmp_path: Path) -> None:
         assert service.http.get(f"/api/job-status/{made}", headers=theirs).status_code == 404
         assert service.http.get(f"/api/batches/{batch_id}", headers=theirs).status_code == 404
         events = service.http.get(f"/api/batches/{batch_id}/events", headers=theirs)
-        assert events.status_code == 404
+        assert events.status_code == 404 and events.json()["error"]["code"] == "batch_not_found"
         assert service.http.get(f"/api/batches/{batch_id}", headers=mine).status_code == 200
         by_id = service.http.post(
             "/api/batch-generate", json={"job_ids": [job_id]}, headers=theirs

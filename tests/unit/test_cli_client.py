@@ -19,7 +19,7 @@ from serve_app.client import AsyncOrfeasClient
 from serve_app.client.events import EventTracker
 from serve_app.commands.common import Output
 from serve_app.commands.progress import JobBoard, eta_text, short
-from serve_app.commands.runs import Run, Runner
+from serve_app.commands.runs import Run, Runner, ended_text
 from tests.support import REPO
 from tests.unit.test_client_protocol import JOB_ID, job
 
@@ -192,3 +192,14 @@ def test_submit_exits_1_when_any_job_fails_and_saves_the_ones_that_completed(
     assert result["jobs"][1]["error"]["code"] == "no_subject"
     assert (tmp_path / "ok.png.glb").read_bytes() == b"glTF model"
     assert not (tmp_path / "bad.png.glb").exists()
+
+
+def test_a_job_that_did_not_complete_says_where_it_stopped_and_why() -> None:
+    refused = {"code": "no_subject", "message": "no subject found", "stage": "background_removal"}
+    assert ended_text("failed", refused) == (
+        "failed in background_removal (no_subject): no subject found"
+    )
+    stopped = {"code": "cancelled", "message": "cancelled by request", "stage": "export"}
+    assert ended_text("cancelled", stopped) == "cancelled in export: cancelled by request"
+    lost = {"message": "could not connect (503 overloaded)", "code": "overloaded"}
+    assert ended_text("error", lost) == "could not connect (503 overloaded)"

@@ -221,10 +221,12 @@ def api_error(status: int, code: str, retry_after: float | None = 1.0) -> ApiErr
         (503, "model_unavailable", False, False),
         (503, "service_unavailable", True, True),
         (503, "model_unavailable", True, True),
+        (503, "timed_out", True, True),  # a variant or preview not made in time: ask again
         (503, "model_not_configured", True, False),  # no wait cures it
         (503, "assets_missing", True, False),
         (500, "internal_error", True, False),
         (409, "job_conflict", True, False),
+        (409, "variant_limit", True, False),
     ],
 )
 def test_what_is_retried(status: int, code: str, idempotent: bool, retried: bool) -> None:

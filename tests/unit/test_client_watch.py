@@ -1,4 +1,5 @@
-"""Watching a job over MockTransport: resuming a dropped stream, falling back to polling."""
+"""Watching a job or a batch over MockTransport: resuming a dropped stream, falling back to
+polling."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.api.batches import BatchJob, BatchStatus, summarize
 from serve_app.client import (
     JobEnded,
     JobState,
@@ -201,3 +203,74 @@ def test_polling_rides_out_a_lost_connection_but_not_a_dead_service() -> None:
     with service.client(watch=FAST) as client, pytest.raises(TransportError, match="connect"):
         list(client.watch(JOB_ID, mode="poll"))
     assert len(service.requests) == FAST.max_stream_failures
+
+
+# -- batches -------------------------------------------------------------------------
+
+BATCH_ID = "b" * 32
+BATCH_EVENTS = f"/api/batches/{BATCH_ID}/events"
+BATCH = f"/api/batches/{BATCH_ID}"
+
+
+def batch_state(*statuses: str) -> BatchStatus:
+    jobs = [
+        BatchJob(index=i, job_id=f"{i:032x}", status=s, progress=100.0 if s == "completed" else 0)
+        for i, s in enumerate(statuses)
+    ]
+    return summarize(BATCH_ID, 1.0, jobs)
+
+
+BATCH_STATES = [
+    batch_state("queued", "queued"),
+    batch_state("completed", "running"),
+    batch_state("completed", "failed"),
+]
+
+
+def batch_sse(*states: BatchStatus) -> bytes:
+    body = "retry: 0\n\n" + "".join(
+        f"id: {n}\ndata: {state.model_dump_json()}\n\n" for n, state in enumerate(states, 1)
+    )
+    return body.encode()
+
+
+def test_a_batch_watch_gives_each_new_state_once_across_a_dropped_stream() -> None:
+    answers = [
+        httpx.Response(
+            200,
+            stream=Broken(batch_sse(*BATCH_STATES[:2])),
+            headers={"content-type": "text/event-stream"},
+        ),
+        stream(batch_sse(BATCH_STATES[1], BATCH_STATES[2])),  # a new stream starts with now
+    ]
+    service = Recorder(lambda r: answers.pop(0))
+    with service.client(watch=FAST) as client:
+        states = list(client.watch_batch(BATCH_ID))
+    assert states == BATCH_STATES and states[-1].status == "partial"
+    first, second = service.requests
+    assert first.url.path == second.url.path == BATCH_EVENTS
+    assert "last-event-id" not in second.headers  # each connection starts afresh
+
+
+def test_a_batch_watch_polls_without_a_stream_and_an_unknown_batch_is_not_found() -> None:
+    polls = iter(BATCH_STATES)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == BATCH_EVENTS:
+            return error(404, "not_found", "Not Found")
+        return httpx.Response(200, json=next(polls).model_dump(mode="json"))
+
+    service = Recorder(handler)
+    with service.client(watch=FAST) as client:
+        assert list(client.watch_batch(BATCH_ID)) == BATCH_STATES
+    assert [r.url.path for r in service.requests] == [BATCH_EVENTS] + [BATCH] * 3
+
+    missing = Recorder(lambda r: error(404, "batch_not_found", "no batch with id"))
+
+    async def scenario() -> None:
+        async with missing.async_client(watch=FAST) as client:
+            with pytest.raises(NotFound, match="no batch"):
+                [state async for state in client.watch_batch(BATCH_ID)]
+
+    asyncio.run(scenario())
+    assert len(missing.requests) == 1
