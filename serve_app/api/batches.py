@@ -21,14 +21,22 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.routes import MEDIA_TYPES, run_request
-from serve_app.api.schemas import ErrorResponse, GenerateOptions, JobId
+from serve_app.api.schemas import ErrorResponse, GenerateOptions
+from serve_app.api.tools_schemas import (
+    MAX_BATCH,
+    BatchCreated,
+    BatchEntry,
+    BatchJob,
+    BatchJobsRequest,
+    BatchStatus,
+)
 from serve_app.errors import (
     BatchNotFoundError,
     ImageTooLargeError,
@@ -49,8 +57,6 @@ from serve_app.registry.jobs import (
 )
 
 BATCH_PATH = "/api/batch-generate"
-#: Photos (or job ids) in one batch.
-MAX_BATCH = 16
 #: A JSON body here lists job ids; it is never large.
 MAX_JSON_BYTES = 64 * 1024
 KEEPALIVE_S = 10.0
@@ -65,51 +71,6 @@ BatchIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowerc
 REJECTED, EXPIRED = "rejected", "expired"
 _ACTIVE = frozenset(str(s) for s in ACTIVE_STATUSES)
 _ENDED = frozenset({REJECTED, EXPIRED} | {str(s) for s in TERMINAL_STATUSES})
-
-
-class BatchJobsRequest(BaseModel):
-    """``POST /api/batch-generate`` as JSON: run uploaded jobs with one set of options."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_ids: list[JobId] = Field(min_length=1, max_length=MAX_BATCH)
-    params: GenerateOptions = Field(default_factory=GenerateOptions)
-
-
-class BatchEntry(BaseModel):
-    """One photo or job of a batch, as the batch was made."""
-
-    index: int = Field(description="its place in the request, from 0")
-    job_id: str | None = Field(description="null when the photo was refused (no job made)")
-    status: str = Field(description='the job\'s status, or "rejected"')
-    error: dict[str, Any] | None = Field(default=None, description="why it was refused")
-
-
-class BatchCreated(BaseModel):
-    batch_id: str
-    jobs: list[BatchEntry]
-
-
-class BatchJob(BatchEntry):
-    """One entry of a batch now: its job's status and progress (or why it has none)."""
-
-    progress: float = Field(description="0 to 100")
-    download_url: str | None = None
-    thumbnail_url: str | None = None
-
-
-class BatchStatus(BaseModel):
-    """A batch now, from its jobs."""
-
-    batch_id: str
-    status: Literal["running", "completed", "partial", "failed"] = Field(
-        description="running while a job is queued or running; then completed (every job), "
-        "partial (some) or failed (none completed)"
-    )
-    progress: float = Field(description="0 to 100: ended entries count whole")
-    counts: dict[str, int] = Field(description="entries per status (rejected, expired too)")
-    jobs: list[BatchJob]
-    created_at: float
 
 
 _CREATED_EXAMPLE = {

@@ -6,14 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, mesh_of
-from serve_app.api.schemas import ErrorResponse, JobId, VariantId
+from serve_app.api.schemas import ErrorResponse
+from serve_app.api.tools_schemas import AnalyzeJobRequest, MaterialsResponse
 from serve_app.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
@@ -21,7 +22,7 @@ from serve_app.errors import (
 )
 from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
-from serve_app.meshtools.materials import PRESETS, Material
+from serve_app.meshtools.materials import PRESETS
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.jobs import Viewer
 
@@ -34,19 +35,6 @@ router = APIRouter(
 ANALYZE_PATH = "/api/analyze-stl"
 #: A JSON body here names a job; it is never large.
 MAX_JSON_BYTES = 16 * 1024
-
-
-class AnalyzeJobRequest(BaseModel):
-    """``POST /api/analyze-stl`` as JSON: analyse a completed job's model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: JobId
-    variant: VariantId | None = None
-
-
-class MaterialsResponse(BaseModel):
-    presets: list[Material]
 
 
 _ANALYSIS_EXAMPLE = {

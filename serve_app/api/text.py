@@ -14,15 +14,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse
-from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.routes import JobIdPath, run_request
-from serve_app.api.schemas import ErrorResponse, GenerateOptions, JobStatusResponse
+from serve_app.api.schemas import ErrorResponse, JobStatusResponse
+from serve_app.api.tools_schemas import TextToImageRequest
 from serve_app.errors import JobConflictError, ModelNotConfiguredError
 from serve_app.pipeline.text_params import (
-    TextToImageParams,
     check_limits,
     describe_prompt,
     prompt_sha256,
@@ -31,22 +30,6 @@ from serve_app.pipeline.text_params import (
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
-
-
-class TextToImageRequest(TextToImageParams):
-    """``POST /api/text-to-image``: the picture to make, and optionally the model to make
-    of it (``generate_3d``) in the same job."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    generate_3d: GenerateOptions | None = Field(
-        default=None,
-        description="go on to a 3D model of the picture in the same run, under the same "
-        "job id: generate-3d's body without job_id",
-    )
-
-    def params(self) -> TextToImageParams:
-        return TextToImageParams.model_validate(self.model_dump(exclude={"generate_3d"}))
 
 
 EXAMPLES: dict[str, Any] = {

@@ -14,27 +14,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, find_variant, mesh_of
 from serve_app.api.routes import JobIdPath
 from serve_app.api.schemas import (
     ErrorResponse,
-    JobId,
-    VariantId,
     VariantResponse,
     download_url,
 )
-from serve_app.errors import ModelUnavailableError, WorkTimeoutError
-from serve_app.meshtools.config import (
-    MAX_SIDE,
-    MAX_TARGET_FACES,
-    MIN_SIDE,
-    MIN_TARGET_FACES,
-    TRANSPARENT,
+from serve_app.api.tools_schemas import (
+    MaterialRequest,
+    OptimizeRequest,
+    PreviewRequest,
+    VariantMade,
+    VariantRequest,
 )
-from serve_app.meshtools.materials import CustomMaterial, resolve_material
+from serve_app.errors import ModelUnavailableError, WorkTimeoutError
+from serve_app.meshtools.materials import resolve_material
 from serve_app.meshtools.variants import (
     PreviewOrder,
     VariantOperation,
@@ -49,77 +46,8 @@ router = APIRouter(
     tags=["mesh tools"], responses={code: {"model": ErrorResponse} for code in _codes}
 )
 
-BACKGROUND_PATTERN = rf"^(#[0-9a-fA-F]{{6}}|{TRANSPARENT})$"
 _JOB_EXAMPLE = "3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c"
 _VARIANT_EXAMPLE = "9b1e" + "0" * 56 + "7c2d"
-
-
-class VariantRequest(BaseModel):
-    """Which model a variant is made from: the job's own, or one of its variants."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: JobId
-    variant: VariantId | None = Field(
-        default=None, description="start from this variant of the job instead of its model"
-    )
-
-
-class OptimizeRequest(VariantRequest):
-    """``POST /api/optimize-mesh``: fewer faces, the model kept closed and textured."""
-
-    target_faces: int = Field(
-        ge=MIN_TARGET_FACES, le=MAX_TARGET_FACES, description="at most this many triangles"
-    )
-    repair: bool = Field(
-        default=True,
-        description="first remove duplicate and degenerate faces, split non-manifold parts, "
-        "close holes of up to 100 edges and wind the faces outwards",
-    )
-
-
-class MaterialRequest(VariantRequest):
-    """``POST /api/apply-material``: a preset's finish, or custom factors and colour."""
-
-    material: Annotated[str, Field(max_length=64)] | CustomMaterial = Field(
-        description='a preset name (GET /api/materials) or {"base_color": "#rrggbb"?, '
-        '"metallic": 0..1, "roughness": 0..1}'
-    )
-
-
-class VariantMade(BaseModel):
-    """The variant asked for: made now, or made before by the same request."""
-
-    job_id: str
-    variant_id: str
-    operation: str
-    params: dict[str, Any]
-    base: str | None
-    faces: int
-    watertight: bool | None
-    downloads: dict[str, str]
-
-
-class PreviewRequest(VariantRequest):
-    """``POST /api/preview-3d``: a picture of the textured model, lit and framed."""
-
-    width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
-    height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
-    azimuth_deg: float = Field(
-        default=30.0,
-        ge=-3600,
-        le=3600,
-        allow_inf_nan=False,
-        description="about the vertical axis: 0 from the front, 90 from the right",
-    )
-    elevation_deg: float = Field(
-        default=20.0, ge=-90, le=90, allow_inf_nan=False, description="-90 below .. 90 above"
-    )
-    background: str = Field(
-        default="#ffffff",
-        pattern=BACKGROUND_PATTERN,
-        description='"#rrggbb", or "transparent" (a PNG with alpha)',
-    )
 
 
 def _made_example(operation: str, params: dict[str, Any], faces: int) -> dict[str, Any]:

@@ -18,13 +18,6 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from serve_app.api.batches import (
-    MAX_BATCH,
-    BatchCreated,
-    BatchJobsRequest,
-    BatchStatus,
-)
-from serve_app.api.meshtools import AnalyzeJobRequest, MaterialsResponse
 from serve_app.api.schemas import (
     GenerateOptions,
     GenerateRequest,
@@ -32,8 +25,19 @@ from serve_app.api.schemas import (
     JobStatusResponse,
     UploadResponse,
 )
-from serve_app.api.text import TextToImageRequest
-from serve_app.api.variants import MaterialRequest, OptimizeRequest, PreviewRequest, VariantMade
+from serve_app.api.tools_schemas import (
+    MAX_BATCH,
+    AnalyzeJobRequest,
+    BatchCreated,
+    BatchJobsRequest,
+    BatchStatus,
+    MaterialRequest,
+    MaterialsResponse,
+    OptimizeRequest,
+    PreviewRequest,
+    TextToImageRequest,
+    VariantMade,
+)
 from serve_app.client.errors import UnexpectedResponse
 from serve_app.meshtools.analyze import MeshAnalysis
 from serve_app.meshtools.materials import CustomMaterial

@@ -13,15 +13,13 @@ from typing import Any, TypeVar
 import httpx
 
 import serve_app.client.calls as calls
-from serve_app.api.batches import BatchCreated, BatchStatus
-from serve_app.api.meshtools import MaterialsResponse
 from serve_app.api.schemas import (
     GenerateOptions,
     GeneratorsResponse,
     JobStatusResponse,
     UploadResponse,
 )
-from serve_app.api.variants import VariantMade
+from serve_app.api.tools_schemas import BatchCreated, BatchStatus, MaterialsResponse, VariantMade
 from serve_app.client.base import ClientSettings, default_name, transport_error
 from serve_app.client.calls import Call, FileSource
 from serve_app.client.errors import ApiError, TransportError, error_from_response

@@ -28,8 +28,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 import serve_app.client.calls as calls
-from serve_app.api.batches import BatchStatus
 from serve_app.api.schemas import JobStatusResponse
+from serve_app.api.tools_schemas import BatchStatus
 from serve_app.client.errors import ApiError, TransportError, UnexpectedResponse
 from serve_app.client.events import EventTracker, JobEvent
 from serve_app.client.sse import SSEDecoder

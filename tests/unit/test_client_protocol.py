@@ -33,10 +33,22 @@ from serve_app.client.sse import SSEDecoder
 from tests.support import REPO
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
-HEAVY = ("ray", "torch", "trimesh", "vtk", "vtkmodules", "pymeshlab", "diffusers", "transformers")
+#: What the client and the CLI never load: the service's heavy libraries and its web app.
+HEAVY = (
+    "ray",
+    "torch",
+    "trimesh",
+    "vtk",
+    "vtkmodules",
+    "pymeshlab",
+    "diffusers",
+    "transformers",
+    "fastapi",
+    "starlette",
+)
 
 
-def test_the_client_and_its_commands_import_neither_ray_nor_torch_nor_mesh_libraries() -> None:
+def test_the_client_and_its_commands_import_neither_ray_nor_torch_nor_the_web_app() -> None:
     code = (
         "import sys, serve_app.client, serve_app.commands, serve_app.cli; "
         f"heavy = set({HEAVY!r}) & set(sys.modules); "

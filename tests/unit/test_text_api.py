@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
 from serve_app.api.schemas import GenerateOptions, GenerateRequest
-from serve_app.api.text import TextToImageRequest
+from serve_app.api.tools_schemas import TextToImageRequest
 from serve_app.config import AppConfig
 from serve_app.pipeline.text_params import (
     TextToImageParams,
