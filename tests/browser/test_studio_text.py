@@ -99,6 +99,8 @@ def test_the_prompt_box_makes_a_picture_then_a_model_of_it(
     assert page.inner_text("#job-label").startswith(f"Job {job_id}")
     assert any(url.endswith(f"/api/jobs/{job_id}/image") for url in traffic.urls)
     assert not traffic.page_errors, traffic.page_errors
+    # e.g. no thumbnail is asked of a job that has only its picture (that would be a 409)
+    assert not traffic.console_errors, traffic.console_errors
 
 
 def test_the_prompt_box_goes_straight_to_a_model(page: Any, base_url: str) -> None:

@@ -83,14 +83,15 @@ export class JobsList {
   }
 }
 
-/** The job's thumbnail (a completed job's model), or an empty frame. */
+/** The job's thumbnail (a completed job's model), or an empty frame (no model: still
+ * running, failed, or a text job that made only its picture). */
 function thumbnail(job, list) {
   const img = document.createElement("img");
   img.className = "thumb";
   img.width = 40;
   img.height = 40;
   img.alt = "";
-  if (job.status !== "completed") {
+  if (job.status !== "completed" || Object.keys(job.outputs || {}).length === 0) {
     img.dataset.empty = "true";
     return img;
   }

@@ -230,6 +230,7 @@ async function startFromPrompt(toModel) {
     model = options.value;
   }
   setBusy(true);
+  starting();
   $("status-text").textContent = toModel
     ? "Starting: a picture from the prompt, then a model of it…"
     : "Starting: a picture from the prompt…";
@@ -376,6 +377,7 @@ $("generate-form").addEventListener("submit", async (event) => {
       state.shownPicture = state.sourceJobId; // the preview shows that photo already
     }
     $("status-text").textContent = "Starting…";
+    starting();
     const job = await api.generate3d(state.sourceJobId, options.value);
     jobs.offset = 0;
     follow(job);
@@ -525,6 +527,15 @@ function setDownloads(job) {
       link.setAttribute("aria-disabled", "true");
     }
   }
+}
+
+/** A new run is being asked for: the last job's outcome is no longer what the page shows. */
+function starting() {
+  delete $("progress").dataset.status;
+  $("percent-text").textContent = "0 %";
+  $("progress-fill").style.width = "0%";
+  $("progress-bar").setAttribute("aria-valuenow", "0");
+  $("eta-text").textContent = "";
 }
 
 function setBusy(busy) {
