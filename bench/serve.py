@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -79,30 +80,39 @@ async def poll_load(
     """``clients`` pollers of ``path`` for ``duration_s``, each request on a new connection;
     ``interval_s`` 0 is a closed loop (each asks again the moment it has an answer).
     Returns the latencies of the answered requests and the count of errors.
+
+    A bare HTTP/1.1 client on asyncio streams (``Connection: close``, the body read to the
+    end): the load generator shares the machine's cores with the service, and an HTTP
+    library's own work per request would take a good part of them.
     """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n").encode()
     latencies: list[float] = []
     errors = 0
-    connector = aiohttp.TCPConnector(limit=clients, force_close=True)
-    async with aiohttp.ClientSession(url, connector=connector) as session:
-        end = time.perf_counter() + duration_s
+    end = time.perf_counter() + duration_s
 
-        async def client(offset: float) -> None:
-            nonlocal errors
-            await asyncio.sleep(offset)
-            while (start := time.perf_counter()) < end:
-                try:
-                    async with session.get(path) as response:
-                        await response.read()
-                        errors += response.status != 200
-                except aiohttp.ClientError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - start)
-                if interval_s:
-                    await asyncio.sleep(max(0.0, interval_s - (time.perf_counter() - start)))
+    async def client(offset: float) -> None:
+        nonlocal errors
+        await asyncio.sleep(offset)
+        while (start := time.perf_counter()) < end:
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(request)
+                answer = await reader.read()
+                writer.close()
+            except OSError:
+                errors += 1
+                continue
+            if not answer.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")):
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+            if interval_s:
+                await asyncio.sleep(max(0.0, interval_s - (time.perf_counter() - start)))
 
-        spread = interval_s or 0.01
-        await asyncio.gather(*(client(spread * i / clients) for i in range(clients)))
+    spread = interval_s or 0.01
+    await asyncio.gather(*(client(spread * i / clients) for i in range(clients)))
     return latencies, errors
 
 
@@ -188,8 +198,8 @@ async def bench_status(args: argparse.Namespace, job_id: str) -> dict:
         for _ in range(100):
             try:
                 path = f"/api/job-status/{BARE_JOB_ID}"
-                async with aiohttp.ClientSession() as s, s.get(bare_url + path) as r:
-                    if r.status == 200:
+                async with aiohttp.ClientSession() as s, s.get(bare_url + path) as answer:
+                    if answer.status == 200:
                         break
             except aiohttp.ClientError:
                 pass
@@ -486,6 +496,10 @@ def main() -> int:
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return 0
+    with contextlib.suppress(ImportError):  # uvloop: less of the load generator's own work
+        import uvloop
+
+        return uvloop.run(main_async(args))
     return asyncio.run(main_async(args))
 
 
