@@ -107,6 +107,15 @@ class Workers:
                 self._backends = _handles(names)
         return self._backends
 
+    def _reachable(self) -> Backends:
+        """The deployments to dispatch to; a retryable error while none is known yet."""
+        backends = self.backends()
+        if backends is None:
+            raise ModelUnavailableError(
+                "the worker deployments are not reachable yet", retryable=True
+            )
+        return backends
+
     async def run(self, ticket: JobTicket, current: Callable[[], bool]) -> RunResult | None:
         """The run's result; None when ``current()`` says it ended while the cache was
         checked (a cancel), so nothing was dispatched.
@@ -116,11 +125,7 @@ class Workers:
             return result
         if not current():
             return None
-        backends = self.backends()
-        if backends is None:
-            raise ModelUnavailableError(
-                "the worker deployments are not reachable yet", retryable=True
-            )
+        backends = self._reachable()
         cutout = backends.background.remove.remote(ticket)
         result = await backends.shape.build.remote(ticket, cutout)
         self.versions[result.generator] = result.generator_version
@@ -139,11 +144,7 @@ class Workers:
             return cached
         if not current():
             return None
-        backends = self.backends()
-        if backends is None:
-            raise ModelUnavailableError(
-                "the worker deployments are not reachable yet", retryable=True
-            )
+        backends = self._reachable()
         if backends.text is None:
             raise ModelNotConfiguredError(
                 f"text-to-image is not configured on this service (setting {TEXT_SETTING})",
