@@ -5,17 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import serve_app
-from serve_app.api.batches import BATCH_PATH, MAX_BATCH
-from serve_app.api.batches import router as batches_router
 from serve_app.api.deps import Services
 from serve_app.api.errors import install_error_handlers
-from serve_app.api.live import router as live_router
-from serve_app.api.meshtools import ANALYZE_PATH
-from serve_app.api.meshtools import router as meshtools_router
-from serve_app.api.routes import router
+from serve_app.api.routers import batches, health, jobs, meshtools, streams, text, variants
 from serve_app.api.security import install_security
-from serve_app.api.text import router as text_router
-from serve_app.api.variants import router as variants_router
+from serve_app.api.tools_schemas import MAX_BATCH
 from serve_app.web import install_web
 
 
@@ -37,15 +31,11 @@ def create_api(services: Services) -> FastAPI:
         services.config.pipeline.limits.max_upload_bytes,
         services.limiter,
         path_limits={
-            ANALYZE_PATH: services.config.mesh_tools.max_upload_bytes,
-            BATCH_PATH: MAX_BATCH * services.config.pipeline.limits.max_upload_bytes,
+            meshtools.ANALYZE_PATH: services.config.mesh_tools.max_upload_bytes,
+            batches.BATCH_PATH: MAX_BATCH * services.config.pipeline.limits.max_upload_bytes,
         },
     )
-    app.include_router(router)
-    app.include_router(live_router)
-    app.include_router(text_router)
-    app.include_router(meshtools_router)
-    app.include_router(variants_router)
-    app.include_router(batches_router)
+    for resource in (health, jobs, streams, text, meshtools, variants, batches):
+        app.include_router(resource.router)
     install_web(app)
     return app

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.api.batches import BatchJob, BatchStatus, summarize
+from serve_app.api.batch_service import summarize
+from serve_app.api.tools_schemas import BatchJob, BatchStatus
 from serve_app.client import (
     JobEnded,
     JobState,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.api.watch import job_updates
+from serve_app.api.job_updates import job_updates
 from serve_app.metrics import MetricsSink
 from serve_app.pipeline.types import MODEL_STAGES, GenerationParams
 from serve_app.registry.actor import JobRegistry

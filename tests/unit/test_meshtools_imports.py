@@ -10,7 +10,7 @@ from tests.support import REPO
 
 def test_the_api_imports_neither_trimesh_nor_vtk_nor_pymeshlab() -> None:
     code = (
-        "import sys, serve_app.api, serve_app.api.meshtools, serve_app.meshtools.analyze, "
+        "import sys, serve_app.api, serve_app.api.routers.meshtools, serve_app.meshtools.analyze, "
         "serve_app.meshtools.materials, serve_app.meshtools.variants; "
         "heavy = {'trimesh', 'vtkmodules', 'pymeshlab', 'torch', 'scipy'} & set(sys.modules); "
         "sys.exit(f'imported {heavy}' if heavy else 0)"

@@ -253,8 +253,8 @@ def test_the_text_to_image_section_is_strict(tmp_path: Path) -> None:
 
 
 def test_the_openapi_examples_are_valid_requests_and_statuses(api: TestClient) -> None:
+    from serve_app.api.routers.text import ACCEPTED_EXAMPLE
     from serve_app.api.schemas import JobStatusResponse
-    from serve_app.api.text import ACCEPTED_EXAMPLE
 
     spec = api.get("/openapi.json").json()
     operation = spec["paths"][URL]["post"]

@@ -1,4 +1,4 @@
-"""Live routes: cancel, progress streams (WebSocket and SSE), the job log, and ``/metrics``.
+"""A job's live progress: ``GET /api/jobs/{id}/events`` (SSE) and ``WS /ws/jobs/{id}``.
 
 Both streams carry the same JSON as ``GET /api/job-status/{id}``: the current state on
 connect, then every change, then one terminal state (completed, failed or cancelled), then
@@ -19,22 +19,19 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, WebSocket
+from fastapi import APIRouter, Header, WebSocket
 from fastapi.responses import Response, StreamingResponse
+from fastapi.sse import ServerSentEvent
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
-from serve_app.api.routes import JobIdPath
-from serve_app.api.schemas import ErrorResponse, JobLogResponse, JobStatusResponse
-from serve_app.api.watch import job_updates
+from serve_app.api.job_updates import Update, job_updates
+from serve_app.api.route_params import KEEPALIVE_S, JobIdPath, KeepaliveQuery, error_responses
+from serve_app.api.sse import KEEPALIVE, event_stream
 from serve_app.errors import JobNotFoundError, OrfeasError
-from serve_app.metrics import render_prometheus
 from serve_app.registry.jobs import is_job_id
-
-#: Seconds of silence after which a stream sends a keep-alive.
-KEEPALIVE_S = 10.0
 
 #: WebSocket close codes (4000-4999 are the application's own).
 WS_NORMAL = 1000
@@ -42,26 +39,7 @@ WS_INTERNAL_ERROR = 1011
 WS_BAD_JOB_ID = 4422
 WS_UNKNOWN_JOB = 4404
 
-KeepaliveQuery = Annotated[
-    float, Query(ge=0.5, le=60.0, description="seconds of silence before a keep-alive")
-]
-
-_errors = {code: {"model": ErrorResponse} for code in (404, 409, 422, 503)}
-router = APIRouter(responses=_errors)  # type: ignore[arg-type]
-
-
-@router.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
-async def cancel_job(
-    job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep
-) -> JobStatusResponse:
-    """Cancel a queued or running job; answers once it has stopped (status ``cancelled``).
-
-    404 unknown id, 409 when the job is not queued or running (finished, or never started).
-    """
-    await services.jobs.get(job_id, viewer)
-    job = await services.registry.cancel(job_id)
-    services.jobs.apply(job)
-    return JobStatusResponse.from_snapshot(job)
+router = APIRouter(responses=error_responses(404, 409, 422, 503))
 
 
 @router.get(
@@ -81,11 +59,7 @@ async def job_events(
     first = await services.jobs.get(job_id, viewer)  # 404 before the stream starts
     if first.status.terminal and _seen_version(last_event_id, first.version):
         return Response(status_code=204)  # a reconnecting EventSource that saw the end
-    return StreamingResponse(
-        _sse(job_updates(services.jobs, first, keepalive_s)),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(_sse(job_updates(services.jobs, first, keepalive_s)))
 
 
 @router.websocket("/ws/jobs/{job_id}")
@@ -125,25 +99,6 @@ async def job_socket(websocket: WebSocket, job_id: str, keepalive_s: float = KEE
         await websocket.close(code, reason)
 
 
-@router.get("/api/jobs/{job_id}/logs", tags=["jobs"])
-async def job_logs(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> JobLogResponse:
-    """The job's recent events (queued, stages with their durations, its end), oldest first."""
-    await services.jobs.get(job_id, viewer)
-    return JobLogResponse.from_log(await services.registry.job_log(job_id))
-
-
-@router.get(
-    "/metrics",
-    tags=["health"],
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
-)
-async def metrics(services: ServicesDep) -> Response:
-    """Service-wide figures in Prometheus text format, the same from every replica."""
-    body, content_type = render_prometheus(await services.registry.metrics())
-    return Response(body, media_type=content_type)
-
-
 def _seen_version(last_event_id: str | None, version: int) -> bool:
     """Whether an SSE client's ``Last-Event-ID`` says it already has ``version``."""
     try:
@@ -152,19 +107,17 @@ def _seen_version(last_event_id: str | None, version: int) -> bool:
         return False
 
 
-async def _sse(updates: AsyncIterator[tuple[int, dict[str, Any]] | None]) -> AsyncIterator[bytes]:
-    yield b"retry: 3000\n\n"
+async def _sse(updates: AsyncIterator[Update | None]) -> AsyncIterator[ServerSentEvent]:
+    """Each update as an event whose id is the job's version; a keep-alive for None."""
     async for update in updates:
         if update is None:
-            yield b": keep-alive\n\n"
+            yield KEEPALIVE
             continue
         version, event = update
-        yield f"id: {version}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+        yield ServerSentEvent(raw_data=json.dumps(event, separators=(",", ":")), id=str(version))
 
 
-async def _send(
-    websocket: WebSocket, updates: AsyncIterator[tuple[int, dict[str, Any]] | None]
-) -> str:
+async def _send(websocket: WebSocket, updates: AsyncIterator[Update | None]) -> str:
     """Send every update; return the job's final status."""
     status = "ended"
     async for update in updates:

@@ -1,20 +1,18 @@
-"""Mesh-tool routes: ``POST /api/analyze-stl`` (a file or a job's model), ``GET /api/materials``."""
+"""The mesh analysis route: ``POST /api/analyze-stl``, of a mesh file or of a job's model."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
-from serve_app.api.models import completed_job, mesh_of
-from serve_app.api.schemas import ErrorResponse
-from serve_app.api.tools_schemas import AnalyzeJobRequest, MaterialsResponse
+from serve_app.api.job_service import completed_job, mesh_of
+from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
+from serve_app.api.route_params import error_responses
+from serve_app.api.tools_schemas import AnalyzeJobRequest
 from serve_app.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
@@ -22,14 +20,11 @@ from serve_app.errors import (
 )
 from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
-from serve_app.meshtools.materials import PRESETS
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.jobs import Viewer
 
-_codes = (400, 401, 404, 409, 413, 415, 422, 429, 500)
 router = APIRouter(
-    tags=["mesh tools"],
-    responses={code: {"model": ErrorResponse} for code in _codes},
+    tags=["mesh tools"], responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500)
 )
 
 ANALYZE_PATH = "/api/analyze-stl"
@@ -53,30 +48,18 @@ _ANALYSIS_EXAMPLE = {
     "printable": True,
     "issues": [],
 }
-_ANALYZE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "binary or ASCII STL, OBJ, PLY or GLB, recognised "
-                            "by its content (not its name); at most mesh_tools.max_upload_bytes",
-                        }
-                    },
-                }
-            },
-            "application/json": {
-                "schema": AnalyzeJobRequest.model_json_schema(),
-                "example": {"job_id": "3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c"},
-            },
-        },
+_MESH_FILE = {
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "description": "binary or ASCII STL, OBJ, PLY or GLB, recognised "
+        "by its content (not its name); at most mesh_tools.max_upload_bytes",
     }
+}
+_ANALYZE_BODY: dict[str, Any] = {
+    "requestBody": file_or_json_body(
+        _MESH_FILE, "file", AnalyzeJobRequest, {"job_id": "3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c"}
+    )
 }
 
 
@@ -94,31 +77,18 @@ async def analyze_stl(request: Request, services: ServicesDep, viewer: ViewerDep
     or with too many faces, 415 for bytes that are no mesh file, 400 for a broken one.
     """
     limits = services.config.mesh_tools
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = body_kind(request)
     if kind == "multipart/form-data":
         data = await _uploaded_mesh(request, limits)
         return await run_in_threadpool(analyze_file, data, limits)
     if kind == "application/json":
-        body = _job_request(await read_small_body(request, MAX_JSON_BYTES))
+        body = parse_json(AnalyzeJobRequest, await read_small_body(request, MAX_JSON_BYTES))
         mesh = await _job_mesh(services, viewer, body.job_id, body.variant)
         return await run_in_threadpool(_analyze_canonical, mesh)
     raise UnsupportedMediaTypeError(
         "send multipart/form-data with the mesh file in the field `file`, "
         'or application/json {"job_id": ...}'
     )
-
-
-@router.get(
-    "/api/materials",
-    responses={200: {"content": {"application/json": {"example": {"presets": [
-        {"name": "metal", "base_color": None, "metallic": 1.0, "roughness": 0.3,
-         "description": "brushed metal: the colours reflect as metal"}]}}}}},
-)  # fmt: skip
-async def materials() -> MaterialsResponse:
-    """The material presets. A custom material is ``{"base_color": "#rrggbb", "metallic":
-    0..1, "roughness": 0..1}``; a preset keeps the model's texture, a ``base_color``
-    replaces it."""
-    return MaterialsResponse(presets=list(PRESETS.values()))
 
 
 async def _uploaded_mesh(request: Request, limits: MeshLimits) -> bytes:
@@ -137,14 +107,6 @@ async def _uploaded_mesh(request: Request, limits: MeshLimits) -> bytes:
             limit_bytes=limits.max_upload_bytes,
         )
     return data
-
-
-def _job_request(body: bytes) -> AnalyzeJobRequest:
-    try:
-        return AnalyzeJobRequest.model_validate_json(body)
-    except ValidationError as exc:  # the same 400/422 answers as any other JSON body
-        errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in exc.errors()]
-        raise RequestValidationError(errors) from None
 
 
 async def _job_mesh(

@@ -1,5 +1,5 @@
-"""Text to image: ``POST /api/text-to-image`` (a prompt in, a job out) and the picture of a
-job, ``GET /api/jobs/{job_id}/image``.
+"""Text to image: ``POST /api/text-to-image``, a prompt in, a job out (its picture is
+``GET /api/jobs/{job_id}/image``, a job route).
 
 Prompts are untrusted text: 1 to 1,000 characters, no control characters (tabs and line
 breaks are allowed), never echoed in an error, logged only as a hash and a length, and
@@ -13,14 +13,13 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import ServicesDep, ViewerDep
-from serve_app.api.routes import JobIdPath, run_request
-from serve_app.api.schemas import ErrorResponse, JobStatusResponse
+from serve_app.api.job_service import run_request
+from serve_app.api.route_params import error_responses
+from serve_app.api.schemas import JobStatusResponse
 from serve_app.api.tools_schemas import TextToImageRequest
-from serve_app.errors import JobConflictError, ModelNotConfiguredError
+from serve_app.errors import ModelNotConfiguredError
 from serve_app.pipeline.text_params import (
     check_limits,
     describe_prompt,
@@ -102,10 +101,7 @@ ACCEPTED_EXAMPLE: dict[str, Any] = {
             "description": "the job, queued: its status as GET /api/job-status/{job_id} shows it",
             "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
         },
-        404: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        429: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
+        **error_responses(404, 422, 429, 503),
     },
 )
 async def text_to_image(
@@ -146,39 +142,3 @@ async def text_to_image(
         "text job %s: prompt %s, %s", job_id, describe_prompt(params.prompt), job.plan.value
     )
     return JobStatusResponse.from_snapshot(job)
-
-
-@router.get(
-    "/api/jobs/{job_id}/image",
-    response_class=FileResponse,
-    responses={
-        200: {
-            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-            "description": "the job's picture: the PNG made from its prompt, or its upload",
-        },
-        404: {"model": ErrorResponse},
-        409: {"model": ErrorResponse},
-    },
-)
-async def job_image(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> FileResponse:
-    """The job's picture, the input of its model runs: the PNG made from a text job's
-    prompt, or the photo uploaded. 409 while a text job's picture is not made (or when its
-    run ended before it was); 404 for an unknown job or another key's."""
-    job = await services.jobs.get(job_id, viewer)
-    upload = job.upload
-    if upload is None:
-        why = (
-            "its picture is still being made"
-            if job.status.active
-            else f"its run ended {job.status} before its picture was made"
-        )
-        raise JobConflictError(f"job {job_id} has no picture: {why}", status=str(job.status))
-    path = await run_in_threadpool(services.store.upload_file, upload.sha256)
-    extension = upload.media_type.rsplit("/", 1)[-1]
-    return FileResponse(
-        path,
-        media_type=upload.media_type,
-        filename=f"{job_id}.{extension}",
-        content_disposition_type="inline",
-        headers={"Cache-Control": "private, max-age=3600"},
-    )

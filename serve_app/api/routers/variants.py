@@ -1,5 +1,5 @@
 """Routes that make new versions and pictures of a job's model: ``POST /api/optimize-mesh``,
-``POST /api/apply-material``, ``POST /api/preview-3d``, ``GET /api/jobs/{id}/thumbnail``.
+``POST /api/apply-material``, ``POST /api/preview-3d``.
 
 The work runs in the MeshTools deployment. A variant is asked of the registry, which makes
 each one once however many ask (and records it with its job); a preview is content-
@@ -8,21 +8,16 @@ addressed in the store and rendered on first request, once per replica at a time
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
-from serve_app.api.models import completed_job, find_variant, mesh_of
-from serve_app.api.routes import JobIdPath
-from serve_app.api.schemas import (
-    ErrorResponse,
-    VariantResponse,
-    download_url,
-)
+from serve_app.api.job_service import completed_job, find_variant, mesh_of
+from serve_app.api.model_files import preview_file
+from serve_app.api.route_params import error_responses
+from serve_app.api.schemas import VariantResponse, download_url
 from serve_app.api.tools_schemas import (
     MaterialRequest,
     OptimizeRequest,
@@ -30,20 +25,13 @@ from serve_app.api.tools_schemas import (
     VariantMade,
     VariantRequest,
 )
-from serve_app.errors import ModelUnavailableError, WorkTimeoutError
 from serve_app.meshtools.materials import resolve_material
-from serve_app.meshtools.variants import (
-    PreviewOrder,
-    VariantOperation,
-    thumbnail_order,
-    variant_id,
-)
+from serve_app.meshtools.variants import PreviewOrder, VariantOperation, variant_id
 from serve_app.pipeline.types import OUTPUT_FORMATS
 from serve_app.registry.jobs import VariantOrder, Viewer
 
-_codes = (400, 401, 404, 409, 413, 422, 429, 503)
 router = APIRouter(
-    tags=["mesh tools"], responses={code: {"model": ErrorResponse} for code in _codes}
+    tags=["mesh tools"], responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503)
 )
 
 _JOB_EXAMPLE = "3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c"
@@ -144,58 +132,6 @@ async def preview_3d(body: PreviewRequest, services: ServicesDep, viewer: Viewer
         key, body.width, body.height, body.azimuth_deg, body.elevation_deg, body.background
     )
     return FileResponse(await preview_file(services, order), media_type="image/png")
-
-
-@router.get(
-    "/api/jobs/{job_id}/thumbnail",
-    tags=["jobs"],
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "256 × 256 PNG, transparent"},
-        304: {"description": "the picture the client holds (If-None-Match) is current"},
-    },
-)
-async def thumbnail(
-    job_id: JobIdPath,
-    services: ServicesDep,
-    viewer: ViewerDep,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
-    """A small picture of a completed job's model (256 × 256, transparent background),
-    rendered on first request and kept with the model. 409 until the job is completed."""
-    job = await completed_job(services, viewer, job_id)
-    assert job.result is not None
-    order = thumbnail_order(job.result.artifact_key)
-    etag = f'"{order.mesh_key[:16]}.{order.view()[:16]}"'
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if if_none_match is not None and etag in if_none_match:
-        return Response(status_code=304, headers=headers)
-    path = await preview_file(services, order)
-    return FileResponse(path, media_type="image/png", headers=headers)
-
-
-async def preview_file(services: Services, order: PreviewOrder) -> Path:
-    """The stored PNG of ``order``, rendered by the MeshTools deployment on first request."""
-    view = order.view()
-    path = services.store.preview_path(order.mesh_key, view)
-    if path.is_file():
-        return path
-    if services.previews is None:
-        raise ModelUnavailableError("previews need the MeshTools deployment", feature="preview")
-    timeout_s = services.config.mesh_tools.timeout_s
-    lock_name = f"preview.{order.mesh_key}.{view}"
-    try:
-        async with services.conversion_lock(lock_name):
-            if not path.is_file():
-                await asyncio.wait_for(services.previews.render(order), timeout_s)
-    except TimeoutError:
-        raise WorkTimeoutError(
-            f"the preview was not rendered within {timeout_s:g} s; retry later",
-            retry_after_s=max(1, round(timeout_s / 4)),
-        ) from None
-    finally:  # a failed or abandoned render must not leave its lock behind
-        services.release_conversion_lock(lock_name)
-    return path
 
 
 async def _make(

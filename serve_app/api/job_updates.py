@@ -14,7 +14,8 @@ from serve_app.api.schemas import JobStatusResponse
 from serve_app.registry.jobs import JobSnapshot
 from serve_app.registry.view import JobView
 
-Event = tuple[int, dict[str, Any]]
+#: (version, event): one change of a job, as its status body.
+Update = tuple[int, dict[str, Any]]
 
 
 def event_payload(job: JobSnapshot) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def event_payload(job: JobSnapshot) -> dict[str, Any]:
 
 async def job_updates(
     view: JobView, first: JobSnapshot, keepalive_s: float
-) -> AsyncIterator[Event | None]:
+) -> AsyncIterator[Update | None]:
     """(version, event) for ``first`` and every later change, up to and including the
     first terminal state; None after ``keepalive_s`` without a change. Ends early if the
     registry forgets the job.

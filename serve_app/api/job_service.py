@@ -1,0 +1,96 @@
+"""What the job routes do beyond answering: admit a photo as a job (the one upload check),
+resolve a run's options, and find a completed job's model and its variants."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from serve_app.api.deps import Services
+from serve_app.api.schemas import GenerateOptions
+from serve_app.errors import (
+    JobConflictError,
+    PayloadTooLargeError,
+    ValidationFailedError,
+    VariantNotFoundError,
+)
+from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.images import check_image
+from serve_app.registry.jobs import JobSnapshot, JobStatus, RunRequest, VariantInfo, Viewer
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+async def upload_photo(services: Services, image: UploadFile, owner: str | None) -> JobSnapshot:
+    """Check ``image`` (413 over the size limit; 415, 413 or 400 for what ``check_image``
+    refuses), store it and register it as a new job of ``owner``, status ``uploaded``."""
+    limits = services.config.pipeline.limits
+    limit = limits.max_upload_bytes
+    data = await image.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLargeError(f"the image is larger than {limit} bytes", limit_bytes=limit)
+    kind = await run_in_threadpool(check_image, data, limits)
+    job_id = uuid.uuid4().hex
+    upload = await run_in_threadpool(
+        services.store.put_upload, job_id, data, MEDIA_TYPES[kind], owner
+    )
+    job = await services.registry.register_upload(job_id, upload, owner)
+    services.jobs.apply(job)  # read-your-writes on this replica
+    return job
+
+
+def run_request(
+    options: GenerateOptions, pipeline: PipelineConfig, where: tuple[str, ...] = ()
+) -> RunRequest:
+    """The run ``options`` ask for, its generator's parameters resolved: a 422 for a
+    generator that is not enabled or a parameter it does not take. ``where`` is the
+    options' place in the body (``generate_3d`` of a text-to-image request)."""
+    generator = options.generator or pipeline.generator
+    enabled = pipeline.generators.enabled()
+    if generator not in enabled:
+        name = ".".join((*where, "generator"))
+        raise ValidationFailedError(
+            f"{name}: {generator!r} is not enabled here; enabled: {', '.join(enabled)}",
+            enabled=enabled,
+            fields=[{"loc": ["body", *where, "generator"], "message": "not an enabled generator"}],
+        )
+    params = catalog.resolve_params(generator, options.params())
+    return RunRequest(params=params, format=options.format, generator=generator)
+
+
+async def completed_job(services: Services, viewer: Viewer, job_id: str) -> JobSnapshot:
+    """The job, if ``viewer`` may see it (else 404) and it is completed (else 409)."""
+    job = await services.jobs.get(job_id, viewer)
+    if job.status is not JobStatus.COMPLETED or job.result is None:
+        raise JobConflictError(
+            f"job {job_id} is {job.status}; this needs its model, so wait until it is completed",
+            status=str(job.status),
+        )
+    return job
+
+
+async def mesh_of(
+    services: Services, job: JobSnapshot, variant: str | None
+) -> tuple[str, VariantInfo | None]:
+    """The store key of the job's model, or of its variant ``variant`` (with the variant);
+    404 for a variant the job does not have."""
+    assert job.result is not None
+    if variant is None:
+        return job.result.artifact_key, None
+    found = find_variant(job, variant)
+    if found is None:  # made an instant ago, through another replica: ask the registry
+        job = await services.registry.get(job.job_id)
+        services.jobs.apply(job)
+        found = find_variant(job, variant)
+    if found is None:
+        raise VariantNotFoundError(
+            f"job {job.job_id} has no variant {variant}", job_id=job.job_id, variant=variant
+        )
+    return found.variant_id, found
+
+
+def find_variant(job: JobSnapshot, variant: str) -> VariantInfo | None:
+    return next((v for v in job.variants if v.variant_id == variant), None)

@@ -1,0 +1,35 @@
+"""Server-Sent Event streams: FastAPI's ``EventSourceResponse`` carrying our events.
+
+Every stream starts by asking the client to wait ``RETRY_MS`` before it reconnects; an
+event carries its id (a reconnecting ``EventSource`` sends it back as ``Last-Event-ID``)
+and its JSON as ``data``; a keep-alive is a comment line.
+
+A route returns ``event_stream(...)`` and declares ``response_class=StreamingResponse``:
+FastAPI takes ``response_class=EventSourceResponse`` for a generator route, and ours are
+none, as each answers 404 (or 204) before its stream starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi.sse import EventSourceResponse, ServerSentEvent, format_sse_event
+
+#: How long a disconnected ``EventSource`` waits before it reconnects.
+RETRY_MS = 3000
+KEEPALIVE = ServerSentEvent(comment="keep-alive")
+
+
+def event_stream(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """The response streaming ``events``, unbuffered by proxies."""
+    return EventSourceResponse(
+        _encoded(events), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def _encoded(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
+    yield format_sse_event(retry=RETRY_MS)
+    async for event in events:
+        yield format_sse_event(
+            data_str=event.raw_data, id=event.id, retry=event.retry, comment=event.comment
+        )
