@@ -178,3 +178,19 @@ def test_the_status_of_a_batch_from_its_entries() -> None:
     assert summarize("b", 0.0, [job("completed", 100), job("failed")]).status == "partial"
     assert summarize("b", 0.0, [job("failed"), job("uploaded")]).status == "failed"
     assert summarize("b", 0.0, [job("failed"), job("uploaded")]).progress == 50.0
+
+
+def test_a_photo_over_the_size_limit_gets_one_answer_alone_or_in_a_batch(tmp_path: Path) -> None:
+    limit = 60_000
+    big = b"\x89PNG\r\n\x1a\n" + b"\0" * limit  # over the limit, within the body's framing
+    config = app_config(tmp_path, pipeline={"limits": {"max_upload_bytes": limit}})
+    with in_process_service(config) as service:
+        alone = service.http.post("/api/upload-image", files={"image": ("b.png", big, "image/png")})
+        assert alone.status_code == 413, alone.text
+        assert alone.json()["error"]["code"] == "payload_too_large"
+        batch = send(service, [small("chelsea"), big])
+        assert batch.status_code == 202, batch.text
+        kept, refused = batch.json()["jobs"]
+        assert kept["job_id"] is not None and kept["status"] != "rejected"
+        assert (refused["job_id"], refused["status"]) == (None, "rejected")
+        assert refused["error"] == alone.json()["error"]
