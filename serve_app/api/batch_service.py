@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve_app.api.deps import Services
-from serve_app.api.job_service import run_request, upload_photo
+from serve_app.api.job_service import run_request, submit_run, upload_photo
 from serve_app.api.request_bodies import parse_json
 from serve_app.api.schemas import GenerateOptions
 from serve_app.api.sse import KEEPALIVE
@@ -142,8 +142,7 @@ async def _admit(
 ) -> BatchEntry:
     """Submit one job's run as generate-3d would; a refusal is the entry's error."""
     try:
-        await services.jobs.get(job_id, viewer)  # another key's job: 404, as if unknown
-        job = await services.registry.submit(job_id, run, client)
+        job = await submit_run(services, viewer, job_id, run, client)
     except OrfeasError as exc:
         held = services.jobs.peek(job_id)
         status = str(held.status) if held is not None and viewer.may_see(held.owner) else None
@@ -153,7 +152,6 @@ async def _admit(
             status=status or EntryState.REJECTED,
             error=exc.to_dict(),
         )
-    services.jobs.apply(job)
     return BatchEntry(index=index, job_id=job_id, status=str(job.status))
 
 

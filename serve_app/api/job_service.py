@@ -1,5 +1,6 @@
 """What the job routes do beyond answering: admit a photo as a job (the one upload check),
-resolve a run's options, and find a completed job's model and its variants."""
+resolve a run's options, start and cancel runs, and find a completed job's model and its
+variants."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from serve_app.errors import (
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
+from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.jobs import JobSnapshot, JobStatus, RunRequest, VariantInfo, Viewer
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -39,6 +41,26 @@ async def upload_photo(services: Services, image: UploadFile, owner: str | None)
     )
     job = await services.registry.register_upload(job_id, upload, owner)
     services.jobs.apply(job)  # read-your-writes on this replica
+    return job
+
+
+async def submit_run(
+    services: Services, viewer: Viewer, job_id: str, run: RunRequest, client: str | None
+) -> JobSnapshot:
+    """Start ``run`` of the job (404 for another key's job, as if unknown; 409 already
+    active; 503 or 429 when the queue or the client's share of it is full)."""
+    await services.jobs.get(job_id, viewer)
+    job = await services.registry.submit(job_id, run, client)
+    services.jobs.apply(job)  # read-your-writes on this replica
+    return job
+
+
+async def cancel_run(services: Services, viewer: Viewer, job_id: str) -> JobSnapshot:
+    """Cancel the job's run once it has stopped (404 unknown, or another key's job; 409
+    when it is not queued or running)."""
+    await services.jobs.get(job_id, viewer)
+    job = await services.registry.cancel(job_id)
+    services.jobs.apply(job)
     return job
 
 
@@ -90,6 +112,17 @@ async def mesh_of(
             f"job {job.job_id} has no variant {variant}", job_id=job.job_id, variant=variant
         )
     return found.variant_id, found
+
+
+async def job_mesh(
+    services: Services, viewer: Viewer, job_id: str, variant: str | None
+) -> TexturedMesh:
+    """The canonical mesh of a completed job or of its variant (404 unknown job, another
+    key's job or an unknown variant; 409 not done)."""
+    job = await completed_job(services, viewer, job_id)
+    key, _ = await mesh_of(services, job, variant)
+    data = await run_in_threadpool(services.store.read_mesh, key)
+    return await run_in_threadpool(TexturedMesh.from_bytes, data)
 
 
 def find_variant(job: JobSnapshot, variant: str) -> VariantInfo | None:

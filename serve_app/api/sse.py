@@ -4,20 +4,31 @@ Every stream starts by asking the client to wait ``RETRY_MS`` before it reconnec
 event carries its id (a reconnecting ``EventSource`` sends it back as ``Last-Event-ID``)
 and its JSON as ``data``; a keep-alive is a comment line.
 
-A route returns ``event_stream(...)`` and declares ``response_class=StreamingResponse``:
-FastAPI takes ``response_class=EventSourceResponse`` for a generator route, and ours are
-none, as each answers 404 (or 204) before its stream starts.
+A route returns ``event_stream(...)`` and is declared with ``stream_route(...)``, whose
+``response_class`` is ``StreamingResponse``: FastAPI takes ``response_class=
+EventSourceResponse`` for a generator route, and ours are none, as each answers 404 (or
+204) before its stream starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent, format_sse_event
 
 #: How long a disconnected ``EventSource`` waits before it reconnects.
 RETRY_MS = 3000
 KEEPALIVE = ServerSentEvent(comment="keep-alive")
+
+
+def stream_route(description: str) -> dict[str, Any]:
+    """The route options of an event stream: what it answers, for the OpenAPI document."""
+    return {
+        "response_class": StreamingResponse,
+        "responses": {200: {"content": {"text/event-stream": {}}, "description": description}},
+    }
 
 
 def event_stream(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse
 from starlette.datastructures import UploadFile
 
@@ -16,7 +15,7 @@ from serve_app.api import batch_service
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
 from serve_app.api.route_params import KEEPALIVE_S, BatchIdPath, error_responses
-from serve_app.api.sse import event_stream
+from serve_app.api.sse import event_stream, stream_route
 from serve_app.api.tools_schemas import MAX_BATCH, BatchCreated, BatchJobsRequest, BatchStatus
 from serve_app.errors import UnsupportedMediaTypeError
 
@@ -107,8 +106,7 @@ async def batch_status(
 
 @router.get(
     "/api/batches/{batch_id}/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "batch events"}},
+    **stream_route("batch events"),
 )
 async def batch_events(
     batch_id: BatchIdPath,

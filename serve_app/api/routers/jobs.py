@@ -14,7 +14,14 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import ServicesDep, ViewerDep
-from serve_app.api.job_service import completed_job, mesh_of, run_request, upload_photo
+from serve_app.api.job_service import (
+    cancel_run,
+    completed_job,
+    mesh_of,
+    run_request,
+    submit_run,
+    upload_photo,
+)
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
 from serve_app.api.schemas import (
@@ -68,11 +75,9 @@ async def generate_3d(
     409 already active, 503 when the service's queue is full, 429 when the client has its
     share of it.
     """
-    request = run_request(body, services.config.pipeline)
-    await services.jobs.get(body.job_id, viewer)  # another key's job: 404, as if unknown
+    run = run_request(body, services.config.pipeline)
     client = getattr(http.state, "client_id", None)
-    job = await services.registry.submit(body.job_id, request, client)
-    services.jobs.apply(job)
+    job = await submit_run(services, viewer, body.job_id, run, client)
     return JobStatusResponse.from_snapshot(job)
 
 
@@ -116,10 +121,7 @@ async def cancel_job(
 
     404 unknown id, 409 when the job is not queued or running (finished, or never started).
     """
-    await services.jobs.get(job_id, viewer)
-    job = await services.registry.cancel(job_id)
-    services.jobs.apply(job)
-    return JobStatusResponse.from_snapshot(job)
+    return JobStatusResponse.from_snapshot(await cancel_run(services, viewer, job_id))
 
 
 @router.get(

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from serve_app.api.deps import Services, ServicesDep, ViewerDep
-from serve_app.api.job_service import completed_job, mesh_of
+from serve_app.api.deps import ServicesDep, ViewerDep
+from serve_app.api.job_service import job_mesh
 from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
 from serve_app.api.route_params import error_responses
 from serve_app.api.tools_schemas import AnalyzeJobRequest
@@ -21,7 +21,6 @@ from serve_app.errors import (
 from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
 from serve_app.pipeline.types import TexturedMesh
-from serve_app.registry.jobs import Viewer
 
 router = APIRouter(
     tags=["mesh tools"], responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500)
@@ -83,7 +82,7 @@ async def analyze_stl(request: Request, services: ServicesDep, viewer: ViewerDep
         return await run_in_threadpool(analyze_file, data, limits)
     if kind == "application/json":
         body = parse_json(AnalyzeJobRequest, await read_small_body(request, MAX_JSON_BYTES))
-        mesh = await _job_mesh(services, viewer, body.job_id, body.variant)
+        mesh = await job_mesh(services, viewer, body.job_id, body.variant)
         return await run_in_threadpool(_analyze_canonical, mesh)
     raise UnsupportedMediaTypeError(
         "send multipart/form-data with the mesh file in the field `file`, "
@@ -107,17 +106,6 @@ async def _uploaded_mesh(request: Request, limits: MeshLimits) -> bytes:
             limit_bytes=limits.max_upload_bytes,
         )
     return data
-
-
-async def _job_mesh(
-    services: Services, viewer: Viewer, job_id: str, variant: str | None
-) -> TexturedMesh:
-    """The canonical mesh of a completed job or of its variant (404 unknown job, another
-    key's job or an unknown variant; 409 not done)."""
-    job = await completed_job(services, viewer, job_id)
-    key, _ = await mesh_of(services, job, variant)
-    data = await run_in_threadpool(services.store.read_mesh, key)
-    return await run_in_threadpool(TexturedMesh.from_bytes, data)
 
 
 def _analyze_canonical(mesh: TexturedMesh) -> MeshAnalysis:

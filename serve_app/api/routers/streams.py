@@ -22,14 +22,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, WebSocket
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from fastapi.sse import ServerSentEvent
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
 from serve_app.api.job_updates import Update, job_updates
 from serve_app.api.route_params import KEEPALIVE_S, JobIdPath, KeepaliveQuery, error_responses
-from serve_app.api.sse import KEEPALIVE, event_stream
+from serve_app.api.sse import KEEPALIVE, event_stream, stream_route
 from serve_app.errors import JobNotFoundError, OrfeasError
 from serve_app.registry.jobs import is_job_id
 
@@ -45,8 +45,7 @@ router = APIRouter(responses=error_responses(404, 409, 422, 503))
 @router.get(
     "/api/jobs/{job_id}/events",
     tags=["jobs"],
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "job-status events"}},
+    **stream_route("job-status events"),
 )
 async def job_events(
     job_id: JobIdPath,

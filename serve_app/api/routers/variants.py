@@ -1,9 +1,10 @@
 """Routes that make new versions and pictures of a job's model: ``POST /api/optimize-mesh``,
 ``POST /api/apply-material``, ``POST /api/preview-3d``.
 
-The work runs in the MeshTools deployment. A variant is asked of the registry, which makes
-each one once however many ask (and records it with its job); a preview is content-
-addressed in the store and rendered on first request, once per replica at a time.
+The work runs in the MeshTools deployment (``serve_app.api.variant_service``). A variant is
+asked of the registry, which makes each one once however many ask (and records it with its
+job); a preview is content-addressed in the store and rendered on first request, once per
+replica at a time.
 """
 
 from __future__ import annotations
@@ -13,22 +14,19 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from serve_app.api.deps import Services, ServicesDep, ViewerDep
-from serve_app.api.job_service import completed_job, find_variant, mesh_of
-from serve_app.api.model_files import preview_file
+from serve_app.api import variant_service
+from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.route_params import error_responses
-from serve_app.api.schemas import VariantResponse, download_url
+from serve_app.api.schemas import download_url
 from serve_app.api.tools_schemas import (
     MaterialRequest,
     OptimizeRequest,
     PreviewRequest,
     VariantMade,
-    VariantRequest,
 )
 from serve_app.meshtools.materials import resolve_material
-from serve_app.meshtools.variants import PreviewOrder, VariantOperation, variant_id
+from serve_app.meshtools.variants import VariantOperation
 from serve_app.pipeline.types import OUTPUT_FORMATS
-from serve_app.registry.jobs import VariantOrder, Viewer
 
 router = APIRouter(
     tags=["mesh tools"], responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503)
@@ -78,7 +76,9 @@ async def optimize_mesh(
     model cannot reach and stay closed, 503 the mesh tools busy or over their time.
     """
     params = {"target_faces": body.target_faces, "repair": body.repair}
-    return await _make(services, viewer, body, VariantOperation.OPTIMIZE, params)
+    return await variant_service.make_variant(
+        services, viewer, body, VariantOperation.OPTIMIZE, params
+    )
 
 
 @router.post(
@@ -102,7 +102,9 @@ async def apply_material(
     """
     material = resolve_material(body.material)
     params = material.model_dump(mode="json", exclude={"description"})
-    return await _make(services, viewer, body, VariantOperation.MATERIAL, params)
+    return await variant_service.make_variant(
+        services, viewer, body, VariantOperation.MATERIAL, params
+    )
 
 
 @router.post(
@@ -126,34 +128,5 @@ async def preview_3d(body: PreviewRequest, services: ServicesDep, viewer: Viewer
     ``width`` × ``height`` (64 to 2048 each), seen from ``azimuth_deg`` and
     ``elevation_deg``, on ``background``. Rendered once per model and view, then kept.
     """
-    job = await completed_job(services, viewer, body.job_id)
-    key = (await mesh_of(services, job, body.variant))[0]
-    order = PreviewOrder(
-        key, body.width, body.height, body.azimuth_deg, body.elevation_deg, body.background
-    )
-    return FileResponse(await preview_file(services, order), media_type="image/png")
-
-
-async def _make(
-    services: Services,
-    viewer: Viewer,
-    body: VariantRequest,
-    operation: VariantOperation,
-    params: dict[str, Any],
-) -> VariantMade:
-    job = await completed_job(services, viewer, body.job_id)
-    base_key, _ = await mesh_of(services, job, body.variant)
-    order = VariantOrder(
-        job_id=job.job_id,
-        variant_id=variant_id(job.job_id, base_key, operation, params),
-        base=body.variant,
-        base_key=base_key,
-        operation=str(operation),
-        params=params,
-    )
-    job = await services.registry.make_variant(order)
-    services.jobs.apply(job)  # read-your-writes: the variant is listed on this replica
-    made = find_variant(job, order.variant_id)
-    assert made is not None, "the registry answers with the job holding the variant"
-    listed = VariantResponse.of(job.job_id, made)
-    return VariantMade(job_id=job.job_id, **listed.model_dump(exclude={"created_at"}))
+    path = await variant_service.preview(services, viewer, body)
+    return FileResponse(path, media_type="image/png")
