@@ -32,7 +32,8 @@ def stream_route(description: str) -> dict[str, Any]:
 
 
 def event_stream(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    """The response streaming ``events``, unbuffered by proxies."""
+    """The response streaming ``events`` (each with its JSON as ``raw_data``, or a comment),
+    unbuffered by proxies."""
     return EventSourceResponse(
         _encoded(events), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

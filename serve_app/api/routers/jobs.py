@@ -38,8 +38,8 @@ from serve_app.registry.jobs import JobStatus
 
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
 
-#: The errors each kind of job route may answer.
-ADMISSION_ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
+#: The errors the job routes may answer: most of them; cancel and logs; the thumbnail.
+JOB_ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
 CONTROL_ERRORS = error_responses(404, 409, 422, 503)
 RENDER_ERRORS = error_responses(400, 401, 404, 409, 413, 422, 429, 503)
 
@@ -47,7 +47,7 @@ router = APIRouter()
 TAGS: list[str | Enum] = ["jobs"]
 
 
-@router.post("/api/upload-image", tags=TAGS, responses=ADMISSION_ERRORS)
+@router.post("/api/upload-image", tags=TAGS, responses=JOB_ERRORS)
 async def upload_image(
     image: ImageUpload, services: ServicesDep, viewer: ViewerDep
 ) -> UploadResponse:
@@ -67,7 +67,7 @@ async def upload_image(
     )
 
 
-@router.post("/api/generate-3d", tags=TAGS, status_code=202, responses=ADMISSION_ERRORS)
+@router.post("/api/generate-3d", tags=TAGS, status_code=202, responses=JOB_ERRORS)
 async def generate_3d(
     body: GenerateRequest, services: ServicesDep, viewer: ViewerDep, http: Request
 ) -> JobStatusResponse:
@@ -85,7 +85,7 @@ async def generate_3d(
     "/api/job-status/{job_id}",
     tags=TAGS,
     response_model=JobStatusResponse,
-    responses=ADMISSION_ERRORS,
+    responses=JOB_ERRORS,
 )
 async def job_status(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> Response:
     """Status, stage, progress, error and download links of a job (from this replica's
@@ -95,7 +95,7 @@ async def job_status(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep
     return Response(services.status_bodies.body(job), media_type="application/json")
 
 
-@router.get("/api/jobs", tags=TAGS, responses=ADMISSION_ERRORS)
+@router.get("/api/jobs", tags=TAGS, responses=JOB_ERRORS)
 async def list_jobs(
     services: ServicesDep,
     viewer: ViewerDep,
@@ -128,7 +128,7 @@ async def cancel_job(
     "/download/{job_id}/{format}",
     tags=TAGS,
     response_class=FileResponse,
-    responses={**ADMISSION_ERRORS, 200: {"description": "the model file"}},
+    responses={**JOB_ERRORS, 200: {"description": "the model file"}},
 )
 async def download(
     job_id: JobIdPath,
