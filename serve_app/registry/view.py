@@ -25,12 +25,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from serve_app.errors import JobNotFoundError
-from serve_app.registry.actor import SyncPage
-from serve_app.registry.feeds import Change, Changes
+from serve_app.registry.feeds import Change
 from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, Viewer, page_of
+
+if TYPE_CHECKING:
+    from serve_app.registry.client import RegistryClient
 
 logger = logging.getLogger(__name__)
 
@@ -45,24 +47,10 @@ WAIT_SHARE = 0.4
 Update = JobSnapshot | None
 
 
-class FeedSource(Protocol):
-    """The registry calls the view makes (``RegistryClient`` has them)."""
-
-    async def changes(self, epoch: str | None, since: int, timeout_s: float) -> Changes: ...
-
-    async def sync(self, offset: int, limit: int) -> SyncPage: ...
-
-    async def get(self, job_id: str) -> JobSnapshot: ...
-
-    async def list_jobs(
-        self, offset: int, limit: int, status: JobStatus | None, viewer: Viewer
-    ) -> JobPage: ...
-
-
 class JobView:
     """The snapshots of one ingress replica, by job id; listed newest first by creation."""
 
-    def __init__(self, source: FeedSource, staleness_s: float) -> None:
+    def __init__(self, source: RegistryClient, staleness_s: float) -> None:
         self.staleness_s = staleness_s
         self._source = source
         self._jobs: dict[str, JobSnapshot] = {}
