@@ -42,7 +42,7 @@ from serve_app.registry.jobs import (
 )
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
-from serve_app.registry.supervisor import Supervisor
+from serve_app.registry.supervisor import Supervisor, SupervisorStats
 from serve_app.registry.table import JobTable
 from serve_app.registry.variants import MeshToolsBackend, Variants
 from serve_app.registry.workers import Backends, Workers
@@ -79,6 +79,38 @@ class SyncPage:
     seq: int
     jobs: tuple[JobSnapshot, ...]
     total: int
+
+
+@dataclass(frozen=True)
+class TextModelHealth:
+    """The text-to-image model a TextToImage replica reported, or why it could not load it."""
+
+    version: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JournalStats:
+    """The journal's file and what its writes cost."""
+
+    path: str
+    writes: int
+    mean_write_ms: float
+
+
+@dataclass(frozen=True)
+class RegistryHealth:
+    """What ``ping`` answers: jobs by status, runs in hand, and the workers' models."""
+
+    jobs: dict[str, int]
+    runs: SupervisorStats
+    variants_in_progress: int
+    #: Generator name → the version its ShapeTexture replicas report.
+    generators: dict[str, str]
+    #: Generator name → why its ShapeTexture replicas could not load it.
+    generator_errors: dict[str, str]
+    text_to_image: TextModelHealth
+    journal: JournalStats
 
 
 def served(
@@ -325,18 +357,24 @@ class JobRegistry:
     # -- operators ---------------------------------------------------------------------
 
     @served
-    async def ping(self) -> dict[str, Any]:
-        return {
-            "jobs": {str(status): n for status, n in self._table.counts().items()},
-            "running_tasks": self._supervisor.stats()["running_tasks"],
-            "variants_in_progress": self._variants.pending,
-            "generators": dict(self._workers.versions),
-            "generator_errors": dict(self._workers.errors),
-            "text_to_image": {
-                "version": model.version if (model := self._workers.text_model) else None,
-                "error": self._workers.text_error,
-            },
-        }
+    async def ping(self) -> RegistryHealth:
+        journal = self._ledger.journal
+        model = self._workers.text_model
+        return RegistryHealth(
+            jobs={str(status): n for status, n in self._table.counts().items()},
+            runs=self._supervisor.stats(),
+            variants_in_progress=self._variants.pending,
+            generators=dict(self._workers.versions),
+            generator_errors=dict(self._workers.errors),
+            text_to_image=TextModelHealth(
+                version=model.version if model else None, error=self._workers.text_error
+            ),
+            journal=JournalStats(
+                path=str(journal.path),
+                writes=journal.writes,
+                mean_write_ms=round(1000 * journal.write_seconds / max(1, journal.writes), 4),
+            ),
+        )
 
     @served
     async def metrics(self) -> MetricsSnapshot:
@@ -346,20 +384,6 @@ class JobRegistry:
     async def served_calls(self) -> dict[str, int]:
         """How many calls of each method this registry has served (not counting this)."""
         return dict(self.calls)
-
-    async def durability(self) -> dict[str, Any]:
-        """Leases, pending resumes and the journal's write cost (for operators and tests)."""
-        journal = self._ledger.journal
-        stats = self._supervisor.stats()
-        return {
-            "leases": stats["leases"],
-            "resuming": stats["resuming"],
-            "journal": str(journal.path),
-            "journal_writes": journal.writes,
-            "journal_mean_write_ms": round(
-                1000 * journal.write_seconds / max(1, journal.writes), 4
-            ),
-        }
 
     async def collect_garbage(self) -> dict[str, Any]:
         """Expire old ended jobs (TTL, disk budget) and remove the files only they used."""

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from serve_app.config import RegistryConfig
 from serve_app.errors import (
@@ -65,6 +64,15 @@ class Requeue(StrEnum):
     RESUMED = "resumed"
 
 
+@dataclass(frozen=True)
+class SupervisorStats:
+    """Runs in the supervisor's hands: leases held, tasks driving runs, runs to resume."""
+
+    leases: int
+    running_tasks: int
+    resuming: int
+
+
 @dataclass
 class _Dispatch:
     """The task driving one run, so the watchdog can stop it when its lease expires."""
@@ -95,12 +103,10 @@ class Supervisor:
         self._overloads: dict[str, int] = {}  # re-dispatches of a job after a full queue
         self._resuming: list[str] = []
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "leases": len(self.leases),
-            "running_tasks": len(self._tasks),
-            "resuming": len(self._resuming),
-        }
+    def stats(self) -> SupervisorStats:
+        return SupervisorStats(
+            leases=len(self.leases), running_tasks=len(self._tasks), resuming=len(self._resuming)
+        )
 
     # -- admission and dispatch ------------------------------------------------------
 
