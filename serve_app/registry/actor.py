@@ -29,6 +29,7 @@ from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
 from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.pipeline.types import RunPlan, Stage
 from serve_app.registry import retention
+from serve_app.registry.commits import Change, Commits
 from serve_app.registry.feeds import Changes, JobLog
 from serve_app.registry.jobs import (
     JobPage,
@@ -134,13 +135,16 @@ class JobRegistry:
         self._table = JobTable(config.registry.max_jobs)
         self._monitor = JobMonitor(self._table, sink=sink)
         self._ledger = Ledger(journal_path(config))
+        self._commits = Commits(self._ledger, self._monitor)
         self._workers = Workers(
             self._ledger, ArtifactStore(config.storage.root), config.pipeline.background_model
         )
         self._supervisor = Supervisor(
-            self._table, self._monitor, self._ledger, self._workers, config.registry
+            self._table, self._monitor, self._commits, self._workers, config.registry
         )
-        self._variants = Variants(self._table, self._monitor, self._ledger, config.mesh_tools)
+        self._variants = Variants(
+            self._table, self._monitor, self._commits, self._ledger, config.mesh_tools
+        )
         #: Calls served, by method (``served_calls``): what each kind of request costs.
         self.calls: Counter[str] = Counter()
         self._loops: list[asyncio.Task[None]] = []
@@ -214,8 +218,7 @@ class JobRegistry:
             record = self._table.add(job_id, upload, owner)
         except OrfeasError as exc:
             return exc
-        self._ledger.save(record)
-        self._monitor.uploaded(record)
+        self._commits.commit(record, Change.UPLOADED)
         self._forget(self._table.evict())
         return self._monitor.snapshot(record)
 
@@ -241,9 +244,8 @@ class JobRegistry:
             record = self._table.start_run(job_id, request, client)
         except OrfeasError as exc:
             return exc
-        self._ledger.save(record)  # accepted means journaled
+        self._commits.commit(record)  # accepted means journaled
         self._supervisor.dispatch(record)
-        self._monitor.changed(record)
         return self._monitor.snapshot(record)
 
     @served
@@ -269,9 +271,8 @@ class JobRegistry:
             record = self._table.start_run(job_id, then, client, plan)
         except OrfeasError as exc:
             return exc
-        self._ledger.save(record)  # accepted means journaled
+        self._commits.commit(record)  # accepted means journaled
         self._supervisor.dispatch(record)
-        self._monitor.changed(record)
         self._forget(self._table.evict())
         return self._monitor.snapshot(record)
 
@@ -296,21 +297,17 @@ class JobRegistry:
         except OrfeasError as exc:
             return exc
         run = record.run
-        self._ledger.save(record)
-        self._monitor.changed(record)
+        self._commits.commit(record)
         if record.status.active:
             grace_s = CANCEL_GRACE_BEATS * self._config.registry.heartbeat_interval_s
             if not await self._monitor.wait_until_ended(record, grace_s):
                 error = JobCancelledError("the job was cancelled")
                 if self._table.fail(job_id, run, error) is not None:
-                    self._monitor.log(
-                        record,
-                        "cancel_forced",
+                    forced = (
                         f"the workers did not stop within {grace_s:.2f} s; "
-                        "ended without them, they stop at their next heartbeat",
+                        "ended without them, they stop at their next heartbeat"
                     )
-                    self._ledger.save(record)
-                    self._monitor.changed(record)
+                    self._commits.commit(record, event=("cancel_forced", forced))
         return self._monitor.snapshot(record)
 
     @served
@@ -446,8 +443,7 @@ class JobRegistry:
         if upload is not None and job_id not in self._table:
             owner = await asyncio.to_thread(store.job_owner, job_id)
             record = self._table.add(job_id, upload, owner)
-            self._ledger.save(record)
-            self._monitor.changed(record)
+            self._commits.commit(record)
 
     def _forget(self, job_ids: Iterable[str]) -> None:
         self._monitor.forget(list(job_ids))

@@ -38,8 +38,8 @@ from serve_app.errors import (
     WorkerLostError,
 )
 from serve_app.pipeline.types import Stage
+from serve_app.registry.commits import Change, Commits
 from serve_app.registry.jobs import ImageTicket, JobRecord, JobTicket, RunRequest
-from serve_app.registry.journal import Ledger
 from serve_app.registry.leases import Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
@@ -88,7 +88,7 @@ class Supervisor:
         self,
         table: JobTable,
         monitor: JobMonitor,
-        ledger: Ledger,
+        commits: Commits,
         workers: Workers,
         policy: RegistryConfig,
     ) -> None:
@@ -96,7 +96,7 @@ class Supervisor:
         self.leases = LeaseBook()
         self._table = table
         self._monitor = monitor
-        self._ledger = ledger
+        self._commits = commits
         self._workers = workers
         self._dispatches: dict[str, _Dispatch] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
@@ -161,7 +161,7 @@ class Supervisor:
             self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, now)
         else:
             self.leases.renew(job_id, run, self.policy.lease_s, now)
-        self._monitor.changed(record)
+        self._commits.commit(record, Change.PROGRESS)
         return stop
 
     def _held_by(self, client: str) -> int:
@@ -195,7 +195,7 @@ class Supervisor:
                 model_ticket = ticket
             result = await self._workers.run(model_ticket, current)
             if result is not None and (record := self._table.complete(job_id, run, result)):
-                self._monitor.changed(record)
+                self._commits.commit(record)
         except Exception as exc:  # every failure ends the run with a safe error body
             self._failed(ticket, as_orfeas_error(exc))
         finally:
@@ -213,12 +213,11 @@ class Supervisor:
         image = await self._workers.make_image(ticket, current)
         if image is None or (record := self._table.image_made(job_id, run, image)) is None:
             return None
-        self._ledger.save(record)
         self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, time.monotonic())
-        self._monitor.image_made(record)
+        self._commits.commit(record, Change.IMAGE_MADE)
         if then is None:
             if (done := self._table.complete(job_id, run, None)) is not None:
-                self._monitor.changed(done)
+                self._commits.commit(done)
             return None
         if not current():
             return None
@@ -232,7 +231,7 @@ class Supervisor:
             logger.warning("job %s run %d failed: %s", job_id, run, error.message)
         record = self._table.fail(job_id, run, error)
         if record is not None:
-            self._monitor.changed(record)
+            self._commits.commit(record)
         if isinstance(error, JobCancelledError):
             self._monitor.logs.log(
                 job_id, run, "workers_stopped", f"the workers of run {run} stopped"
@@ -245,10 +244,8 @@ class Supervisor:
         if dispatch is not None and dispatch.run == run:
             del self._dispatches[job_id]
         record = self._table.find(job_id)
-        if record is not None:
-            if not record.status.active:
-                self._overloads.pop(job_id, None)
-            self._ledger.save(record)
+        if record is not None and not record.status.active:
+            self._overloads.pop(job_id, None)
 
     def _retried(self, job_id: str, run: int, error: OrfeasError) -> bool:
         """Dispatch the run again if ``error`` allows it; True when a new run started."""
@@ -273,13 +270,12 @@ class Supervisor:
         self.leases.release(record.job_id, old_run)
         self._table.retry_run(record.job_id, old_run, count=reason is Requeue.RETRIED)
         delay = float(self.policy.retry_after_s) if reason is Requeue.OVERLOADED else 0.0
-        self._ledger.save(record)
         self.dispatch(record, delay_s=delay)
         logger.warning(
             "job %s run %d %s as run %d: %s", record.job_id, old_run, reason, record.run, message
         )
-        self._monitor.log(record, reason, f"run {old_run} {reason} as run {record.run}: {message}")
-        self._monitor.changed(record)
+        again = f"run {old_run} {reason} as run {record.run}: {message}"
+        self._commits.commit(record, event=(reason, again))
 
     # -- watchdog --------------------------------------------------------------------
 
@@ -325,8 +321,7 @@ class Supervisor:
         record = self._table.current(job_id, run)
         if record is not None and not self._retried(job_id, run, error):
             self._table.fail(job_id, run, error)
-            self._monitor.log(record, "lease_expired", error.message)
-            self._monitor.changed(record)
+            self._commits.commit(record, event=("lease_expired", error.message))
         self._run_ended(job_id, run)
 
     # -- resume after a restart ------------------------------------------------------
@@ -363,5 +358,4 @@ class Supervisor:
                 retryable=True,
             )
             self._table.fail(job_id, record.run, error)
-            self._monitor.changed(record)
-            self._ledger.save(record)
+            self._commits.commit(record)

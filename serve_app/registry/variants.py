@@ -34,6 +34,7 @@ from serve_app.errors import (
     VariantNotFoundError,
     WorkTimeoutError,
 )
+from serve_app.registry.commits import Commits
 from serve_app.registry.jobs import (
     JobRecord,
     JobSnapshot,
@@ -88,11 +89,17 @@ class Variants:
     """The registry's part that makes and records variants (on the actor's event loop)."""
 
     def __init__(
-        self, table: JobTable, monitor: JobMonitor, ledger: Ledger, policy: MeshToolsConfig
+        self,
+        table: JobTable,
+        monitor: JobMonitor,
+        commits: Commits,
+        ledger: Ledger,
+        policy: MeshToolsConfig,
     ) -> None:
         self.policy = policy
         self._table = table
         self._monitor = monitor
+        self._commits = commits
         self._ledger = ledger
         self._backend: MeshToolsBackend | None = None
         #: Builds under way, by variant id: every request for one awaits the same build.
@@ -188,15 +195,12 @@ class Variants:
                 f"job {order.job_id} was run again while its variant was made; ask again",
                 job_id=order.job_id,
             )
-        self._ledger.save(record)
         closed = {True: "closed", False: "open", None: "closedness unknown"}[built.watertight]
-        self._monitor.log(
-            record,
-            "variant",
+        made = (
             f"variant {order.variant_id[:12]} made: {order.operation} {order.params}, "
-            f"{built.faces} faces, {closed}",
+            f"{built.faces} faces, {closed}"
         )
-        self._monitor.changed(record)
+        self._commits.commit(record, event=("variant", made))
         return self._monitor.snapshot(record)
 
 
