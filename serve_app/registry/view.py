@@ -24,7 +24,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from serve_app.errors import JobNotFoundError
@@ -50,8 +50,15 @@ Update = JobSnapshot | None
 class JobView:
     """The snapshots of one ingress replica, by job id; listed newest first by creation."""
 
-    def __init__(self, source: RegistryClient, staleness_s: float) -> None:
+    def __init__(
+        self,
+        source: RegistryClient,
+        staleness_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.staleness_s = staleness_s
+        #: Seconds on a clock that only moves forward (freshness is measured on it).
+        self.clock = clock
         self._source = source
         self._jobs: dict[str, JobSnapshot] = {}
         #: (created_at, job_id) of every job, ascending: the same order on every replica,
@@ -59,7 +66,7 @@ class JobView:
         self._order: list[tuple[float, str]] = []
         self._epoch: str | None = None
         self._seq = 0
-        self._heard_at = -float("inf")  # monotonic time the last full feed reply was asked
+        self._heard_at = -float("inf")  # when (``clock``) the last full feed reply was asked
         self._listeners: dict[str, set[asyncio.Queue[Update]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -82,7 +89,7 @@ class JobView:
     @property
     def fresh(self) -> bool:
         """Whether the view has every change the registry made ``staleness_s`` ago."""
-        return time.monotonic() - self._heard_at <= self.staleness_s
+        return self.clock() - self._heard_at <= self.staleness_s
 
     # -- reads -------------------------------------------------------------------------
 
@@ -157,7 +164,7 @@ class JobView:
                 if self._epoch is None:
                     await self._reload()
                     wait_s = 0.0  # catch up with what changed while listing, then wait
-                asked = time.monotonic()
+                asked = self.clock()
                 reply = await self._source.changes(self._epoch, self._seq, wait_s)
                 failures = 0
             except asyncio.CancelledError:

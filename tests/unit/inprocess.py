@@ -94,6 +94,19 @@ class InProcessMeshTools:
         await asyncio.to_thread(render_to_store, self.store, order)
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def app_config(root: Path, **args: Any) -> AppConfig:
     """A config for the in-process service under ``root``; ``args`` override sections."""
     base: dict[str, Any] = {"storage": {"root": str(root)}, **args}
@@ -241,11 +254,14 @@ def _async(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 
 
 @contextlib.contextmanager
-def in_process_service(config: AppConfig) -> Iterator[InProcessService]:
-    """The API over an in-process registry and job view, started and stopped with it."""
+def in_process_service(
+    config: AppConfig, clock: Callable[[], float] = time.monotonic
+) -> Iterator[InProcessService]:
+    """The API over an in-process registry and job view, started and stopped with it;
+    ``clock`` is the view's (its freshness is measured on it)."""
     registry = JobRegistry(config, MetricsSink())
     client = in_process_client(registry)
-    view = JobView(client, config.registry.status_staleness_s)
+    view = JobView(client, config.registry.status_staleness_s, clock)
     store = ArtifactStore(config.storage.root)
     tools = InProcessMeshTools(config)
     services = Services(config=config, store=store, registry=client, jobs=view, previews=tools)

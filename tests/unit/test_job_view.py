@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,12 @@ from serve_app.pipeline.types import MODEL_STAGES, GenerationParams
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.jobs import EVERYONE, JobStatus, RunRequest, RunResult, UploadInfo
 from serve_app.registry.view import JobView
-from tests.unit.inprocess import app_config, in_process_client, in_process_service
+from tests.unit.inprocess import (
+    ManualClock,
+    app_config,
+    in_process_client,
+    in_process_service,
+)
 
 JOB = "0" * 31 + "1"
 UPLOAD = UploadInfo(sha256="ab" * 32, size_bytes=1234, media_type="image/png")
@@ -71,10 +75,11 @@ def test_a_change_made_through_another_replica_arrives_through_the_feed(tmp_path
 
 def test_a_stale_view_asks_the_registry_instead(tmp_path: Path) -> None:
     config = app_config(tmp_path, registry={"status_staleness_s": 0.2})
-    with in_process_service(config) as service:
+    clock = ManualClock()
+    with in_process_service(config, clock) as service:
         job_id = service.upload()
         service.run(service.view.stop)  # the feed is lost
-        time.sleep(0.3)
+        clock.advance(0.3)
         assert not service.view.fresh
         before = service.calls().get("get", 0)
         assert service.http.get(f"/api/job-status/{job_id}").status_code == 200
