@@ -10,7 +10,12 @@ from tests.client import Api, photo
 from tests.fault.harness import FaultService, kill_registry, registry_call, wait_for_registry
 from tests.serving import deploy, wait_until
 
-pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+]
 
 
 def finished_job(client: Api) -> tuple[str, bytes]:
