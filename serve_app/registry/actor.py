@@ -91,15 +91,6 @@ class TextModelHealth:
 
 
 @dataclass(frozen=True)
-class JournalStats:
-    """The journal's file and what its writes cost."""
-
-    path: str
-    writes: int
-    mean_write_ms: float
-
-
-@dataclass(frozen=True)
 class RegistryHealth:
     """What ``ping`` answers: jobs by status, runs in hand, and the workers' models."""
 
@@ -111,7 +102,10 @@ class RegistryHealth:
     #: Generator name → why its ShapeTexture replicas could not load it.
     generator_errors: dict[str, str]
     text_to_image: TextModelHealth
-    journal: JournalStats
+    #: The journal's file, its writes so far and their mean cost.
+    journal_path: str
+    journal_writes: int
+    journal_mean_write_ms: float
 
 
 def served(
@@ -366,11 +360,9 @@ class JobRegistry:
             text_to_image=TextModelHealth(
                 version=model.version if model else None, error=self._workers.text_error
             ),
-            journal=JournalStats(
-                path=str(journal.path),
-                writes=journal.writes,
-                mean_write_ms=round(1000 * journal.write_seconds / max(1, journal.writes), 4),
-            ),
+            journal_path=str(journal.path),
+            journal_writes=journal.writes,
+            journal_mean_write_ms=round(1000 * journal.write_seconds / max(1, journal.writes), 4),
         )
 
     @served

@@ -14,15 +14,17 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter
 
 from serve_app.registry.jobs import ACTIVE_STATUSES, JobRecord
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -261,3 +263,30 @@ class Ledger:
         self.journal.close()
         self.journal = JobJournal(path)
         return self.journal.load_all()
+
+
+class Remembered(Generic[T]):
+    """A backend an ingress replica hands the registry, its names journaled under ``key``
+    so that a restarted registry finds it again (``find`` makes it from the names)."""
+
+    def __init__(
+        self, ledger: Ledger, key: str, find: Callable[[dict[str, str]], T | None]
+    ) -> None:
+        self.held: T | None = None
+        self._ledger = ledger
+        self._key = key
+        self._find = find
+
+    def attach(self, backend: T, names: dict[str, str] | None) -> None:
+        """Use ``backend`` from now on (and after a restart, if it has ``names``)."""
+        self.held = backend
+        if names is not None:
+            self._ledger.set_meta(self._key, names)
+
+    def get(self) -> T | None:
+        """The attached backend, or the one the journal names (after a restart)."""
+        if self.held is None:
+            names: dict[str, str] | None = self._ledger.get_meta(self._key)
+            if names:
+                self.held = self._find(names)
+        return self.held

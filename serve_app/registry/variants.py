@@ -43,7 +43,7 @@ from serve_app.registry.jobs import (
     VariantInfo,
     VariantOrder,
 )
-from serve_app.registry.journal import Ledger
+from serve_app.registry.journal import Ledger, Remembered
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
 from serve_app.remote import as_orfeas_error
@@ -100,26 +100,18 @@ class Variants:
         self._table = table
         self._monitor = monitor
         self._commits = commits
-        self._ledger = ledger
-        self._backend: MeshToolsBackend | None = None
+        self._backend = Remembered(ledger, MESH_TOOLS_META, _handle)
         #: Builds under way, by variant id: every request for one awaits the same build.
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._tasks: set[asyncio.Task[Reply]] = set()
 
     def attach(self, backend: MeshToolsBackend) -> None:
         """Make variants there from now on (and after a restart, if it has names)."""
-        self._backend = backend
-        names = backend.names()
-        if names is not None:
-            self._ledger.set_meta(MESH_TOOLS_META, names)
+        self._backend.attach(backend, backend.names())
 
     def backend(self) -> MeshToolsBackend | None:
         """The attached backend, or the deployment the journal names (after a restart)."""
-        if self._backend is None:
-            names: dict[str, str] | None = self._ledger.get_meta(MESH_TOOLS_META)
-            if names:
-                self._backend = _handle(names)
-        return self._backend
+        return self._backend.get()
 
     @property
     def pending(self) -> int:
