@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.meshtools.config import MeshLimits
@@ -328,17 +327,6 @@ class AppConfig(StrictModel):
     @property
     def rate_limiter_name(self) -> str:
         return self.rate_limiter.name or f"{self.registry.name}_rate_limiter"
-
-    @classmethod
-    def from_yaml(cls, path: Path | str, app_name: str | None = None) -> Self:
-        """The ``args`` of application ``app_name`` (or the only one) in a Serve config."""
-        with open(path, encoding="utf-8") as f:
-            document = yaml.safe_load(f) or {}
-        apps = document.get("applications", [])
-        chosen = [a for a in apps if app_name is None or a.get("name") == app_name]
-        if len(chosen) != 1:
-            raise ValueError(f"{path}: expected one application named {app_name!r}")
-        return cls.model_validate(chosen[0].get("args") or {})
 
     def resolved(self, base: Path) -> Self:
         """A copy with relative paths made absolute against ``base``."""

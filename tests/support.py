@@ -8,9 +8,23 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
+from serve_app.config import AppConfig
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def config_from_yaml(path: Path | str, app_name: str | None = None) -> AppConfig:
+    """The ``args`` of application ``app_name`` (or the only one) in a Serve config."""
+    with open(path, encoding="utf-8") as f:
+        document = yaml.safe_load(f) or {}
+    apps = document.get("applications", [])
+    chosen = [a for a in apps if app_name is None or a.get("name") == app_name]
+    if len(chosen) != 1:
+        raise ValueError(f"{path}: expected one application named {app_name!r}")
+    return AppConfig.model_validate(chosen[0].get("args") or {})
 
 
 def models_dir() -> Path:

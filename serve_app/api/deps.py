@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
@@ -14,55 +14,12 @@ from serve_app.api.schemas import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
 from serve_app.meshtools.variants import PreviewOrder
-from serve_app.metrics import MetricsSnapshot
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.registry.feeds import JobLog
-from serve_app.registry.jobs import (
-    EVERYONE,
-    JobSnapshot,
-    RunRequest,
-    UploadInfo,
-    VariantOrder,
-    Viewer,
-)
+from serve_app.registry.jobs import EVERYONE, Viewer
 from serve_app.registry.view import JobView
 from serve_app.storage import ArtifactStore
 
-
-class JobRegistryClient(Protocol):
-    """The registry calls the routes make (writes, logs, probes); errors are OrfeasError.
-
-    Reads of job state go to the replica's ``JobView`` instead.
-    """
-
-    async def register_upload(
-        self, job_id: str, upload: UploadInfo, owner: str | None = None
-    ) -> JobSnapshot: ...
-
-    async def submit(
-        self, job_id: str, request: RunRequest, client: str | None = None
-    ) -> JobSnapshot: ...
-
-    async def submit_text(
-        self,
-        job_id: str,
-        text: TextToImageParams,
-        then: RunRequest | None = None,
-        owner: str | None = None,
-        client: str | None = None,
-    ) -> JobSnapshot: ...
-
-    async def cancel(self, job_id: str) -> JobSnapshot: ...
-
-    async def get(self, job_id: str) -> JobSnapshot: ...
-
-    async def make_variant(self, order: VariantOrder) -> JobSnapshot: ...
-
-    async def job_log(self, job_id: str) -> JobLog: ...
-
-    async def ping(self) -> dict[str, Any]: ...
-
-    async def metrics(self) -> MetricsSnapshot: ...
+if TYPE_CHECKING:
+    from serve_app.registry.client import RegistryClient
 
 
 class PreviewMaker(Protocol):
@@ -77,7 +34,8 @@ class Services:
 
     config: AppConfig
     store: ArtifactStore
-    registry: JobRegistryClient
+    #: The registry's writes, logs and probes (reads of job state go to ``jobs``).
+    registry: RegistryClient
     #: This replica's snapshots of every job (status, lists, live streams).
     jobs: JobView
     #: Optional readiness probe of the deployments: name → (healthy, detail).

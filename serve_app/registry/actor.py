@@ -29,6 +29,7 @@ from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
 from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.pipeline.types import RunPlan, Stage
 from serve_app.registry import retention
+from serve_app.registry.commits import Change, Commits
 from serve_app.registry.feeds import Changes, JobLog
 from serve_app.registry.jobs import (
     JobPage,
@@ -42,7 +43,7 @@ from serve_app.registry.jobs import (
 )
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
-from serve_app.registry.supervisor import Supervisor
+from serve_app.registry.supervisor import Supervisor, SupervisorStats
 from serve_app.registry.table import JobTable
 from serve_app.registry.variants import MeshToolsBackend, Variants
 from serve_app.registry.workers import Backends, Workers
@@ -81,6 +82,32 @@ class SyncPage:
     total: int
 
 
+@dataclass(frozen=True)
+class TextModelHealth:
+    """The text-to-image model a TextToImage replica reported, or why it could not load it."""
+
+    version: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RegistryHealth:
+    """What ``ping`` answers: jobs by status, runs in hand, and the workers' models."""
+
+    jobs: dict[str, int]
+    runs: SupervisorStats
+    variants_in_progress: int
+    #: Generator name → the version its ShapeTexture replicas report.
+    generators: dict[str, str]
+    #: Generator name → why its ShapeTexture replicas could not load it.
+    generator_errors: dict[str, str]
+    text_to_image: TextModelHealth
+    #: The journal's file, its writes so far and their mean cost.
+    journal_path: str
+    journal_writes: int
+    journal_mean_write_ms: float
+
+
 def served(
     method: Callable[Concatenate[JobRegistry, P], Awaitable[R]],
 ) -> Callable[Concatenate[JobRegistry, P], Awaitable[R]]:
@@ -102,13 +129,16 @@ class JobRegistry:
         self._table = JobTable(config.registry.max_jobs)
         self._monitor = JobMonitor(self._table, sink=sink)
         self._ledger = Ledger(journal_path(config))
+        self._commits = Commits(self._ledger, self._monitor)
         self._workers = Workers(
             self._ledger, ArtifactStore(config.storage.root), config.pipeline.background_model
         )
         self._supervisor = Supervisor(
-            self._table, self._monitor, self._ledger, self._workers, config.registry
+            self._table, self._monitor, self._commits, self._workers, config.registry
         )
-        self._variants = Variants(self._table, self._monitor, self._ledger, config.mesh_tools)
+        self._variants = Variants(
+            self._table, self._monitor, self._commits, self._ledger, config.mesh_tools
+        )
         #: Calls served, by method (``served_calls``): what each kind of request costs.
         self.calls: Counter[str] = Counter()
         self._loops: list[asyncio.Task[None]] = []
@@ -182,8 +212,7 @@ class JobRegistry:
             record = self._table.add(job_id, upload, owner)
         except OrfeasError as exc:
             return exc
-        self._ledger.save(record)
-        self._monitor.uploaded(record)
+        self._commits.commit(record, Change.UPLOADED)
         self._forget(self._table.evict())
         return self._monitor.snapshot(record)
 
@@ -209,9 +238,8 @@ class JobRegistry:
             record = self._table.start_run(job_id, request, client)
         except OrfeasError as exc:
             return exc
-        self._ledger.save(record)  # accepted means journaled
+        self._commits.commit(record)  # accepted means journaled
         self._supervisor.dispatch(record)
-        self._monitor.changed(record)
         return self._monitor.snapshot(record)
 
     @served
@@ -237,9 +265,8 @@ class JobRegistry:
             record = self._table.start_run(job_id, then, client, plan)
         except OrfeasError as exc:
             return exc
-        self._ledger.save(record)  # accepted means journaled
+        self._commits.commit(record)  # accepted means journaled
         self._supervisor.dispatch(record)
-        self._monitor.changed(record)
         self._forget(self._table.evict())
         return self._monitor.snapshot(record)
 
@@ -264,21 +291,17 @@ class JobRegistry:
         except OrfeasError as exc:
             return exc
         run = record.run
-        self._ledger.save(record)
-        self._monitor.changed(record)
+        self._commits.commit(record)
         if record.status.active:
             grace_s = CANCEL_GRACE_BEATS * self._config.registry.heartbeat_interval_s
             if not await self._monitor.wait_until_ended(record, grace_s):
                 error = JobCancelledError("the job was cancelled")
                 if self._table.fail(job_id, run, error) is not None:
-                    self._monitor.log(
-                        record,
-                        "cancel_forced",
+                    forced = (
                         f"the workers did not stop within {grace_s:.2f} s; "
-                        "ended without them, they stop at their next heartbeat",
+                        "ended without them, they stop at their next heartbeat"
                     )
-                    self._ledger.save(record)
-                    self._monitor.changed(record)
+                    self._commits.commit(record, event=("cancel_forced", forced))
         return self._monitor.snapshot(record)
 
     @served
@@ -325,18 +348,22 @@ class JobRegistry:
     # -- operators ---------------------------------------------------------------------
 
     @served
-    async def ping(self) -> dict[str, Any]:
-        return {
-            "jobs": {str(status): n for status, n in self._table.counts().items()},
-            "running_tasks": self._supervisor.stats()["running_tasks"],
-            "variants_in_progress": self._variants.pending,
-            "generators": dict(self._workers.versions),
-            "generator_errors": dict(self._workers.errors),
-            "text_to_image": {
-                "version": model.version if (model := self._workers.text_model) else None,
-                "error": self._workers.text_error,
-            },
-        }
+    async def ping(self) -> RegistryHealth:
+        journal = self._ledger.journal
+        model = self._workers.text_model
+        return RegistryHealth(
+            jobs={str(status): n for status, n in self._table.counts().items()},
+            runs=self._supervisor.stats(),
+            variants_in_progress=self._variants.pending,
+            generators=dict(self._workers.versions),
+            generator_errors=dict(self._workers.errors),
+            text_to_image=TextModelHealth(
+                version=model.version if model else None, error=self._workers.text_error
+            ),
+            journal_path=str(journal.path),
+            journal_writes=journal.writes,
+            journal_mean_write_ms=round(1000 * journal.write_seconds / max(1, journal.writes), 4),
+        )
 
     @served
     async def metrics(self) -> MetricsSnapshot:
@@ -346,20 +373,6 @@ class JobRegistry:
     async def served_calls(self) -> dict[str, int]:
         """How many calls of each method this registry has served (not counting this)."""
         return dict(self.calls)
-
-    async def durability(self) -> dict[str, Any]:
-        """Leases, pending resumes and the journal's write cost (for operators and tests)."""
-        journal = self._ledger.journal
-        stats = self._supervisor.stats()
-        return {
-            "leases": stats["leases"],
-            "resuming": stats["resuming"],
-            "journal": str(journal.path),
-            "journal_writes": journal.writes,
-            "journal_mean_write_ms": round(
-                1000 * journal.write_seconds / max(1, journal.writes), 4
-            ),
-        }
 
     async def collect_garbage(self) -> dict[str, Any]:
         """Expire old ended jobs (TTL, disk budget) and remove the files only they used."""
@@ -422,8 +435,7 @@ class JobRegistry:
         if upload is not None and job_id not in self._table:
             owner = await asyncio.to_thread(store.job_owner, job_id)
             record = self._table.add(job_id, upload, owner)
-            self._ledger.save(record)
-            self._monitor.changed(record)
+            self._commits.commit(record)
 
     def _forget(self, job_ids: Iterable[str]) -> None:
         self._monitor.forget(list(job_ids))

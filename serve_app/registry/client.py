@@ -4,35 +4,26 @@ replicas find it by its configured name, and the ingress talks to it through a t
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, overload
 
 import ray
 from ray.actor import ActorHandle
 
 from serve_app.config import AppConfig
 from serve_app.errors import OrfeasError
-from serve_app.metrics import MetricsSnapshot
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.registry.actor import RegistryActor, SyncPage
-from serve_app.registry.feeds import Changes, JobLog
-from serve_app.registry.jobs import (
-    JobPage,
-    JobSnapshot,
-    JobStatus,
-    RunRequest,
-    UploadInfo,
-    VariantOrder,
-    Viewer,
-)
-from serve_app.registry.variants import MeshToolsBackend
-from serve_app.registry.workers import Backends
+from serve_app.registry.actor import JobRegistry, RegistryActor
 from serve_app.remote import as_orfeas_error
 
 #: Longest ``build_app`` waits for an existing registry to adopt a new config.
 CONFIGURE_TIMEOUT_S = 60.0
 #: Longest a replica waits for the registry actor's name to be known.
 FIND_TIMEOUT_S = 30.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def create_registry(config: AppConfig) -> ActorHandle:
@@ -62,70 +53,54 @@ def find_registry(config: AppConfig) -> ActorHandle:
     return find_actor(config.registry.name, config.registry.namespace)
 
 
+class Forward(Generic[P, R]):
+    """A ``JobRegistry`` method as the client calls it: the method's own signature, its
+    answer unwrapped (a refusal the registry returns is raised here)."""
+
+    def __init__(self, method: Callable[Concatenate[Any, P], Awaitable[R | OrfeasError]]) -> None:
+        self.name = method.__name__
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, client: RegistryClient, owner: type) -> Callable[P, Awaitable[R]]: ...
+
+    def __get__(self, client: RegistryClient | None, owner: type) -> Any:
+        if client is None:
+            return self
+        return functools.partial(client.call, self.name)
+
+
 class RegistryClient:
-    """The ingress's typed view of the registry; errors come back as OrfeasError."""
+    """The ingress's typed view of the registry; errors come back as OrfeasError.
+
+    ``actor`` is the registry actor's handle (or anything whose ``actor.method.remote(...)``
+    returns an awaitable, as Ray's does). Each method below is ``JobRegistry``'s own.
+    """
 
     def __init__(self, actor: ActorHandle) -> None:
         self._actor = actor
 
-    async def attach(self, backends: Backends) -> None:
-        await self._call("attach", backends)
+    attach = Forward(JobRegistry.attach)
+    attach_mesh_tools = Forward(JobRegistry.attach_mesh_tools)
+    make_variant = Forward(JobRegistry.make_variant)
+    register_upload = Forward(JobRegistry.register_upload)
+    submit = Forward(JobRegistry.submit)
+    submit_text = Forward(JobRegistry.submit_text)
+    get = Forward(JobRegistry.get)
+    cancel = Forward(JobRegistry.cancel)
+    job_log = Forward(JobRegistry.job_log)
+    changes = Forward(JobRegistry.changes)
+    sync = Forward(JobRegistry.sync)
+    list_jobs = Forward(JobRegistry.list_jobs)
+    ping = Forward(JobRegistry.ping)
+    metrics = Forward(JobRegistry.metrics)
 
-    async def attach_mesh_tools(self, backend: MeshToolsBackend) -> None:
-        await self._call("attach_mesh_tools", backend)
-
-    async def make_variant(self, order: VariantOrder) -> JobSnapshot:
-        return await self._call("make_variant", order)
-
-    async def register_upload(
-        self, job_id: str, upload: UploadInfo, owner: str | None = None
-    ) -> JobSnapshot:
-        return await self._call("register_upload", job_id, upload, owner)
-
-    async def submit(
-        self, job_id: str, request: RunRequest, client: str | None = None
-    ) -> JobSnapshot:
-        return await self._call("submit", job_id, request, client)
-
-    async def submit_text(
-        self,
-        job_id: str,
-        text: TextToImageParams,
-        then: RunRequest | None = None,
-        owner: str | None = None,
-        client: str | None = None,
-    ) -> JobSnapshot:
-        return await self._call("submit_text", job_id, text, then, owner, client)
-
-    async def get(self, job_id: str) -> JobSnapshot:
-        return await self._call("get", job_id)
-
-    async def cancel(self, job_id: str) -> JobSnapshot:
-        return await self._call("cancel", job_id)
-
-    async def job_log(self, job_id: str) -> JobLog:
-        return await self._call("job_log", job_id)
-
-    async def changes(self, epoch: str | None, since: int, timeout_s: float) -> Changes:
-        return await self._call("changes", epoch, since, timeout_s)
-
-    async def sync(self, offset: int, limit: int) -> SyncPage:
-        return await self._call("sync", offset, limit)
-
-    async def list_jobs(
-        self, offset: int, limit: int, status: JobStatus | None, viewer: Viewer
-    ) -> JobPage:
-        return await self._call("list_jobs", offset, limit, status, viewer)
-
-    async def ping(self) -> dict[str, Any]:
-        return await self._call("ping")
-
-    async def metrics(self) -> MetricsSnapshot:
-        return await self._call("metrics")
-
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``method``'s answer from the registry; a returned refusal is raised."""
         try:
-            reply = await getattr(self._actor, method).remote(*args)
+            reply = await getattr(self._actor, method).remote(*args, **kwargs)
         except (OrfeasError, ray.exceptions.RayError) as exc:
             raise as_orfeas_error(exc) from None
         if isinstance(reply, OrfeasError):

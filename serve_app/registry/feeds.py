@@ -20,7 +20,7 @@ import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from serve_app.pipeline.types import Stage
@@ -62,9 +62,11 @@ class Changes:
 class ChangeFeed:
     """The registry-wide sequence of job changes and a ring of the recent ones."""
 
-    def __init__(self, kept: int = CHANGES_KEPT) -> None:
+    def __init__(self, kept: int = CHANGES_KEPT, clock: Callable[[], int] = time.time_ns) -> None:
+        """``clock`` is the wall clock in nanoseconds: the feed's first position is its
+        reading in microseconds."""
         self.epoch = uuid.uuid4().hex
-        self.seq = time.time_ns() // 1000
+        self.seq = clock() // 1000
         self._ring: deque[Change] = deque(maxlen=kept)
         self._changed = asyncio.Event()
 

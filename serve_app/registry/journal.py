@@ -10,29 +10,21 @@ The journal is written by one process (the registry actor); other processes may 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.pipeline.types import GenerationParams, RunPlan, Stage
-from serve_app.registry.jobs import (
-    ACTIVE_STATUSES,
-    JobRecord,
-    JobStatus,
-    RunRequest,
-    RunResult,
-    StoredImage,
-    UploadInfo,
-    VariantInfo,
-)
+from pydantic import TypeAdapter
+
+from serve_app.registry.jobs import ACTIVE_STATUSES, JobRecord
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,8 +39,6 @@ CREATE INDEX IF NOT EXISTS jobs_by_status_time ON jobs (status, updated_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-#: Fields with their own codec; every other JSON-safe field of JobRecord is kept as is.
-_SPECIAL = {"status", "stage", "upload", "request", "result", "plan", "text", "image", "variants"}
 #: The variant ids of each journaled job (its ``variants`` object's keys), for retention.
 _VARIANTS = "SELECT jobs.job_id, v.key FROM jobs, json_each(jobs.data, '$.variants') AS v"
 
@@ -57,113 +47,19 @@ _ENDED = f"status NOT IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
 _ACTIVE_PARAMS = tuple(str(s) for s in sorted(ACTIVE_STATUSES))
 
 
+#: A record as one JSON document and back: the dataclass's own fields, nested as they are.
+_RECORD = TypeAdapter(JobRecord)
+
+
 def encode_record(record: JobRecord) -> str:
-    """``record`` as one JSON document (fields that are not JSON-safe are left out)."""
-    data: dict[str, Any] = {
-        "status": str(record.status),
-        "stage": str(record.stage) if record.stage else None,
-        "upload": dataclasses.asdict(record.upload) if record.upload else None,
-        "request": _encode_request(record.request),
-        "result": dataclasses.asdict(record.result) if record.result else None,
-        "plan": str(record.plan),
-        "text": record.text.model_dump(mode="json") if record.text else None,
-        "image": _encode_image(record.image),
-        "variants": {k: dataclasses.asdict(v) for k, v in record.variants.items()},
-    }
-    for f in dataclasses.fields(record):
-        if f.name in _SPECIAL:
-            continue
-        value = getattr(record, f.name)
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            continue
-        data[f.name] = value
-    return json.dumps(data, separators=(",", ":"))
+    """``record`` as one JSON document."""
+    return _RECORD.dump_json(record).decode()
 
 
 def decode_record(text: str) -> JobRecord:
-    """The record ``encode_record`` wrote; unknown or mistyped fields keep their defaults."""
-    data = json.loads(text)
-    upload = data.get("upload")
-    record = JobRecord(job_id=str(data["job_id"]), upload=UploadInfo(**upload) if upload else None)
-    record.status = JobStatus(data["status"])
-    record.stage = Stage(data["stage"]) if data.get("stage") else None
-    record.request = _decode_request(data.get("request"))
-    record.plan = RunPlan(data.get("plan") or RunPlan.MODEL)
-    record.text = TextToImageParams.model_validate(data["text"]) if data.get("text") else None
-    record.image = _decode_image(data.get("image"))
-    result = data.get("result")
-    if result:
-        result["formats"] = tuple(result.get("formats", ()))
-        record.result = RunResult(**result)
-    record.variants = _decode_variants(data.get("variants"))
-    for f in dataclasses.fields(record):
-        if f.name in _SPECIAL or f.name == "job_id" or f.name not in data:
-            continue
-        value, default = data[f.name], getattr(record, f.name)
-        if default is None or value is None or isinstance(value, type(default)):
-            setattr(record, f.name, value)
-        elif isinstance(default, float) and isinstance(value, int):
-            setattr(record, f.name, float(value))
-    return record
-
-
-def _decode_variants(data: Any) -> dict[str, VariantInfo]:
-    """A record's variants; an entry that cannot be read is left out (logged)."""
-    variants: dict[str, VariantInfo] = {}
-    for key, value in (data or {}).items() if isinstance(data, dict) else ():
-        try:
-            variants[str(key)] = VariantInfo(**value)
-        except TypeError as exc:
-            logger.warning("skipping an unreadable variant %s: %s", key, exc)
-    return variants
-
-
-def _encode_request(request: RunRequest | None) -> dict[str, Any] | None:
-    if request is None:
-        return None
-    return {
-        "params": request.params.model_dump(mode="json"),
-        "format": request.format,
-        "generator": request.generator,
-    }
-
-
-def _decode_request(data: dict[str, Any] | None) -> RunRequest | None:
-    if not data:
-        return None
-    return RunRequest(
-        params=GenerationParams.model_validate(data["params"]),
-        format=data["format"],
-        generator=data["generator"],
-    )
-
-
-def _encode_image(image: StoredImage | None) -> dict[str, Any] | None:
-    if image is None:
-        return None
-    return {
-        "key": image.key,
-        "upload": dataclasses.asdict(image.upload),
-        "params": image.params.model_dump(mode="json"),
-        "model_version": image.model_version,
-        "cached": image.cached,
-        "seconds": image.seconds,
-    }
-
-
-def _decode_image(data: dict[str, Any] | None) -> StoredImage | None:
-    if not data:
-        return None
-    return StoredImage(
-        key=str(data["key"]),
-        upload=UploadInfo(**data["upload"]),
-        params=TextToImageParams.model_validate(data["params"]),
-        model_version=str(data["model_version"]),
-        cached=bool(data["cached"]),
-        seconds=float(data["seconds"]),
-    )
+    """The record ``encode_record`` wrote; unknown fields are ignored, missing ones take
+    their defaults, and a document that does not fit the record raises ``ValueError``."""
+    return _RECORD.validate_json(text)
 
 
 class JobJournal:
@@ -367,3 +263,30 @@ class Ledger:
         self.journal.close()
         self.journal = JobJournal(path)
         return self.journal.load_all()
+
+
+class Remembered(Generic[T]):
+    """A backend an ingress replica hands the registry, its names journaled under ``key``
+    so that a restarted registry finds it again (``find`` makes it from the names)."""
+
+    def __init__(
+        self, ledger: Ledger, key: str, find: Callable[[dict[str, str]], T | None]
+    ) -> None:
+        self.held: T | None = None
+        self._ledger = ledger
+        self._key = key
+        self._find = find
+
+    def attach(self, backend: T, names: dict[str, str] | None) -> None:
+        """Use ``backend`` from now on (and after a restart, if it has ``names``)."""
+        self.held = backend
+        if names is not None:
+            self._ledger.set_meta(self._key, names)
+
+    def get(self) -> T | None:
+        """The attached backend, or the one the journal names (after a restart)."""
+        if self.held is None:
+            names: dict[str, str] | None = self._ledger.get_meta(self._key)
+            if names:
+                self.held = self._find(names)
+        return self.held

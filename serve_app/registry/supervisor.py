@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from serve_app.config import RegistryConfig
 from serve_app.errors import (
@@ -39,8 +38,8 @@ from serve_app.errors import (
     WorkerLostError,
 )
 from serve_app.pipeline.types import Stage
+from serve_app.registry.commits import Change, Commits
 from serve_app.registry.jobs import ImageTicket, JobRecord, JobTicket, RunRequest
-from serve_app.registry.journal import Ledger
 from serve_app.registry.leases import Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
@@ -65,6 +64,15 @@ class Requeue(StrEnum):
     RESUMED = "resumed"
 
 
+@dataclass(frozen=True)
+class SupervisorStats:
+    """Runs in the supervisor's hands: leases held, tasks driving runs, runs to resume."""
+
+    leases: int
+    running_tasks: int
+    resuming: int
+
+
 @dataclass
 class _Dispatch:
     """The task driving one run, so the watchdog can stop it when its lease expires."""
@@ -80,7 +88,7 @@ class Supervisor:
         self,
         table: JobTable,
         monitor: JobMonitor,
-        ledger: Ledger,
+        commits: Commits,
         workers: Workers,
         policy: RegistryConfig,
     ) -> None:
@@ -88,19 +96,17 @@ class Supervisor:
         self.leases = LeaseBook()
         self._table = table
         self._monitor = monitor
-        self._ledger = ledger
+        self._commits = commits
         self._workers = workers
         self._dispatches: dict[str, _Dispatch] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._overloads: dict[str, int] = {}  # re-dispatches of a job after a full queue
         self._resuming: list[str] = []
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "leases": len(self.leases),
-            "running_tasks": len(self._tasks),
-            "resuming": len(self._resuming),
-        }
+    def stats(self) -> SupervisorStats:
+        return SupervisorStats(
+            leases=len(self.leases), running_tasks=len(self._tasks), resuming=len(self._resuming)
+        )
 
     # -- admission and dispatch ------------------------------------------------------
 
@@ -155,7 +161,7 @@ class Supervisor:
             self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, now)
         else:
             self.leases.renew(job_id, run, self.policy.lease_s, now)
-        self._monitor.changed(record)
+        self._commits.commit(record, Change.PROGRESS)
         return stop
 
     def _held_by(self, client: str) -> int:
@@ -189,7 +195,7 @@ class Supervisor:
                 model_ticket = ticket
             result = await self._workers.run(model_ticket, current)
             if result is not None and (record := self._table.complete(job_id, run, result)):
-                self._monitor.changed(record)
+                self._commits.commit(record)
         except Exception as exc:  # every failure ends the run with a safe error body
             self._failed(ticket, as_orfeas_error(exc))
         finally:
@@ -207,12 +213,11 @@ class Supervisor:
         image = await self._workers.make_image(ticket, current)
         if image is None or (record := self._table.image_made(job_id, run, image)) is None:
             return None
-        self._ledger.save(record)
         self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, time.monotonic())
-        self._monitor.image_made(record)
+        self._commits.commit(record, Change.IMAGE_MADE)
         if then is None:
             if (done := self._table.complete(job_id, run, None)) is not None:
-                self._monitor.changed(done)
+                self._commits.commit(done)
             return None
         if not current():
             return None
@@ -226,7 +231,7 @@ class Supervisor:
             logger.warning("job %s run %d failed: %s", job_id, run, error.message)
         record = self._table.fail(job_id, run, error)
         if record is not None:
-            self._monitor.changed(record)
+            self._commits.commit(record)
         if isinstance(error, JobCancelledError):
             self._monitor.logs.log(
                 job_id, run, "workers_stopped", f"the workers of run {run} stopped"
@@ -239,10 +244,8 @@ class Supervisor:
         if dispatch is not None and dispatch.run == run:
             del self._dispatches[job_id]
         record = self._table.find(job_id)
-        if record is not None:
-            if not record.status.active:
-                self._overloads.pop(job_id, None)
-            self._ledger.save(record)
+        if record is not None and not record.status.active:
+            self._overloads.pop(job_id, None)
 
     def _retried(self, job_id: str, run: int, error: OrfeasError) -> bool:
         """Dispatch the run again if ``error`` allows it; True when a new run started."""
@@ -267,13 +270,12 @@ class Supervisor:
         self.leases.release(record.job_id, old_run)
         self._table.retry_run(record.job_id, old_run, count=reason is Requeue.RETRIED)
         delay = float(self.policy.retry_after_s) if reason is Requeue.OVERLOADED else 0.0
-        self._ledger.save(record)
         self.dispatch(record, delay_s=delay)
         logger.warning(
             "job %s run %d %s as run %d: %s", record.job_id, old_run, reason, record.run, message
         )
-        self._monitor.log(record, reason, f"run {old_run} {reason} as run {record.run}: {message}")
-        self._monitor.changed(record)
+        again = f"run {old_run} {reason} as run {record.run}: {message}"
+        self._commits.commit(record, event=(reason, again))
 
     # -- watchdog --------------------------------------------------------------------
 
@@ -319,8 +321,7 @@ class Supervisor:
         record = self._table.current(job_id, run)
         if record is not None and not self._retried(job_id, run, error):
             self._table.fail(job_id, run, error)
-            self._monitor.log(record, "lease_expired", error.message)
-            self._monitor.changed(record)
+            self._commits.commit(record, event=("lease_expired", error.message))
         self._run_ended(job_id, run)
 
     # -- resume after a restart ------------------------------------------------------
@@ -357,5 +358,4 @@ class Supervisor:
                 retryable=True,
             )
             self._table.fail(job_id, record.run, error)
-            self._monitor.changed(record)
-            self._ledger.save(record)
+            self._commits.commit(record)

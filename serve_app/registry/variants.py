@@ -34,6 +34,7 @@ from serve_app.errors import (
     VariantNotFoundError,
     WorkTimeoutError,
 )
+from serve_app.registry.commits import Commits
 from serve_app.registry.jobs import (
     JobRecord,
     JobSnapshot,
@@ -42,7 +43,7 @@ from serve_app.registry.jobs import (
     VariantInfo,
     VariantOrder,
 )
-from serve_app.registry.journal import Ledger
+from serve_app.registry.journal import Ledger, Remembered
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
 from serve_app.remote import as_orfeas_error
@@ -88,31 +89,29 @@ class Variants:
     """The registry's part that makes and records variants (on the actor's event loop)."""
 
     def __init__(
-        self, table: JobTable, monitor: JobMonitor, ledger: Ledger, policy: MeshToolsConfig
+        self,
+        table: JobTable,
+        monitor: JobMonitor,
+        commits: Commits,
+        ledger: Ledger,
+        policy: MeshToolsConfig,
     ) -> None:
         self.policy = policy
         self._table = table
         self._monitor = monitor
-        self._ledger = ledger
-        self._backend: MeshToolsBackend | None = None
+        self._commits = commits
+        self._backend = Remembered(ledger, MESH_TOOLS_META, _handle)
         #: Builds under way, by variant id: every request for one awaits the same build.
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._tasks: set[asyncio.Task[Reply]] = set()
 
     def attach(self, backend: MeshToolsBackend) -> None:
         """Make variants there from now on (and after a restart, if it has names)."""
-        self._backend = backend
-        names = backend.names()
-        if names is not None:
-            self._ledger.set_meta(MESH_TOOLS_META, names)
+        self._backend.attach(backend, backend.names())
 
     def backend(self) -> MeshToolsBackend | None:
         """The attached backend, or the deployment the journal names (after a restart)."""
-        if self._backend is None:
-            names: dict[str, str] | None = self._ledger.get_meta(MESH_TOOLS_META)
-            if names:
-                self._backend = _handle(names)
-        return self._backend
+        return self._backend.get()
 
     @property
     def pending(self) -> int:
@@ -188,15 +187,12 @@ class Variants:
                 f"job {order.job_id} was run again while its variant was made; ask again",
                 job_id=order.job_id,
             )
-        self._ledger.save(record)
         closed = {True: "closed", False: "open", None: "closedness unknown"}[built.watertight]
-        self._monitor.log(
-            record,
-            "variant",
+        made = (
             f"variant {order.variant_id[:12]} made: {order.operation} {order.params}, "
-            f"{built.faces} faces, {closed}",
+            f"{built.faces} faces, {closed}"
         )
-        self._monitor.changed(record)
+        self._commits.commit(record, event=("variant", made))
         return self._monitor.snapshot(record)
 
 

@@ -24,13 +24,15 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from serve_app.errors import JobNotFoundError
-from serve_app.registry.actor import SyncPage
-from serve_app.registry.feeds import Change, Changes
+from serve_app.registry.feeds import Change
 from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, Viewer, page_of
+
+if TYPE_CHECKING:
+    from serve_app.registry.client import RegistryClient
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +47,18 @@ WAIT_SHARE = 0.4
 Update = JobSnapshot | None
 
 
-class FeedSource(Protocol):
-    """The registry calls the view makes (``RegistryClient`` has them)."""
-
-    async def changes(self, epoch: str | None, since: int, timeout_s: float) -> Changes: ...
-
-    async def sync(self, offset: int, limit: int) -> SyncPage: ...
-
-    async def get(self, job_id: str) -> JobSnapshot: ...
-
-    async def list_jobs(
-        self, offset: int, limit: int, status: JobStatus | None, viewer: Viewer
-    ) -> JobPage: ...
-
-
 class JobView:
     """The snapshots of one ingress replica, by job id; listed newest first by creation."""
 
-    def __init__(self, source: FeedSource, staleness_s: float) -> None:
+    def __init__(
+        self,
+        source: RegistryClient,
+        staleness_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.staleness_s = staleness_s
+        #: Seconds on a clock that only moves forward (freshness is measured on it).
+        self.clock = clock
         self._source = source
         self._jobs: dict[str, JobSnapshot] = {}
         #: (created_at, job_id) of every job, ascending: the same order on every replica,
@@ -71,7 +66,7 @@ class JobView:
         self._order: list[tuple[float, str]] = []
         self._epoch: str | None = None
         self._seq = 0
-        self._heard_at = -float("inf")  # monotonic time the last full feed reply was asked
+        self._heard_at = -float("inf")  # when (``clock``) the last full feed reply was asked
         self._listeners: dict[str, set[asyncio.Queue[Update]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -94,7 +89,7 @@ class JobView:
     @property
     def fresh(self) -> bool:
         """Whether the view has every change the registry made ``staleness_s`` ago."""
-        return time.monotonic() - self._heard_at <= self.staleness_s
+        return self.clock() - self._heard_at <= self.staleness_s
 
     # -- reads -------------------------------------------------------------------------
 
@@ -169,7 +164,7 @@ class JobView:
                 if self._epoch is None:
                     await self._reload()
                     wait_s = 0.0  # catch up with what changed while listing, then wait
-                asked = time.monotonic()
+                asked = self.clock()
                 reply = await self._source.changes(self._epoch, self._seq, wait_s)
                 failures = 0
             except asyncio.CancelledError:

@@ -23,7 +23,7 @@ from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
 from serve_app.pipeline.text_params import image_cache_key, with_size
 from serve_app.registry.cache import cache_key, cached_mesh_meta
 from serve_app.registry.jobs import ImageTicket, JobTicket, RunResult, StoredImage, TextModel
-from serve_app.registry.journal import Ledger
+from serve_app.registry.journal import Ledger, Remembered
 from serve_app.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -73,8 +73,7 @@ class Workers:
         #: why it could not load it.
         self.text_model: TextModel | None = None
         self.text_error: str | None = None
-        self._ledger = ledger
-        self._backends: Backends | None = None
+        self._backends = Remembered(ledger, BACKENDS_META, _handles)
 
     def report(self, name: str, version: str | None, error: str | None = None) -> None:
         """A ShapeTexture replica's generator ``name``: its version, or why it did not load."""
@@ -94,18 +93,13 @@ class Workers:
 
     def attach(self, backends: Backends) -> None:
         """Use these deployments from now on (and after a restart: their names are kept)."""
-        if self._backends is not None and self._backends.names() == backends.names():
-            return
-        self._backends = backends
-        self._ledger.set_meta(BACKENDS_META, backends.names())
+        held = self._backends.held
+        if held is None or held.names() != backends.names():
+            self._backends.attach(backends, backends.names())
 
     def backends(self) -> Backends | None:
         """The attached deployments, or those the journal names (after a restart)."""
-        if self._backends is None:
-            names: dict[str, str] | None = self._ledger.get_meta(BACKENDS_META)
-            if names:
-                self._backends = _handles(names)
-        return self._backends
+        return self._backends.get()
 
     def _reachable(self) -> Backends:
         """The deployments to dispatch to; a retryable error while none is known yet."""

@@ -12,7 +12,12 @@ from tests.client import Api, photo
 from tests.fault.conftest import ADMIN_KEY, CLIENT_KEYS, forwarded_for, keyed_client
 from tests.fault.harness import FaultService, replica_names
 
-pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+]
 
 
 def test_probes_and_docs_are_public_and_the_api_needs_a_key(

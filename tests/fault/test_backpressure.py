@@ -18,7 +18,12 @@ from tests.fault.conftest import (
 )
 from tests.fault.harness import FaultService
 
-pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+]
 
 #: Six heavy clients send ten jobs each, then 42 light ones send one or two: 120 in all.
 HEAVY = {i: 10 for i in range(6)}

@@ -7,7 +7,12 @@ import pytest
 from tests.client import Api, photo
 from tests.fault.harness import FaultService, kill_replica, replica_names, wait_for_replicas
 
-pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+]
 
 
 def test_an_ingress_restart_neither_cancels_nor_orphans_a_running_job(

@@ -15,7 +15,12 @@ from tests.client import Api, photo
 from tests.fault.conftest import OWNER_KEYS, POLL_S, keyed_client
 from tests.fault.harness import FaultService, wait_for_replicas
 
-pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+]
 
 
 async def ws_close(service: FaultService, job_id: str, key: str) -> tuple[int | None, list[str]]:

@@ -9,7 +9,12 @@ import pytest
 from tests.client import Api, photo
 from tests.fault.harness import FaultService, kill_replica, replica_names
 
-pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+]
 
 #: How long the tests wait for a lost worker to be noticed (a bound on the test; what
 #: they check is what happened, and in which order).

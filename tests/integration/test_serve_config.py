@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from serve_app.config import AppConfig
+from tests.support import config_from_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = [REPO_ROOT / "serve_config.yaml", REPO_ROOT / "configs" / "local.yaml"]
@@ -35,7 +36,7 @@ def test_config_file_is_a_valid_serve_deploy_config(path: Path) -> None:
 
 
 def test_cluster_config_pins_one_rtx_5090_per_shape_replica_and_autoscales() -> None:
-    config = AppConfig.from_yaml(REPO_ROOT / "serve_config.yaml")
+    config = config_from_yaml(REPO_ROOT / "serve_config.yaml")
     shape = config.shape_texture
     assert shape.num_gpus == 1
     assert shape.accelerator_type == "GeForce-RTX-5090"
@@ -59,7 +60,7 @@ def test_local_config_runs_on_cpu_on_port_8000() -> None:
 
 
 def test_cluster_config_serves_hunyuan3d_in_fp16_by_default_and_inflate_too() -> None:
-    pipeline = AppConfig.from_yaml(REPO_ROOT / "serve_config.yaml").pipeline
+    pipeline = config_from_yaml(REPO_ROOT / "serve_config.yaml").pipeline
     assert pipeline.generator == "hunyuan3d"
     assert pipeline.generators.enabled() == ["inflate", "hunyuan3d"]
     hunyuan3d = pipeline.generators.hunyuan3d

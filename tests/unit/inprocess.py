@@ -17,16 +17,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from ray.actor import ActorHandle
 
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
 from serve_app.config import AppConfig
-from serve_app.errors import OrfeasError
 from serve_app.meshtools.isolated import IsolatedWorker
 from serve_app.meshtools.variants import PreviewOrder
 from serve_app.meshtools.work import make_variant, render_to_store
@@ -34,6 +34,7 @@ from serve_app.metrics import MetricsSink
 from serve_app.pipeline.types import GenerationParams, TexturedMesh
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.cache import cache_key
+from serve_app.registry.client import RegistryClient
 from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.registry.view import JobView
 from serve_app.registry.workers import Backends
@@ -44,22 +45,27 @@ T = TypeVar("T")
 GENERATOR_VERSION = "inflate-test"
 
 
-class InProcessRegistry:
-    """``RegistryClient``'s calls, made on a ``JobRegistry`` in this process."""
+class LocalActor:
+    """An actor handle's calls (``actor.method.remote(*args)``, awaited) made on a
+    ``JobRegistry`` in this process, on the caller's event loop."""
 
     def __init__(self, registry: JobRegistry) -> None:
         self.registry = registry
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+    def __getattr__(self, name: str) -> Any:
         method = getattr(self.registry, name)
 
-        async def call(*args: Any) -> Any:
-            reply = await method(*args)
-            if isinstance(reply, OrfeasError):
-                raise reply
-            return reply
+        class Method:
+            @staticmethod
+            def remote(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+                return cast(Awaitable[Any], method(*args, **kwargs))
 
-        return call
+        return Method
+
+
+def in_process_client(registry: JobRegistry) -> RegistryClient:
+    """The ingress's ``RegistryClient`` over a ``JobRegistry`` in this process."""
+    return RegistryClient(cast(ActorHandle, LocalActor(registry)))
 
 
 class InProcessMeshTools:
@@ -86,6 +92,19 @@ class InProcessMeshTools:
     async def render(self, order: PreviewOrder) -> None:
         self.render_calls += 1
         await asyncio.to_thread(render_to_store, self.store, order)
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def app_config(root: Path, **args: Any) -> AppConfig:
@@ -235,11 +254,14 @@ def _async(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 
 
 @contextlib.contextmanager
-def in_process_service(config: AppConfig) -> Iterator[InProcessService]:
-    """The API over an in-process registry and job view, started and stopped with it."""
+def in_process_service(
+    config: AppConfig, clock: Callable[[], float] = time.monotonic
+) -> Iterator[InProcessService]:
+    """The API over an in-process registry and job view, started and stopped with it;
+    ``clock`` is the view's (its freshness is measured on it)."""
     registry = JobRegistry(config, MetricsSink())
-    client = InProcessRegistry(registry)
-    view = JobView(client, config.registry.status_staleness_s)
+    client = in_process_client(registry)
+    view = JobView(client, config.registry.status_staleness_s, clock)
     store = ArtifactStore(config.storage.root)
     tools = InProcessMeshTools(config)
     services = Services(config=config, store=store, registry=client, jobs=view, previews=tools)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,12 @@ from serve_app.pipeline.types import MODEL_STAGES, GenerationParams
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.jobs import EVERYONE, JobStatus, RunRequest, RunResult, UploadInfo
 from serve_app.registry.view import JobView
-from tests.unit.inprocess import InProcessRegistry, app_config, in_process_service
+from tests.unit.inprocess import (
+    ManualClock,
+    app_config,
+    in_process_client,
+    in_process_service,
+)
 
 JOB = "0" * 31 + "1"
 UPLOAD = UploadInfo(sha256="ab" * 32, size_bytes=1234, media_type="image/png")
@@ -49,7 +53,7 @@ def test_the_replica_that_made_a_change_reads_it_back_at_once(tmp_path: Path) ->
 
 def test_a_change_made_through_another_replica_arrives_through_the_feed(tmp_path: Path) -> None:
     with in_process_service(app_config(tmp_path)) as service:
-        other = JobView(InProcessRegistry(service.registry), staleness_s=2.0)
+        other = JobView(in_process_client(service.registry), staleness_s=2.0)
         service.run(_start(other))
         job_id = service.upload()
         service.complete_from_cache(job_id)
@@ -71,10 +75,11 @@ def test_a_change_made_through_another_replica_arrives_through_the_feed(tmp_path
 
 def test_a_stale_view_asks_the_registry_instead(tmp_path: Path) -> None:
     config = app_config(tmp_path, registry={"status_staleness_s": 0.2})
-    with in_process_service(config) as service:
+    clock = ManualClock()
+    with in_process_service(config, clock) as service:
         job_id = service.upload()
         service.run(service.view.stop)  # the feed is lost
-        time.sleep(0.3)
+        clock.advance(0.3)
         assert not service.view.fresh
         before = service.calls().get("get", 0)
         assert service.http.get(f"/api/job-status/{job_id}").status_code == 200
@@ -89,7 +94,7 @@ def test_a_view_reloads_when_the_registry_restarts(tmp_path: Path) -> None:
         first = JobRegistry(config, MetricsSink())
         first.start()
         await first.register_upload(JOB, UPLOAD)
-        view = JobView(InProcessRegistry(first), staleness_s=2.0)
+        view = JobView(in_process_client(first), staleness_s=2.0)
         view.start()
         while not view.fresh:
             await asyncio.sleep(0.01)
@@ -102,7 +107,7 @@ def test_a_view_reloads_when_the_registry_restarts(tmp_path: Path) -> None:
         second.start()
         other = "0" * 31 + "2"
         await second.register_upload(other, UPLOAD)
-        view._source = InProcessRegistry(second)  # the same actor handle, a new process
+        view._source = in_process_client(second)  # the same actor handle, a new process
         view.start()
         while view.peek(other) is None:
             await asyncio.sleep(0.01)
@@ -118,7 +123,7 @@ def test_streams_see_every_change_once_in_order_from_the_view(tmp_path: Path) ->
     async def scenario() -> None:
         registry = JobRegistry(app_config(tmp_path), MetricsSink())
         registry.start()
-        view = JobView(InProcessRegistry(registry), staleness_s=2.0)
+        view = JobView(in_process_client(registry), staleness_s=2.0)
         await registry.register_upload(JOB, UPLOAD)
         view.start()
         while not view.fresh:
@@ -193,7 +198,7 @@ def test_every_replica_lists_jobs_in_the_same_order(tmp_path: Path) -> None:
         registry = JobRegistry(app_config(tmp_path), MetricsSink())
         registry.start()
         ids = [f"{i:032x}" for i in range(5)]
-        views = [JobView(InProcessRegistry(registry), staleness_s=2.0) for _ in range(2)]
+        views = [JobView(in_process_client(registry), staleness_s=2.0) for _ in range(2)]
         for job_id in ids:
             answer = await registry.register_upload(job_id, UPLOAD)
             if job_id in ids[3:]:

@@ -103,10 +103,11 @@ def test_the_change_feed_wakes_every_reader_and_replays_what_it_missed() -> None
 
 def test_versions_keep_growing_when_the_registry_restarts() -> None:
     snap = JobRecord(job_id=JOB, upload=UPLOAD).snapshot()
-    first = ChangeFeed()  # positions start at the start time in microseconds
+    started_ns = 1_800_000_000 * 10**9
+    first = ChangeFeed(clock=lambda: started_ns)  # positions start at the start time in µs
     old = [first.publish(JOB, snap) for _ in range(3)][-1]
-    time.sleep(0.001)  # a restart takes longer than a microsecond per change made
-    second = ChangeFeed()
+    # A restart takes longer than a microsecond per change made: here one millisecond.
+    second = ChangeFeed(clock=lambda: started_ns + 10**6)
     new = second.publish(JOB, snap)
     assert old is not None and new is not None and new.version > old.version
     assert first.epoch != second.epoch

@@ -16,6 +16,7 @@ from serve_app.config import AppConfig
 from serve_app.policy import RateLimit, SecurityConfig
 from serve_app.ratelimit import TokenBuckets
 from serve_app.registry.jobs import Viewer
+from tests.support import config_from_yaml
 
 KEY = "s3cret-key"
 
@@ -187,14 +188,14 @@ def test_the_cluster_config_bounds_queues_limits_rates_and_names_its_origins() -
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    config = AppConfig.from_yaml(root / "serve_config.yaml")
+    config = config_from_yaml(root / "serve_config.yaml")
     security = config.security
     assert security.cors_origins and "*" not in security.cors_origins
     assert security.per_ip_rate is not None and security.per_key_rate is not None
     assert config.ingress.max_queued_requests > 0
     assert config.registry.journal_path is not None and config.registry.journal_path.is_absolute()
     assert config.retention.ttl_s is not None and config.retention.max_bytes is not None
-    local = AppConfig.from_yaml(root / "configs" / "local.yaml")
+    local = config_from_yaml(root / "configs" / "local.yaml")
     assert "*" not in local.security.cors_origins
 
 

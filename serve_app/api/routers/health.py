@@ -61,9 +61,9 @@ async def generators(services: ServicesDep) -> GeneratorsResponse:
     pipeline = services.config.pipeline
     try:
         info = await asyncio.wait_for(services.registry.ping(), READINESS_TIMEOUT_S)
+        versions, errors = info.generators, info.generator_errors
     except Exception:  # still list what is enabled; loaded is then unknown (False)
-        info = {}
-    versions, errors = info.get("generators", {}), info.get("generator_errors", {})
+        versions, errors = {}, {}
     return GeneratorsResponse(
         default=pipeline.generator,
         generators=[
@@ -118,7 +118,7 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
     try:
         info = await asyncio.wait_for(services.registry.ping(), READINESS_TIMEOUT_S)
         checks["registry"] = CheckResult(ok=True)
-        versions, errors = info.get("generators", {}), info.get("generator_errors", {})
+        versions, errors = info.generators, info.generator_errors
         for name in services.config.pipeline.generators.enabled():
             version = versions.get(name)
             checks[f"generator:{name}"] = CheckResult(
@@ -128,11 +128,11 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
                 or f"no ShapeTexture replica has loaded {name!r} yet",
             )
         if services.config.text_to_image.model_path is not None:
-            text = info.get("text_to_image") or {}
+            text = info.text_to_image
             checks["text_to_image"] = CheckResult(
-                ok=text.get("version") is not None,
-                detail=text.get("version")
-                or text.get("error")
+                ok=text.version is not None,
+                detail=text.version
+                or text.error
                 or "no TextToImage replica has loaded the model yet",
             )
     except Exception as exc:  # readiness reports, it does not raise
