@@ -18,9 +18,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.worker import lower_priority
 from serve_app.config import AppConfig
+from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.meshtools.isolated import IsolatedWorker
 from serve_app.meshtools.variants import PreviewOrder
-from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.storage import ArtifactStore
 
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import ImageTicket, StoredImage
+from serve_app.contracts.stages import Stage
 from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError, OrfeasError
-from serve_app.pipeline.types import Stage
 from serve_app.registry.client import find_registry
-from serve_app.registry.jobs import ImageTicket, StoredImage
 from serve_app.storage import ArtifactStore
 
 if TYPE_CHECKING:

@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from serve_app.contracts.jobs import check_job_id
+from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.contracts.runs import UploadInfo
 from serve_app.errors import ArtifactNotFoundError
-from serve_app.pipeline.types import OUTPUT_FORMATS
-from serve_app.registry.jobs import UploadInfo, check_job_id
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _VIEW_RE = re.compile(r"^[0-9a-f]{32}$")

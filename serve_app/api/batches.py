@@ -37,6 +37,8 @@ from serve_app.api.tools_schemas import (
     BatchJobsRequest,
     BatchStatus,
 )
+from serve_app.contracts.jobs import ACTIVE_STATUSES, JOB_ID_PATTERN, TERMINAL_STATUSES, JobStatus
+from serve_app.contracts.runs import RunRequest
 from serve_app.errors import (
     BatchNotFoundError,
     ImageTooLargeError,
@@ -46,15 +48,7 @@ from serve_app.errors import (
     ValidationFailedError,
 )
 from serve_app.pipeline.images import check_image
-from serve_app.registry.jobs import (
-    ACTIVE_STATUSES,
-    JOB_ID_PATTERN,
-    TERMINAL_STATUSES,
-    JobSnapshot,
-    JobStatus,
-    RunRequest,
-    Viewer,
-)
+from serve_app.registry.jobs import JobSnapshot, Viewer
 
 BATCH_PATH = "/api/batch-generate"
 #: A JSON body here lists job ids; it is never large.

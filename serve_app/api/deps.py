@@ -13,18 +13,13 @@ from starlette.requests import HTTPConnection
 from serve_app.api.schemas import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import RunRequest, UploadInfo
+from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.variants import VariantOrder
 from serve_app.meshtools.variants import PreviewOrder
 from serve_app.metrics import MetricsSnapshot
-from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.registry.feeds import JobLog
-from serve_app.registry.jobs import (
-    EVERYONE,
-    JobSnapshot,
-    RunRequest,
-    UploadInfo,
-    VariantOrder,
-    Viewer,
-)
+from serve_app.registry.jobs import EVERYONE, JobSnapshot, Viewer
 from serve_app.registry.view import JobView
 from serve_app.storage import ArtifactStore
 

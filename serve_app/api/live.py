@@ -29,9 +29,9 @@ from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
 from serve_app.api.routes import JobIdPath
 from serve_app.api.schemas import ErrorResponse, JobLogResponse, JobStatusResponse
 from serve_app.api.watch import job_updates
+from serve_app.contracts.jobs import is_job_id
 from serve_app.errors import JobNotFoundError, OrfeasError
 from serve_app.metrics import render_prometheus
-from serve_app.registry.jobs import is_job_id
 
 #: Seconds of silence after which a stream sends a keep-alive.
 KEEPALIVE_S = 10.0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from serve_app.api.deps import Services
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.variants import VariantInfo
 from serve_app.errors import JobConflictError, VariantNotFoundError
-from serve_app.registry.jobs import JobSnapshot, JobStatus, VariantInfo, Viewer
+from serve_app.registry.jobs import JobSnapshot, Viewer
 
 
 async def completed_job(services: Services, viewer: Viewer, job_id: str) -> JobSnapshot:

@@ -26,14 +26,15 @@ from serve_app.api.schemas import (
     UploadResponse,
 )
 from serve_app.config import background_model_file
+from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
+from serve_app.contracts.params import OutputFormat
+from serve_app.contracts.runs import RunRequest
 from serve_app.errors import PayloadTooLargeError, ValidationFailedError
 from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
-from serve_app.pipeline.types import OutputFormat
 from serve_app.registry.cache import derive_format
-from serve_app.registry.jobs import JOB_ID_PATTERN, JobStatus, RunRequest
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]

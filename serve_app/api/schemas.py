@@ -8,10 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.meshtools.variants import VARIANT_ID_PATTERN
-from serve_app.pipeline.generators import catalog
-from serve_app.pipeline.text_params import prompt_sha256
-from serve_app.pipeline.types import (
+from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
+from serve_app.contracts.params import (
     FACE_COUNT_RANGE,
     GUIDANCE_RANGE,
     MC_LEVEL_RANGE,
@@ -24,8 +22,12 @@ from serve_app.pipeline.types import (
     GenerationParams,
     OutputFormat,
 )
+from serve_app.contracts.variants import VariantInfo
+from serve_app.meshtools.variants import VARIANT_ID_PATTERN
+from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.text_params import prompt_sha256
 from serve_app.registry.feeds import JobLog
-from serve_app.registry.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus, VariantInfo
+from serve_app.registry.jobs import JobSnapshot
 
 JobId = Annotated[
     str,

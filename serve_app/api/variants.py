@@ -30,6 +30,8 @@ from serve_app.api.tools_schemas import (
     VariantMade,
     VariantRequest,
 )
+from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.contracts.variants import VariantOrder
 from serve_app.errors import ModelUnavailableError, WorkTimeoutError
 from serve_app.meshtools.materials import resolve_material
 from serve_app.meshtools.variants import (
@@ -38,8 +40,7 @@ from serve_app.meshtools.variants import (
     thumbnail_order,
     variant_id,
 )
-from serve_app.pipeline.types import OUTPUT_FORMATS
-from serve_app.registry.jobs import VariantOrder, Viewer
+from serve_app.registry.jobs import Viewer
 
 _codes = (400, 401, 404, 409, 413, 422, 429, 503)
 router = APIRouter(

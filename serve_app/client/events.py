@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.api.schemas import JobStatusResponse
-from serve_app.registry.jobs import JobStatus
+from serve_app.contracts.jobs import JobStatus
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from serve_app.commands.common import (
 )
 from serve_app.commands.progress import JobBoard, eta_text, stage_text
 from serve_app.commands.runs import Run, Runner, Starter
-from serve_app.pipeline.types import OUTPUT_FORMATS
+from serve_app.contracts.params import OUTPUT_FORMATS
 
 COMMANDS = ("submit", "text", "status", "watch", "cancel", "download")
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.errors import MeshTooLargeError, ValidationFailedError
 from serve_app.meshtools.analyze import is_closed
 from serve_app.meshtools.config import MeshLimits
@@ -21,7 +22,6 @@ from serve_app.meshtools.materials import Material
 from serve_app.meshtools.variants import PreviewOrder, VariantOperation
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.cache import cached_mesh_meta
-from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.storage import ArtifactStore
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from serve_app.contracts.runs import ImageTicket, StoredImage, TextModel
+from serve_app.contracts.text import MAX_PIXELS, TextToImageParams
 from serve_app.errors import (
     JobCancelledError,
     ModelNotConfiguredError,
@@ -36,8 +38,6 @@ from serve_app.errors import (
     ValidationFailedError,
 )
 from serve_app.pipeline.text_params import (
-    MAX_PIXELS,
-    TextToImageParams,
     check_limits,
     describe_prompt,
     image_cache_key,
@@ -45,7 +45,6 @@ from serve_app.pipeline.text_params import (
     with_size,
 )
 from serve_app.pipeline.types import CancelToken
-from serve_app.registry.jobs import ImageTicket, StoredImage, TextModel
 
 if TYPE_CHECKING:
     from PIL import Image

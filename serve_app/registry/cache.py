@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from serve_app.pipeline.types import GenerationParams, OutputFormat
+from serve_app.contracts.params import GenerationParams, OutputFormat
 from serve_app.storage import ArtifactStore
 
 #: Bumped when the canonical mesh layout or the key recipe changes (2: resolved generator

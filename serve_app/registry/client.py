@@ -11,20 +11,15 @@ import ray
 from ray.actor import ActorHandle
 
 from serve_app.config import AppConfig
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.runs import RunRequest, UploadInfo
+from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.variants import VariantOrder
 from serve_app.errors import OrfeasError
 from serve_app.metrics import MetricsSnapshot
-from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.registry.actor import RegistryActor, SyncPage
 from serve_app.registry.feeds import Changes, JobLog
-from serve_app.registry.jobs import (
-    JobPage,
-    JobSnapshot,
-    JobStatus,
-    RunRequest,
-    UploadInfo,
-    VariantOrder,
-    Viewer,
-)
+from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
 from serve_app.registry.variants import MeshToolsBackend
 from serve_app.registry.workers import Backends
 from serve_app.remote import as_orfeas_error

@@ -19,18 +19,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.pipeline.types import GenerationParams, RunPlan, Stage
-from serve_app.registry.jobs import (
-    ACTIVE_STATUSES,
-    JobRecord,
-    JobStatus,
-    RunRequest,
-    RunResult,
-    StoredImage,
-    UploadInfo,
-    VariantInfo,
-)
+from serve_app.contracts.jobs import ACTIVE_STATUSES, JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, StoredImage, UploadInfo
+from serve_app.contracts.stages import RunPlan, Stage
+from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.variants import VariantInfo
+from serve_app.registry.jobs import JobRecord
 
 logger = logging.getLogger(__name__)
 

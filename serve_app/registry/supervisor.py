@@ -30,6 +30,8 @@ from enum import StrEnum
 from typing import Any
 
 from serve_app.config import RegistryConfig
+from serve_app.contracts.runs import ImageTicket, JobTicket, RunRequest
+from serve_app.contracts.stages import Stage
 from serve_app.errors import (
     JobCancelledError,
     JobInterruptedError,
@@ -38,8 +40,7 @@ from serve_app.errors import (
     ServiceOverloadedError,
     WorkerLostError,
 )
-from serve_app.pipeline.types import Stage
-from serve_app.registry.jobs import ImageTicket, JobRecord, JobTicket, RunRequest
+from serve_app.registry.jobs import JobRecord
 from serve_app.registry.journal import Ledger
 from serve_app.registry.leases import Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor

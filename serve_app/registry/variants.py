@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from serve_app.config import MeshToolsConfig
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.variants import VariantBuilt, VariantInfo, VariantOrder
 from serve_app.errors import (
     JobConflictError,
     JobNotFoundError,
@@ -34,14 +36,7 @@ from serve_app.errors import (
     VariantNotFoundError,
     WorkTimeoutError,
 )
-from serve_app.registry.jobs import (
-    JobRecord,
-    JobSnapshot,
-    JobStatus,
-    VariantBuilt,
-    VariantInfo,
-    VariantOrder,
-)
+from serve_app.registry.jobs import JobRecord, JobSnapshot
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable

@@ -27,10 +27,11 @@ import time
 from collections.abc import Iterator
 from typing import Protocol
 
+from serve_app.contracts.jobs import JobStatus
 from serve_app.errors import JobNotFoundError
 from serve_app.registry.actor import SyncPage
 from serve_app.registry.feeds import Change, Changes
-from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, Viewer, page_of
+from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer, page_of
 
 logger = logging.getLogger(__name__)
 

@@ -26,15 +26,16 @@ from fastapi.testclient import TestClient
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
 from serve_app.config import AppConfig
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.errors import OrfeasError
 from serve_app.meshtools.isolated import IsolatedWorker
 from serve_app.meshtools.variants import PreviewOrder
 from serve_app.meshtools.work import make_variant, render_to_store
 from serve_app.metrics import MetricsSink
-from serve_app.pipeline.types import GenerationParams, TexturedMesh
+from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.cache import cache_key
-from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.registry.view import JobView
 from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from serve_app.api.watch import job_updates
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
+from serve_app.contracts.stages import MODEL_STAGES
 from serve_app.metrics import MetricsSink
-from serve_app.pipeline.types import MODEL_STAGES, GenerationParams
 from serve_app.registry.actor import JobRegistry
-from serve_app.registry.jobs import EVERYONE, JobStatus, RunRequest, RunResult, UploadInfo
+from serve_app.registry.jobs import EVERYONE
 from serve_app.registry.view import JobView
 from tests.unit.inprocess import InProcessRegistry, app_config, in_process_service
 

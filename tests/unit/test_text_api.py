@@ -16,11 +16,8 @@ from serve_app.api.deps import Services
 from serve_app.api.schemas import GenerateOptions, GenerateRequest
 from serve_app.api.tools_schemas import TextToImageRequest
 from serve_app.config import AppConfig
-from serve_app.pipeline.text_params import (
-    TextToImageParams,
-    describe_prompt,
-    image_cache_key,
-)
+from serve_app.contracts.text import TextToImageParams
+from serve_app.pipeline.text_params import describe_prompt, image_cache_key
 from serve_app.storage import ArtifactStore
 from tests.unit.inprocess import app_config, in_process_service
 

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import ImageTicket
+from serve_app.contracts.text import TextToImageParams
 from serve_app.errors import JobCancelledError, ModelUnavailableError, ValidationFailedError
-from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.pipeline.types import CancelToken
-from serve_app.registry.jobs import ImageTicket
 from serve_app.storage import ArtifactStore
 from tests.tiny_diffusion import NATIVE_SIZE, network_off
 
