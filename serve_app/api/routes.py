@@ -34,7 +34,6 @@ from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
-from serve_app.registry.cache import derive_format
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
@@ -214,7 +213,7 @@ async def download(
         lock_name = f"{key}.{format}"
         try:
             async with services.conversion_lock(lock_name):
-                path = await run_in_threadpool(derive_format, services.store, key, format)
+                path = await run_in_threadpool(services.store.derive_format, key, format)
         finally:  # a failed or abandoned conversion must not leave its lock behind
             services.release_conversion_lock(lock_name)
     return FileResponse(path, media_type=MODEL_TYPES[format], filename=name + FILE_NAMES[format])

@@ -31,7 +31,6 @@ from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.errors import OrfeasError
 from serve_app.meshtools.isolated import IsolatedWorker
 from serve_app.meshtools.variants import PreviewOrder
-from serve_app.meshtools.work import make_variant, render_to_store
 from serve_app.metrics import MetricsSink
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.actor import JobRegistry
@@ -39,6 +38,7 @@ from serve_app.registry.cache import cache_key
 from serve_app.registry.view import JobView
 from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore
+from serve_app.work.meshtools import make_variant, render_to_store
 from tests.support import encode, photo
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class InProcessRegistry:
 
 
 class InProcessMeshTools:
-    """What the MeshTools deployment does (``serve_app.meshtools.work``), in threads of
+    """What the MeshTools deployment does (``serve_app.work.meshtools``), in threads of
     this process; counts the variants and previews it was asked for."""
 
     def __init__(self, config: AppConfig) -> None:

@@ -210,7 +210,7 @@ class LocalTextWorker:
         self.lock = threading.Lock()
 
     def generate(self, ticket: ImageTicket) -> StoredImage:
-        from serve_app.pipeline.text_to_image import make_image
+        from serve_app.work.text_to_image import make_image
 
         with self.lock:
             self.calls += 1

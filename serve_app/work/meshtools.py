@@ -21,7 +21,6 @@ from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.materials import Material
 from serve_app.meshtools.variants import PreviewOrder, VariantOperation
 from serve_app.pipeline.types import TexturedMesh
-from serve_app.registry.cache import cached_mesh_meta
 from serve_app.storage import ArtifactStore
 
 
@@ -98,7 +97,7 @@ def _apply(mesh: TexturedMesh, order: VariantOrder) -> TexturedMesh:
 
 
 def _stored(store: ArtifactStore, variant_id: str) -> VariantBuilt | None:
-    meta = cached_mesh_meta(store, variant_id)
+    meta = store.mesh_meta(variant_id)
     faces = meta.get("faces") if meta else None
     if meta is None or not isinstance(faces, int):
         return None
