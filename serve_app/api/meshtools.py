@@ -15,12 +15,13 @@ from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, mesh_of
 from serve_app.api.schemas import ErrorResponse
 from serve_app.api.tools_schemas import AnalyzeJobRequest, MaterialsResponse
+from serve_app.contracts.meshtools import MeshAnalysis
 from serve_app.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
+from serve_app.meshtools.analyze import analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.materials import PRESETS
 from serve_app.pipeline.types import TexturedMesh

@@ -29,8 +29,8 @@ from serve_app.config import background_model_file
 from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
 from serve_app.contracts.params import OutputFormat
 from serve_app.contracts.runs import RunRequest
+from serve_app.contracts.variants import VARIANT_ID_PATTERN
 from serve_app.errors import PayloadTooLargeError, ValidationFailedError
-from serve_app.meshtools.variants import VARIANT_ID_PATTERN
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image

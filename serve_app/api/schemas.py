@@ -22,8 +22,7 @@ from serve_app.contracts.params import (
     GenerationParams,
     OutputFormat,
 )
-from serve_app.contracts.variants import VariantInfo
-from serve_app.meshtools.variants import VARIANT_ID_PATTERN
+from serve_app.contracts.variants import VARIANT_ID_PATTERN, VariantInfo
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.text_params import prompt_sha256
 from serve_app.registry.feeds import JobLog

@@ -40,10 +40,9 @@ from serve_app.api.tools_schemas import (
 )
 from serve_app.client.errors import UnexpectedResponse
 from serve_app.contracts.jobs import is_job_id
+from serve_app.contracts.meshtools import CustomMaterial, MeshAnalysis
 from serve_app.contracts.params import OUTPUT_FORMATS
-from serve_app.meshtools.analyze import MeshAnalysis
-from serve_app.meshtools.materials import CustomMaterial
-from serve_app.meshtools.variants import is_variant_id
+from serve_app.contracts.variants import is_variant_id
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

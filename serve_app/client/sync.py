@@ -34,8 +34,7 @@ from serve_app.client.watch import (
     WatchPlan,
     WatchSettings,
 )
-from serve_app.meshtools.analyze import MeshAnalysis
-from serve_app.meshtools.materials import CustomMaterial
+from serve_app.contracts.meshtools import CustomMaterial, MeshAnalysis
 
 T = TypeVar("T")
 E = TypeVar("E")

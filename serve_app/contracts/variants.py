@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+VARIANT_ID_PATTERN = r"^[0-9a-f]{64}$"
+_VARIANT_ID_RE = re.compile(VARIANT_ID_PATTERN)
+
+
+def is_variant_id(value: str) -> bool:
+    return bool(_VARIANT_ID_RE.fullmatch(value))
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ issue with a stable code: ``open_surface``, ``non_manifold_edges``,
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, Field
 
+from serve_app.contracts.meshtools import BoundingBox, Issue, MeshAnalysis
 from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.readers import read_mesh
 
@@ -19,38 +19,6 @@ from serve_app.meshtools.readers import read_mesh
 MERGE_GRID_MM = 1e-6
 #: Shells wound inwards beyond this many are not tested for being cavities.
 MAX_CAVITY_TESTS = 64
-
-
-class BoundingBox(BaseModel):
-    x: float = Field(description="extent along X, mm")
-    y: float = Field(description="extent along Y (up), mm")
-    z: float = Field(description="extent along Z, mm")
-
-
-class Issue(BaseModel):
-    code: str = Field(description="stable name, e.g. open_surface")
-    message: str
-
-
-class MeshAnalysis(BaseModel):
-    """What ``POST /api/analyze-stl`` answers."""
-
-    format: str = Field(description='stl, obj, ply, glb, or "canonical" for a job\'s model')
-    triangles: int
-    vertices: int = Field(description="distinct positions")
-    bounding_box_mm: BoundingBox
-    volume_mm3: float | None = Field(
-        description="enclosed volume; null unless closed and consistently wound"
-    )
-    surface_area_mm2: float
-    watertight: bool = Field(description="every edge is shared by exactly two faces")
-    winding_consistent: bool = Field(description="neighbours traverse shared edges oppositely")
-    boundary_edges: int = Field(description="edges of one face only: the rims of holes")
-    non_manifold_edges: int = Field(description="edges of more than two faces")
-    components: int = Field(description="connected pieces")
-    degenerate_faces: int = Field(description="faces of zero area")
-    printable: bool
-    issues: list[Issue] = Field(description="each reason the mesh is not printable")
 
 
 def analyze_file(data: bytes, limits: MeshLimits | None = None) -> MeshAnalysis:

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from serve_app.contracts.meshtools import Material
 from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.errors import MeshTooLargeError, ValidationFailedError
 from serve_app.meshtools.analyze import is_closed
 from serve_app.meshtools.config import MeshLimits
-from serve_app.meshtools.materials import Material
 from serve_app.meshtools.variants import PreviewOrder, VariantOperation
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.storage import ArtifactStore
