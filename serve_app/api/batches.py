@@ -28,15 +28,6 @@ from starlette.datastructures import UploadFile
 from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.routes import MEDIA_TYPES, run_request
-from serve_app.api.schemas import ErrorResponse, GenerateOptions
-from serve_app.api.tools_schemas import (
-    MAX_BATCH,
-    BatchCreated,
-    BatchEntry,
-    BatchJob,
-    BatchJobsRequest,
-    BatchStatus,
-)
 from serve_app.contracts.jobs import ACTIVE_STATUSES, JOB_ID_PATTERN, TERMINAL_STATUSES, JobStatus
 from serve_app.contracts.runs import RunRequest
 from serve_app.errors import (
@@ -49,6 +40,15 @@ from serve_app.errors import (
 )
 from serve_app.pipeline.images import check_image
 from serve_app.registry.jobs import JobSnapshot, Viewer
+from serve_app.schemas.jobs import ErrorResponse, GenerateOptions
+from serve_app.schemas.tools import (
+    MAX_BATCH,
+    BatchCreated,
+    BatchEntry,
+    BatchJob,
+    BatchJobsRequest,
+    BatchStatus,
+)
 
 BATCH_PATH = "/api/batch-generate"
 #: A JSON body here lists job ids; it is never large.

@@ -25,13 +25,14 @@ from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from serve_app.api import responses
 from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
 from serve_app.api.routes import JobIdPath
-from serve_app.api.schemas import ErrorResponse, JobLogResponse, JobStatusResponse
 from serve_app.api.watch import job_updates
 from serve_app.contracts.jobs import is_job_id
 from serve_app.errors import JobNotFoundError, OrfeasError
 from serve_app.metrics import render_prometheus
+from serve_app.schemas.jobs import ErrorResponse, JobLogResponse, JobStatusResponse
 
 #: Seconds of silence after which a stream sends a keep-alive.
 KEEPALIVE_S = 10.0
@@ -61,7 +62,7 @@ async def cancel_job(
     await services.jobs.get(job_id, viewer)
     job = await services.registry.cancel(job_id)
     services.jobs.apply(job)
-    return JobStatusResponse.from_snapshot(job)
+    return responses.job_status(job)
 
 
 @router.get(
@@ -129,7 +130,7 @@ async def job_socket(websocket: WebSocket, job_id: str, keepalive_s: float = KEE
 async def job_logs(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> JobLogResponse:
     """The job's recent events (queued, stages with their durations, its end), oldest first."""
     await services.jobs.get(job_id, viewer)
-    return JobLogResponse.from_log(await services.registry.job_log(job_id))
+    return responses.job_log(await services.registry.job_log(job_id))
 
 
 @router.get(

@@ -13,8 +13,6 @@ from starlette.datastructures import UploadFile
 from serve_app.api.bodies import read_small_body
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, mesh_of
-from serve_app.api.schemas import ErrorResponse
-from serve_app.api.tools_schemas import AnalyzeJobRequest, MaterialsResponse
 from serve_app.contracts.meshtools import MeshAnalysis
 from serve_app.errors import (
     PayloadTooLargeError,
@@ -26,6 +24,8 @@ from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.materials import PRESETS
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.jobs import Viewer
+from serve_app.schemas.jobs import ErrorResponse
+from serve_app.schemas.tools import AnalyzeJobRequest, MaterialsResponse
 
 _codes = (400, 401, 404, 409, 413, 415, 422, 429, 500)
 router = APIRouter(

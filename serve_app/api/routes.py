@@ -10,9 +10,19 @@ from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from serve_app.api import responses
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, mesh_of
-from serve_app.api.schemas import (
+from serve_app.config import background_model_file
+from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
+from serve_app.contracts.params import OutputFormat
+from serve_app.contracts.runs import RunRequest
+from serve_app.contracts.variants import VARIANT_ID_PATTERN
+from serve_app.errors import PayloadTooLargeError, ValidationFailedError
+from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.images import check_image
+from serve_app.schemas.jobs import (
     CheckResult,
     ErrorResponse,
     GenerateOptions,
@@ -25,15 +35,6 @@ from serve_app.api.schemas import (
     ReadinessResponse,
     UploadResponse,
 )
-from serve_app.config import background_model_file
-from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
-from serve_app.contracts.params import OutputFormat
-from serve_app.contracts.runs import RunRequest
-from serve_app.contracts.variants import VARIANT_ID_PATTERN
-from serve_app.errors import PayloadTooLargeError, ValidationFailedError
-from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.generators import catalog
-from serve_app.pipeline.images import check_image
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
@@ -112,7 +113,7 @@ async def generate_3d(
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit(body.job_id, request, client)
     services.jobs.apply(job)
-    return JobStatusResponse.from_snapshot(job)
+    return responses.job_status(job)
 
 
 def run_request(
@@ -180,7 +181,7 @@ async def list_jobs(
     """Recent jobs the caller may see (its key's own, with keys), newest first."""
     page = await services.jobs.page(offset, limit, status, viewer)
     return JobListResponse(
-        jobs=[JobStatusResponse.from_snapshot(job) for job in page.jobs],
+        jobs=[responses.job_status(job) for job in page.jobs],
         total=page.total,
         offset=page.offset,
         limit=page.limit,

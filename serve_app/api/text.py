@@ -16,10 +16,9 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.routes import JobIdPath, run_request
-from serve_app.api.schemas import ErrorResponse, JobStatusResponse
-from serve_app.api.tools_schemas import TextToImageRequest
 from serve_app.errors import JobConflictError, ModelNotConfiguredError
 from serve_app.pipeline.text_params import (
     check_limits,
@@ -27,6 +26,8 @@ from serve_app.pipeline.text_params import (
     prompt_sha256,
     with_defaults,
 )
+from serve_app.schemas.jobs import ErrorResponse, JobStatusResponse
+from serve_app.schemas.tools import TextToImageRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
@@ -145,7 +146,7 @@ async def text_to_image(
     logger.info(
         "text job %s: prompt %s, %s", job_id, describe_prompt(params.prompt), job.plan.value
     )
-    return JobStatusResponse.from_snapshot(job)
+    return responses.job_status(job)
 
 
 @router.get(

@@ -18,18 +18,6 @@ from fastapi.responses import FileResponse, Response
 from serve_app.api.deps import Services, ServicesDep, ViewerDep
 from serve_app.api.models import completed_job, find_variant, mesh_of
 from serve_app.api.routes import JobIdPath
-from serve_app.api.schemas import (
-    ErrorResponse,
-    VariantResponse,
-    download_url,
-)
-from serve_app.api.tools_schemas import (
-    MaterialRequest,
-    OptimizeRequest,
-    PreviewRequest,
-    VariantMade,
-    VariantRequest,
-)
 from serve_app.contracts.params import OUTPUT_FORMATS
 from serve_app.contracts.variants import VariantOrder
 from serve_app.errors import ModelUnavailableError, WorkTimeoutError
@@ -41,6 +29,18 @@ from serve_app.meshtools.variants import (
     variant_id,
 )
 from serve_app.registry.jobs import Viewer
+from serve_app.schemas.jobs import (
+    ErrorResponse,
+    VariantResponse,
+    download_url,
+)
+from serve_app.schemas.tools import (
+    MaterialRequest,
+    OptimizeRequest,
+    PreviewRequest,
+    VariantMade,
+    VariantRequest,
+)
 
 _codes = (400, 401, 404, 409, 413, 422, 429, 503)
 router = APIRouter(

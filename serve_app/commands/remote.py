@@ -23,7 +23,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve_app.api.schemas import GenerateOptions
 from serve_app.client import AsyncOrfeasClient, ClientError, JobEnded, OrfeasClient, calls
 from serve_app.client.base import default_name
 from serve_app.client.calls import job_path_id
@@ -41,6 +40,7 @@ from serve_app.commands.common import (
 from serve_app.commands.progress import JobBoard, eta_text, stage_text
 from serve_app.commands.runs import Run, Runner, Starter
 from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.schemas.jobs import GenerateOptions
 
 COMMANDS = ("submit", "text", "status", "watch", "cancel", "download")
 

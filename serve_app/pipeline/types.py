@@ -7,12 +7,15 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from serve_app.contracts.stages import Stage
 from serve_app.errors import JobCancelledError
+
+if TYPE_CHECKING:
+    # numpy is imported where a mesh is (de)serialised, so the generator catalog (and the
+    # HTTP schemas, the client and the CLI that read it) import none.
+    import numpy as np
 
 ProgressCallback = Callable[[Stage, float], None]
 """``on_progress(stage, fraction)`` with ``fraction`` in [0, 1]."""
@@ -94,6 +97,8 @@ class TexturedMesh:
         """Serialise to an ``.npz`` (the canonical artifact), uncompressed: zlib over the
         texture costs more time per job than the disk it saves is worth. ``base_color`` and
         ``material`` are written only when set, so files without them read as before."""
+        import numpy as np
+
         arrays: dict[str, np.ndarray] = {
             "vertices": self.vertices.astype(np.float32),
             "faces": self.faces.astype(np.int64),
@@ -112,6 +117,8 @@ class TexturedMesh:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
+        import numpy as np
+
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             roughness, metallic = (float(x) for x in z["pbr"])
             base_color = None

@@ -17,12 +17,12 @@ from serve_app.contracts.text import TextToImageParams
 from serve_app.contracts.variants import VariantOrder
 from serve_app.errors import OrfeasError
 from serve_app.metrics import MetricsSnapshot
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.actor import RegistryActor, SyncPage
 from serve_app.registry.feeds import Changes, JobLog
 from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
 from serve_app.registry.variants import MeshToolsBackend
 from serve_app.registry.workers import Backends
-from serve_app.remote import as_orfeas_error
 
 #: Longest ``build_app`` waits for an existing registry to adopt a new config.
 CONFIGURE_TIMEOUT_S = 60.0

@@ -40,13 +40,13 @@ from serve_app.errors import (
     ServiceOverloadedError,
     WorkerLostError,
 )
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.jobs import JobRecord
 from serve_app.registry.journal import Ledger
 from serve_app.registry.leases import Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
 from serve_app.registry.workers import Workers
-from serve_app.remote import as_orfeas_error
 
 logger = logging.getLogger(__name__)
 

@@ -36,11 +36,11 @@ from serve_app.errors import (
     VariantNotFoundError,
     WorkTimeoutError,
 )
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.jobs import JobRecord, JobSnapshot
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
-from serve_app.remote import as_orfeas_error
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle

@@ -92,8 +92,8 @@ def test_the_job_registry_is_one_package() -> None:
             "serve_app.pipeline.text_params",
             "serve_app.pipeline.types",
             "serve_app.pipeline.export",
-            "serve_app.policy",
+            "serve_app.config_policies",
             "serve_app.registry",
-            "serve_app.remote",
+            "serve_app.ray_errors",
             "serve_app.storage",
         }, (module, outside)
