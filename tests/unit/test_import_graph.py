@@ -1,8 +1,11 @@
-"""The service's modules import each other without cycles, and the registry is one package."""
+"""The service's modules import each other without cycles, in layers, and the registry is one
+package."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +100,70 @@ def test_the_job_registry_is_one_package() -> None:
             "serve_app.ray_errors",
             "serve_app.storage",
         }, (module, outside)
+
+
+#: The layers, lowest first: a module may import its own layer and those below, never one
+#: above. A package name stands for the package and every module in it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("serve_app", "serve_app.errors"),
+    ("serve_app.contracts",),
+    ("serve_app.pipeline",),
+    ("serve_app.meshtools",),
+    (
+        "serve_app.config",
+        "serve_app.config_policies",
+        "serve_app.metrics",
+        "serve_app.ratelimit",
+        "serve_app.ray_errors",
+        "serve_app.storage",
+    ),
+    ("serve_app.schemas", "serve_app.work"),
+    ("serve_app.client", "serve_app.commands"),
+    ("serve_app.registry",),
+    ("serve_app.api", "serve_app.web"),
+    ("serve_app.app", "serve_app.cli", "serve_app.__main__", "deployments"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module``: that of the longest layer name it is or lies under."""
+    best, level = "", -1
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best, level = name, index
+    assert level >= 0, f"{module} is in no layer: add it to LAYERS"
+    return level
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    graph = import_graph()
+    upward = sorted(
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+    assert upward == []
+
+
+def test_the_contracts_import_nothing_of_the_project_but_the_errors() -> None:
+    graph = import_graph()
+    contracts = {m for m in graph if m.startswith("serve_app.contracts")}
+    assert "serve_app.contracts.jobs" in contracts
+    assert graph["serve_app.errors"] == set()
+    for module in contracts:
+        outside = {m for m in graph[module] if not m.startswith("serve_app.contracts")}
+        assert outside <= {"serve_app.errors"}, (module, outside)
+
+
+def test_importing_the_client_loads_no_numpy_trimesh_or_torch() -> None:
+    code = (
+        "import sys, serve_app.client; "
+        "heavy = {'numpy', 'trimesh', 'torch', 'scipy', 'PIL'} & set(sys.modules); "
+        "sys.exit(f'imported {sorted(heavy)}' if heavy else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
