@@ -39,6 +39,7 @@ from serve_app.commands.common import (
 )
 from serve_app.commands.progress import JobBoard, eta_text, stage_text
 from serve_app.commands.runs import Run, Runner, Starter
+from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OUTPUT_FORMATS
 from serve_app.schemas.jobs import GenerateOptions
 
@@ -277,7 +278,7 @@ def cancel(args: argparse.Namespace, output: Output) -> int:
         job = client.cancel(job_id)
     output.emit(job.model_dump(mode="json"))
     output.result(f"job {job_id}: {job.status.value}")
-    return EXIT_OK if job.status.value == "cancelled" else EXIT_FAILED
+    return EXIT_OK if job.status is JobStatus.CANCELLED else EXIT_FAILED
 
 
 def download(args: argparse.Namespace, output: Output) -> int:
