@@ -103,14 +103,23 @@ def _merged(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     corners : (m, 3, 3) float64 → points (k, 3) float64, faces (m, 3) int64
     """
     flat = corners.reshape(-1, 3)
-    keys = np.round(flat / MERGE_GRID_MM).astype(np.int64)
+    firsts, groups = group_rows(np.round(flat / MERGE_GRID_MM).astype(np.int64))
+    return flat[firsts], groups.reshape(-1, 3)
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows of ``keys`` as groups, numbered in the rows' sorted order.
+
+    keys : (n, 3) int64 → firsts (k,) int64, a row of each group; groups (n,) int64, the
+    group of each row
+    """
     order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
     ordered = keys[order]
     starts = np.ones(len(order), dtype=bool)
     starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    inverse = np.empty(len(order), dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    return flat[order[starts]], inverse.reshape(-1, 3)
+    groups = np.empty(len(order), dtype=np.int64)
+    groups[order] = np.cumsum(starts) - 1
+    return order[starts], groups
 
 
 def _repeats(faces: np.ndarray) -> np.ndarray:
