@@ -201,7 +201,6 @@ class TextToImageStatus(BaseModel):
     model_version: str | None = Field(default=None, description="the model that made it")
 
 
-
 def download_url(job_id: str, fmt: str, variant: str | None = None) -> str:
     """Where the job's model (or one of its variants) is downloaded as ``fmt``."""
     url = f"/download/{job_id}/{fmt}"
@@ -297,6 +296,7 @@ class JobStatusResponse(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
 
 class JobListResponse(BaseModel):
     jobs: list[JobStatusResponse]
