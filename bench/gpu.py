@@ -121,8 +121,9 @@ def cuda_sync() -> None:
 def bench_inflate(devices: list[str], qualities: list[int], repeats: int, cutout: CutOut) -> None:
     import torch
 
+    from serve_app.contracts.params import GenerationParams
     from serve_app.pipeline.generators.inflate import InflateGenerator
-    from serve_app.pipeline.types import CancelToken, GenerationParams, no_progress
+    from serve_app.pipeline.types import CancelToken, no_progress
 
     seconds: dict[tuple[str, int], float] = {}
     faces: dict[int, int] = {}
@@ -159,10 +160,11 @@ def bench_hunyuan3d(
 ) -> None:
     import torch
 
+    from serve_app.contracts.params import GenerationParams
     from serve_app.pipeline.config import Hunyuan3DSettings
     from serve_app.pipeline.generators import hunyuan3d as hy
     from serve_app.pipeline.generators.catalog import resolve_params
-    from serve_app.pipeline.types import CancelToken, GenerationParams
+    from serve_app.pipeline.types import CancelToken
 
     rows = []
     for device, dtype in variants:

@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from serve_app.contracts.variants import VariantOrder  # noqa: E402
 from serve_app.meshtools.isolated import IsolatedWorker  # noqa: E402
 from serve_app.meshtools.variants import PreviewOrder, VariantOperation, variant_id  # noqa: E402
-from serve_app.meshtools.work import make_variant, render_to_store  # noqa: E402
 from serve_app.pipeline.types import TexturedMesh  # noqa: E402
-from serve_app.registry.jobs import VariantOrder  # noqa: E402
 from serve_app.storage import ArtifactStore  # noqa: E402
+from serve_app.work.meshtools import make_variant, render_to_store  # noqa: E402
 
 TICK_S = 0.005
 JOB = "0" * 32

@@ -22,9 +22,10 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from serve_app.contracts.params import GenerationParams  # noqa: E402
+from serve_app.contracts.stages import MODEL_STAGES  # noqa: E402
 from serve_app.pipeline.config import PipelineConfig  # noqa: E402
 from serve_app.pipeline.runner import Pipeline  # noqa: E402
-from serve_app.pipeline.types import MODEL_STAGES, GenerationParams  # noqa: E402
 
 PHOTOS = ("chelsea", "astronaut", "coffee")
 

@@ -120,8 +120,8 @@ class OneJob:
     """A job view's source with one completed job and no changes: the bare app's table."""
 
     def __init__(self) -> None:
-        from serve_app.pipeline.types import GenerationParams
-        from serve_app.registry.jobs import RunRequest, RunResult, UploadInfo
+        from serve_app.contracts.params import GenerationParams
+        from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
         from serve_app.registry.table import JobTable
 
         table = JobTable()
@@ -353,9 +353,9 @@ class InProcess:
     """The pipeline in this process, as the yardstick: built and warmed up once."""
 
     def __init__(self, models_dir: Path) -> None:
+        from serve_app.contracts.params import GenerationParams
         from serve_app.pipeline.config import PipelineConfig
         from serve_app.pipeline.runner import Pipeline
-        from serve_app.pipeline.types import GenerationParams
 
         self._params = GenerationParams(quality=5)
         self._pipeline = Pipeline.from_config(PipelineConfig(models_dir=models_dir, device="cpu"))

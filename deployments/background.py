@@ -6,10 +6,11 @@ import time
 
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import JobTicket
+from serve_app.contracts.stages import Stage
 from serve_app.metrics import ReplicaStageTimings
-from serve_app.pipeline.types import CutOut, Stage
+from serve_app.pipeline.types import CutOut
 from serve_app.registry.client import find_registry
-from serve_app.registry.jobs import JobTicket
 from serve_app.storage import ArtifactStore
 
 

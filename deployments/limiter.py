@@ -16,7 +16,7 @@ import ray
 from ray.actor import ActorHandle
 
 from serve_app.config import AppConfig
-from serve_app.policy import RateLimit
+from serve_app.config_policies import RateLimit
 from serve_app.ratelimit import TokenBuckets
 from serve_app.registry.client import find_actor
 

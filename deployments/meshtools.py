@@ -18,9 +18,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.worker import lower_priority
 from serve_app.config import AppConfig
+from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.meshtools.isolated import IsolatedWorker
 from serve_app.meshtools.variants import PreviewOrder
-from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.storage import ArtifactStore
 
 
@@ -34,7 +34,7 @@ class MeshTools:
         self._child = IsolatedWorker("mesh-variants")
 
     def make_variant(self, order: VariantOrder) -> VariantBuilt:
-        from serve_app.meshtools.work import make_variant
+        from serve_app.work.meshtools import make_variant
 
         limits = self._limits
         return self._child.call(
@@ -43,7 +43,7 @@ class MeshTools:
 
     def render(self, order: PreviewOrder) -> None:
         """Render ``order`` into the store (unless it is there): the caller serves the file."""
-        from serve_app.meshtools.work import render_to_store
+        from serve_app.work.meshtools import render_to_store
 
         render_to_store(self._store, order)
 

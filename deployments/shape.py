@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import JobTicket, RunResult
+from serve_app.contracts.stages import Stage
 from serve_app.errors import ModelUnavailableError, OrfeasError
 from serve_app.metrics import ReplicaStageTimings
-from serve_app.pipeline.types import CutOut, Stage
+from serve_app.pipeline.types import CutOut
 from serve_app.registry.cache import cache_key
 from serve_app.registry.client import find_registry
-from serve_app.registry.jobs import JobTicket, RunResult
 from serve_app.storage import ArtifactStore
 
 if TYPE_CHECKING:

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import ImageTicket, StoredImage
+from serve_app.contracts.stages import Stage
 from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError, OrfeasError
-from serve_app.pipeline.types import Stage
 from serve_app.registry.client import find_registry
-from serve_app.registry.jobs import ImageTicket, StoredImage
 from serve_app.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ class TextToImage:
     """
 
     def __init__(self, config: AppConfig) -> None:
-        from serve_app.pipeline.text_to_image import TextToImageBackend
 
         if config.text_to_image.model_path is None:
             raise ModelNotConfiguredError(f"{SETTING} is not set", setting=SETTING)
@@ -46,7 +45,9 @@ class TextToImage:
         self._backend: TextToImageBackend | None = None
         self._load_error: OrfeasError | None = None
         try:
-            self._backend = TextToImageBackend.from_config(config.text_to_image)
+            from serve_app.work.text_to_image import backend_from_config
+
+            self._backend = backend_from_config(config.text_to_image)
         except OrfeasError as exc:
             logger.error("the text-to-image model is not available: %s", exc.message)
             self._load_error = exc
@@ -60,7 +61,7 @@ class TextToImage:
     def generate(self, ticket: ImageTicket) -> StoredImage:
         """The image of ``ticket``: from the cache when the same prompt, parameters and model
         version were made before, else generated; stored, and its place returned."""
-        from serve_app.pipeline.text_to_image import make_image
+        from serve_app.work.text_to_image import make_image
 
         backend = self._backend
         if backend is None:

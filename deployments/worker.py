@@ -11,9 +11,10 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from serve_app.contracts.runs import ImageTicket, JobTicket
+from serve_app.contracts.stages import Stage
 from serve_app.errors import OrfeasError
-from serve_app.pipeline.types import CancelToken, Stage
-from serve_app.registry.jobs import ImageTicket, JobTicket
+from serve_app.pipeline.types import CancelToken
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from serve_app.commands import COMMANDS, add_commands, run_command
+from serve_app.contracts.params import OUTPUT_FORMATS, Dimensions, GenerationParams
 from serve_app.errors import OrfeasError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators.catalog import SPECS, resolve_params
-from serve_app.pipeline.types import OUTPUT_FORMATS, Dimensions, GenerationParams
 
 
 def _parser() -> argparse.ArgumentParser:

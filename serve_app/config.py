@@ -7,10 +7,10 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.config_policies import RetentionConfig, SecurityConfig
+from serve_app.contracts.text import MAX_GUIDANCE_SCALE, MAX_PIXELS, MAX_STEPS, MIN_SIDE
 from serve_app.meshtools.config import MeshLimits
 from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.text_params import MAX_GUIDANCE_SCALE, MAX_PIXELS, MAX_STEPS, MIN_SIDE
-from serve_app.policy import RetentionConfig, SecurityConfig
 
 
 class StrictModel(BaseModel):

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from serve_app.policy import RateLimit
+from serve_app.config_policies import RateLimit
 
 
 @dataclass

@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from serve_app.contracts.jobs import check_job_id
+from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
+from serve_app.contracts.runs import UploadInfo
 from serve_app.errors import ArtifactNotFoundError
-from serve_app.pipeline.types import OUTPUT_FORMATS
-from serve_app.registry.jobs import UploadInfo, check_job_id
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _VIEW_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -153,6 +154,35 @@ class ArtifactStore:
         path = self.export_path(key, fmt)
         _write_atomic(path, data)
         return path
+
+    def derive_format(self, key: str, fmt: OutputFormat) -> Path:
+        """The file of ``fmt`` for the canonical mesh ``key``, exporting it on first use.
+
+        Raises ArtifactNotFoundError if the canonical mesh is gone.
+        """
+        path = self.export_path(key, fmt)
+        if path.is_file():
+            return path
+        from serve_app.pipeline.export import export_mesh  # trimesh; only when converting
+        from serve_app.pipeline.types import TexturedMesh
+
+        mesh = TexturedMesh.from_bytes(self.read_mesh(key))
+        return self.put_export(key, fmt, export_mesh(mesh, fmt))
+
+    def mesh_meta(self, key: str) -> dict[str, object] | None:
+        """The ``meta`` of the stored canonical mesh ``key`` (its use time refreshed), or None
+        when there is no such mesh. Reads only that entry of the ``.npz``."""
+        import numpy as np
+
+        from serve_app.pipeline.types import read_meta
+
+        if not self.touch_mesh(key):
+            return None
+        try:
+            with np.load(self.mesh_path(key), allow_pickle=False) as archive:
+                return dict(read_meta(archive))
+        except (OSError, ValueError):
+            return None
 
     # -- previews ------------------------------------------------------------------------
 

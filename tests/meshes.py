@@ -83,9 +83,9 @@ def textured_cube() -> TexturedMesh:
 def pipeline_mesh(photo: str = "coffee", quality: int = 3) -> TexturedMesh:
     """A job's canonical mesh: the real pipeline (background removal, the inflate
     generator, texturing) on a scikit-image photo; built once per test process."""
+    from serve_app.contracts.params import GenerationParams
     from serve_app.pipeline.config import PipelineConfig
     from serve_app.pipeline.runner import Pipeline
-    from serve_app.pipeline.types import GenerationParams
     from tests.support import models_dir, photo_bytes
 
     pipeline = Pipeline.from_config(PipelineConfig(models_dir=models_dir(), device="cpu"))

@@ -9,7 +9,7 @@ from serve_app.api.deps import Services
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.routers import batches, health, jobs, meshtools, streams, text, variants
 from serve_app.api.security import install_security
-from serve_app.api.tools_schemas import MAX_BATCH
+from serve_app.schemas.tools import MAX_BATCH
 from serve_app.web import install_web
 
 

@@ -26,29 +26,24 @@ from starlette.datastructures import UploadFile
 from serve_app.api.deps import Services
 from serve_app.api.job_service import run_request, submit_run, upload_photo
 from serve_app.api.request_bodies import parse_json
-from serve_app.api.schemas import GenerateOptions
 from serve_app.api.sse import KEEPALIVE
-from serve_app.api.tools_schemas import (
-    MAX_BATCH,
-    BatchCreated,
-    BatchEntry,
-    BatchJob,
-    BatchJobsRequest,
-    BatchStatus,
-)
+from serve_app.contracts.jobs import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus
+from serve_app.contracts.runs import RunRequest
 from serve_app.errors import (
     BatchNotFoundError,
     JobNotFoundError,
     OrfeasError,
     ValidationFailedError,
 )
-from serve_app.registry.jobs import (
-    ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
-    JobSnapshot,
-    JobStatus,
-    RunRequest,
-    Viewer,
+from serve_app.registry.jobs import JobSnapshot, Viewer
+from serve_app.schemas.jobs import GenerateOptions
+from serve_app.schemas.tools import (
+    MAX_BATCH,
+    BatchCreated,
+    BatchEntry,
+    BatchJob,
+    BatchJobsRequest,
+    BatchStatus,
 )
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from serve_app.api.schemas import StatusBodies
+from serve_app.api.responses import StatusBodies
 from serve_app.api.security import Limiter
 from serve_app.config import AppConfig
 from serve_app.meshtools.variants import PreviewOrder

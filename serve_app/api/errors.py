@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.errors import OrfeasError
-from serve_app.remote import as_orfeas_error
+from serve_app.ray_errors import as_orfeas_error
 
 _LOC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$|^[0-9]{1,6}$")
 

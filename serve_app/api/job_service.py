@@ -10,7 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve_app.api.deps import Services
-from serve_app.api.schemas import GenerateOptions
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.runs import RunRequest
+from serve_app.contracts.variants import VariantInfo
 from serve_app.errors import (
     JobConflictError,
     PayloadTooLargeError,
@@ -21,7 +23,8 @@ from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import catalog
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import TexturedMesh
-from serve_app.registry.jobs import JobSnapshot, JobStatus, RunRequest, VariantInfo, Viewer
+from serve_app.registry.jobs import JobSnapshot, Viewer
+from serve_app.schemas.jobs import GenerateOptions
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 

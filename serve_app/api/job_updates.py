@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serve_app.api.schemas import JobStatusResponse
+from serve_app.api import responses
 from serve_app.registry.jobs import JobSnapshot
 from serve_app.registry.view import JobView
 
@@ -20,7 +20,7 @@ Update = tuple[int, dict[str, Any]]
 
 def event_payload(job: JobSnapshot) -> dict[str, Any]:
     """One stream event: exactly the body of ``GET /api/job-status/{id}``."""
-    return JobStatusResponse.from_snapshot(job).model_dump(mode="json")
+    return responses.job_status(job).model_dump(mode="json")
 
 
 async def job_updates(

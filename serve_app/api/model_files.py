@@ -9,10 +9,9 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import Services
+from serve_app.contracts.params import OutputFormat
 from serve_app.errors import ModelUnavailableError, WorkTimeoutError
 from serve_app.meshtools.variants import PreviewOrder
-from serve_app.pipeline.types import OutputFormat
-from serve_app.registry.cache import derive_format
 
 
 async def export_file(services: Services, key: str, format: OutputFormat) -> Path:
@@ -23,7 +22,7 @@ async def export_file(services: Services, key: str, format: OutputFormat) -> Pat
     lock_name = f"{key}.{format}"
     try:
         async with services.conversion_lock(lock_name):
-            return await run_in_threadpool(derive_format, services.store, key, format)
+            return await run_in_threadpool(services.store.derive_format, key, format)
     finally:  # a failed or abandoned conversion must not leave its lock behind
         services.release_conversion_lock(lock_name)
 

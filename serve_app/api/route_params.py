@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query
 
-from serve_app.api.schemas import ErrorResponse
-from serve_app.meshtools.variants import VARIANT_ID_PATTERN
-from serve_app.registry.jobs import JOB_ID_PATTERN
+from serve_app.contracts.jobs import JOB_ID_PATTERN
+from serve_app.contracts.variants import VARIANT_ID_PATTERN
+from serve_app.schemas.jobs import ErrorResponse
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex")]
 #: A batch id has the shape of a job id.

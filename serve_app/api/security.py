@@ -35,8 +35,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from serve_app.api.errors import CarriedError, render_error
+from serve_app.config_policies import RateLimit, SecurityConfig
 from serve_app.errors import OrfeasError, PayloadTooLargeError, RateLimitedError, UnauthorizedError
-from serve_app.policy import RateLimit, SecurityConfig
 from serve_app.registry.jobs import EVERYONE, Viewer
 
 Scope = MutableMapping[str, Any]

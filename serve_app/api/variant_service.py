@@ -9,10 +9,11 @@ from typing import Any
 from serve_app.api.deps import Services
 from serve_app.api.job_service import completed_job, find_variant, mesh_of
 from serve_app.api.model_files import preview_file
-from serve_app.api.schemas import VariantResponse
-from serve_app.api.tools_schemas import PreviewRequest, VariantMade, VariantRequest
+from serve_app.contracts.variants import VariantOrder
 from serve_app.meshtools.variants import PreviewOrder, VariantOperation, variant_id
-from serve_app.registry.jobs import VariantOrder, Viewer
+from serve_app.registry.jobs import Viewer
+from serve_app.schemas.jobs import VariantResponse
+from serve_app.schemas.tools import PreviewRequest, VariantMade, VariantRequest
 
 
 async def make_variant(

@@ -11,7 +11,7 @@
         client.download(job.job_id, "glb", "out/")
 
 ``AsyncOrfeasClient`` is the same for asyncio. Bodies and answers are the API's own models
-(``serve_app.api.schemas`` and friends); errors are ``ApiError`` subclasses carrying the
+(``serve_app.schemas.jobs`` and friends); errors are ``ApiError`` subclasses carrying the
 service's ``code``, ``message``, HTTP ``status`` and ``retry_after``.
 """
 

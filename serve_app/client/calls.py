@@ -18,14 +18,19 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from serve_app.api.schemas import (
+from serve_app.client.errors import UnexpectedResponse
+from serve_app.contracts.jobs import is_job_id
+from serve_app.contracts.meshtools import CustomMaterial, MeshAnalysis
+from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.contracts.variants import is_variant_id
+from serve_app.schemas.jobs import (
     GenerateOptions,
     GenerateRequest,
     GeneratorsResponse,
     JobStatusResponse,
     UploadResponse,
 )
-from serve_app.api.tools_schemas import (
+from serve_app.schemas.tools import (
     MAX_BATCH,
     AnalyzeJobRequest,
     BatchCreated,
@@ -38,12 +43,6 @@ from serve_app.api.tools_schemas import (
     TextToImageRequest,
     VariantMade,
 )
-from serve_app.client.errors import UnexpectedResponse
-from serve_app.meshtools.analyze import MeshAnalysis
-from serve_app.meshtools.materials import CustomMaterial
-from serve_app.meshtools.variants import is_variant_id
-from serve_app.pipeline.types import OUTPUT_FORMATS
-from serve_app.registry.jobs import is_job_id
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from serve_app.api.schemas import ErrorResponse
+from serve_app.schemas.jobs import ErrorResponse
 
 #: How much of a body that is not the service's JSON goes into a message.
 MAX_FOREIGN_MESSAGE_CHARS = 200

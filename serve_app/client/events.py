@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.api.schemas import JobStatusResponse
-from serve_app.registry.jobs import JobStatus
+from serve_app.contracts.jobs import JobStatus
+from serve_app.schemas.jobs import JobStatusResponse
 
 
 @dataclass(frozen=True)

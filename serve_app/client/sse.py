@@ -3,6 +3,10 @@
 The service's streams use ``retry``, ``id`` and one-line ``data`` fields and comment lines
 for keep-alives; the decoder also takes multi-line data and named events. Reconnecting
 with ``Last-Event-ID`` is the watcher's job (``serve_app.client.watch``).
+
+It is fed lines, not a response, so the sync and async clients share it, and a watcher
+seeds ``last_id`` when it reconnects; httpx-sse's public API owns the request instead
+(``connect_sse``), and its decoder class is private.
 """
 
 from __future__ import annotations

@@ -13,13 +13,6 @@ from typing import Any, TypeVar
 import httpx
 
 import serve_app.client.calls as calls
-from serve_app.api.schemas import (
-    GenerateOptions,
-    GeneratorsResponse,
-    JobStatusResponse,
-    UploadResponse,
-)
-from serve_app.api.tools_schemas import BatchCreated, BatchStatus, MaterialsResponse, VariantMade
 from serve_app.client.base import ClientSettings, default_name, transport_error
 from serve_app.client.calls import Call, FileSource
 from serve_app.client.errors import ApiError, TransportError, error_from_response
@@ -34,8 +27,14 @@ from serve_app.client.watch import (
     WatchPlan,
     WatchSettings,
 )
-from serve_app.meshtools.analyze import MeshAnalysis
-from serve_app.meshtools.materials import CustomMaterial
+from serve_app.contracts.meshtools import CustomMaterial, MeshAnalysis
+from serve_app.schemas.jobs import (
+    GenerateOptions,
+    GeneratorsResponse,
+    JobStatusResponse,
+    UploadResponse,
+)
+from serve_app.schemas.tools import BatchCreated, BatchStatus, MaterialsResponse, VariantMade
 
 T = TypeVar("T")
 E = TypeVar("E")

@@ -28,11 +28,11 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 import serve_app.client.calls as calls
-from serve_app.api.schemas import JobStatusResponse
-from serve_app.api.tools_schemas import BatchStatus
 from serve_app.client.errors import ApiError, TransportError, UnexpectedResponse
 from serve_app.client.events import EventTracker, JobEvent
 from serve_app.client.sse import SSEDecoder
+from serve_app.schemas.jobs import JobStatusResponse
+from serve_app.schemas.tools import BatchStatus
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve_app.api.schemas import GenerateOptions
 from serve_app.client import AsyncOrfeasClient, ClientError, JobEnded, OrfeasClient, calls
 from serve_app.client.base import default_name
 from serve_app.client.calls import job_path_id
@@ -40,7 +39,9 @@ from serve_app.commands.common import (
 )
 from serve_app.commands.progress import JobBoard, eta_text, stage_text
 from serve_app.commands.runs import Run, Runner, Starter
-from serve_app.pipeline.types import OUTPUT_FORMATS
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.schemas.jobs import GenerateOptions
 
 COMMANDS = ("submit", "text", "status", "watch", "cancel", "download")
 
@@ -277,7 +278,7 @@ def cancel(args: argparse.Namespace, output: Output) -> int:
         job = client.cancel(job_id)
     output.emit(job.model_dump(mode="json"))
     output.result(f"job {job_id}: {job.status.value}")
-    return EXIT_OK if job.status.value == "cancelled" else EXIT_FAILED
+    return EXIT_OK if job.status is JobStatus.CANCELLED else EXIT_FAILED
 
 
 def download(args: argparse.Namespace, output: Output) -> int:

@@ -14,6 +14,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,21 @@ from serve_app.commands.common import (
     error_fields,
 )
 from serve_app.commands.progress import JobBoard
+from serve_app.contracts.jobs import JobStatus
+
+
+class Submission(StrEnum):
+    """Where a command's run stands before its job reports a status, or why it has none."""
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    #: The request was refused or the service could not be reached (or a file not read).
+    ERROR = "error"
+
+
+#: A run's status: its job's once the job reports one.
+RunStatus = JobStatus | Submission
 
 
 @dataclass
@@ -42,7 +58,7 @@ class Run:
     #: The photo it uploads, if any.
     source: Path | None = None
     job_id: str | None = None
-    status: str = "pending"
+    status: RunStatus = Submission.PENDING
     path: Path | None = None
     error: dict[str, Any] | None = field(default=None)
 
@@ -94,9 +110,9 @@ class Runner:
 
     async def _one(self, run: Run, start: Starter) -> None:
         try:
-            run.status = "submitting"
+            run.status = Submission.SUBMITTING
             run.job_id = await start(self.client, run)
-            run.status = "submitted"
+            run.status = Submission.SUBMITTED
             self.board.add(run.job_id, run.label)
             self.board.note(
                 f"{run.label}: job {run.job_id}",
@@ -107,15 +123,15 @@ class Runner:
             async for event in self.client.watch(run.job_id):
                 self.board.show(event)
                 if isinstance(event, JobEnded):
-                    run.status = event.job.status.value
+                    run.status = event.job.status
                     run.error = event.job.error
-            if run.status == "completed":
+            if run.status is JobStatus.COMPLETED:
                 run.path = await self._download(run)
         except ClientError as error:
-            run.status = "error"
+            run.status = Submission.ERROR
             run.error = {"message": describe_error(error, self.key_given), **error_fields(error)}
         except OSError as error:  # the photo could not be read, the model not written
-            run.status = "error"
+            run.status = Submission.ERROR
             run.error = {"message": f"{error.filename or run.label}: {error.strerror or error}"}
 
     async def _download(self, run: Run) -> Path:
@@ -137,18 +153,21 @@ class Runner:
     async def _cancel_started(self, runs: list[Run]) -> None:
         """Cancel what this command started and has not seen end."""
         for run in runs:
-            if run.job_id is None or run.status not in ("submitted", "submitting"):
-                if run.status in ("submitting", "pending"):
-                    run.status = "cancelled"
+            if run.job_id is None or run.status not in (
+                Submission.SUBMITTED,
+                Submission.SUBMITTING,
+            ):
+                if run.status in (Submission.SUBMITTING, Submission.PENDING):
+                    run.status = JobStatus.CANCELLED
                 continue
             try:
                 job = await self.client.cancel(run.job_id)
-                run.status = job.status.value
+                run.status = job.status
             except Conflict:  # it ended (or never started) meanwhile
                 job = await self.client.status(run.job_id)
-                run.status = job.status.value if job.status.terminal else "cancelled"
+                run.status = job.status if job.status.terminal else JobStatus.CANCELLED
             except ClientError as error:
-                run.status = "error"
+                run.status = Submission.ERROR
                 run.error = {
                     "message": describe_error(error, self.key_given),
                     **error_fields(error),
@@ -158,7 +177,7 @@ class Runner:
             self.board.note(f"{run.label}: cancelled job {run.job_id}", **record, status=run.status)
 
     def _report(self, runs: list[Run]) -> int:
-        failed = [run for run in runs if run.status != "completed"]
+        failed = [run for run in runs if run.status is not JobStatus.COMPLETED]
         code = EXIT_FAILED if failed else EXIT_OK
         self.output.emit(
             {"type": "result", "exit_code": code, "jobs": [run.record() for run in runs]}
@@ -166,7 +185,7 @@ class Runner:
         if self.output.json:
             return code
         for run in runs:
-            if run.status == "completed":
+            if run.status is JobStatus.COMPLETED:
                 self.output.result(f"{run.label}: completed -> {run.path}")
             elif run.error:
                 self.output.error(f"{run.label}: {ended_text(run.status, run.error)}")
@@ -180,7 +199,7 @@ def ended_text(status: str, error: dict[str, Any]) -> str:
     (``failed in background_removal (no_subject): no subject found ...``); a refused request
     (``error``) is its message alone."""
     message = error.get("message") or error.get("code")
-    if status == "error":
+    if status == Submission.ERROR:
         return str(message)
     where = f" in {error['stage']}" if error.get("stage") else ""
     code = error.get("code")

@@ -10,8 +10,8 @@ issue with a stable code: ``open_surface``, ``non_manifold_edges``,
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, Field
 
+from serve_app.contracts.meshtools import BoundingBox, Issue, MeshAnalysis
 from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.readers import read_mesh
 
@@ -19,38 +19,6 @@ from serve_app.meshtools.readers import read_mesh
 MERGE_GRID_MM = 1e-6
 #: Shells wound inwards beyond this many are not tested for being cavities.
 MAX_CAVITY_TESTS = 64
-
-
-class BoundingBox(BaseModel):
-    x: float = Field(description="extent along X, mm")
-    y: float = Field(description="extent along Y (up), mm")
-    z: float = Field(description="extent along Z, mm")
-
-
-class Issue(BaseModel):
-    code: str = Field(description="stable name, e.g. open_surface")
-    message: str
-
-
-class MeshAnalysis(BaseModel):
-    """What ``POST /api/analyze-stl`` answers."""
-
-    format: str = Field(description='stl, obj, ply, glb, or "canonical" for a job\'s model')
-    triangles: int
-    vertices: int = Field(description="distinct positions")
-    bounding_box_mm: BoundingBox
-    volume_mm3: float | None = Field(
-        description="enclosed volume; null unless closed and consistently wound"
-    )
-    surface_area_mm2: float
-    watertight: bool = Field(description="every edge is shared by exactly two faces")
-    winding_consistent: bool = Field(description="neighbours traverse shared edges oppositely")
-    boundary_edges: int = Field(description="edges of one face only: the rims of holes")
-    non_manifold_edges: int = Field(description="edges of more than two faces")
-    components: int = Field(description="connected pieces")
-    degenerate_faces: int = Field(description="faces of zero area")
-    printable: bool
-    issues: list[Issue] = Field(description="each reason the mesh is not printable")
 
 
 def analyze_file(data: bytes, limits: MeshLimits | None = None) -> MeshAnalysis:
@@ -135,14 +103,23 @@ def _merged(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     corners : (m, 3, 3) float64 → points (k, 3) float64, faces (m, 3) int64
     """
     flat = corners.reshape(-1, 3)
-    keys = np.round(flat / MERGE_GRID_MM).astype(np.int64)
+    firsts, groups = group_rows(np.round(flat / MERGE_GRID_MM).astype(np.int64))
+    return flat[firsts], groups.reshape(-1, 3)
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows of ``keys`` as groups, numbered in the rows' sorted order.
+
+    keys : (n, 3) int64 → firsts (k,) int64, a row of each group; groups (n,) int64, the
+    group of each row
+    """
     order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
     ordered = keys[order]
     starts = np.ones(len(order), dtype=bool)
     starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    inverse = np.empty(len(order), dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    return flat[order[starts]], inverse.reshape(-1, 3)
+    groups = np.empty(len(order), dtype=np.int64)
+    groups[order] = np.cumsum(starts) - 1
+    return order[starts], groups
 
 
 def _repeats(faces: np.ndarray) -> np.ndarray:

@@ -9,44 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.contracts.meshtools import CUSTOM, HEX_COLOR_PATTERN, CustomMaterial, Material
 from serve_app.errors import ValidationFailedError
 from serve_app.pipeline.types import TexturedMesh
-
-HEX_COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
-HexColor = Annotated[str, Field(pattern=HEX_COLOR_PATTERN, examples=["#c0392b"])]
-#: The name a custom material is stored under.
-CUSTOM = "custom"
-
-
-class Material(BaseModel):
-    """A resolved material: what is applied and written to every format."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description='a preset\'s name, or "custom"')
-    base_color: HexColor | None = Field(
-        default=None, description="sRGB colour replacing the texture; null keeps the texture"
-    )
-    metallic: float = Field(ge=0, le=1, description="glTF metallicFactor")
-    roughness: float = Field(ge=0, le=1, description="glTF roughnessFactor")
-    description: str = ""
-
-
-class CustomMaterial(BaseModel):
-    """A material given by its factors instead of a preset's name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_color: HexColor | None = Field(
-        default=None, description="sRGB colour replacing the texture; omit to keep it"
-    )
-    metallic: float = Field(ge=0, le=1)
-    roughness: float = Field(ge=0, le=1)
 
 
 def _preset(name: str, metallic: float, roughness: float, description: str) -> Material:

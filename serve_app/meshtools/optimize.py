@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.errors import ValidationFailedError
-from serve_app.meshtools.analyze import is_closed
+from serve_app.meshtools.analyze import group_rows, is_closed
 from serve_app.meshtools.config import MAX_TARGET_FACES, MIN_TARGET_FACES
 from serve_app.pipeline.types import TexturedMesh
 
@@ -113,13 +113,7 @@ def _arrays(pm: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     wedges = np.asarray(pm.wedge_tex_coord_matrix(), dtype=np.float64).reshape(-1, 2)
     corner = faces.reshape(-1)
     keys = np.column_stack([corner, np.round(wedges / _UV_GRID).astype(np.int64)])
-    order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
-    ordered = keys[order]
-    starts = np.ones(len(order), dtype=bool)
-    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    new_index = np.empty(len(order), dtype=np.int64)
-    new_index[order] = np.cumsum(starts) - 1
-    firsts = order[starts]
+    firsts, new_index = group_rows(keys)
     return vertices[corner[firsts]], new_index.reshape(-1, 3), wedges[firsts]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -21,8 +20,6 @@ from typing import Any
 
 #: Bumped when a recipe's meaning changes (an operation's algorithm, the mesh layout).
 VARIANT_SCHEMA = 1
-VARIANT_ID_PATTERN = r"^[0-9a-f]{64}$"
-_VARIANT_ID_RE = re.compile(VARIANT_ID_PATTERN)
 _DIGITS = 9
 
 
@@ -48,10 +45,6 @@ def variant_id(
     }
     blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def is_variant_id(value: str) -> bool:
-    return bool(_VARIANT_ID_RE.fullmatch(value))
 
 
 def _canonical(value: Any) -> Any:

@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from serve_app.contracts.stages import Stage
 from serve_app.errors import ModelUnavailableError, NoSubjectError
-from serve_app.pipeline.types import CancelToken, CutOut, ProgressCallback, Stage, no_progress
+from serve_app.pipeline.types import CancelToken, CutOut, ProgressCallback, no_progress
 
 U2NETP_MD5 = "8e83ca70e441ab06c318d82300c84806"
 

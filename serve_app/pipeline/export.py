@@ -11,8 +11,9 @@ from PIL import Image
 from trimesh.visual.material import PBRMaterial
 from trimesh.visual.texture import TextureVisuals
 
+from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
 from serve_app.errors import InvalidInputError
-from serve_app.pipeline.types import OUTPUT_FORMATS, OutputFormat, TexturedMesh
+from serve_app.pipeline.types import TexturedMesh
 
 MEDIA_TYPES: dict[OutputFormat, str] = {
     "glb": "model/gltf-binary",

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from serve_app.contracts.params import GenerationParams, OutputFormat
+from serve_app.contracts.stages import Stage
 from serve_app.pipeline.background import BackgroundRemover, RembgRemover
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
@@ -17,11 +19,8 @@ from serve_app.pipeline.texture import texture_mesh
 from serve_app.pipeline.types import (
     CancelToken,
     CutOut,
-    GenerationParams,
     Mesh,
-    OutputFormat,
     ProgressCallback,
-    Stage,
     TexturedMesh,
     no_progress,
 )

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from serve_app.pipeline.types import Dimensions
+from serve_app.contracts.params import Dimensions
 
 #: Size of the longest side when no dimension is requested.
 DEFAULT_LONGEST_MM = 100.0

@@ -18,40 +18,32 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from serve_app.contracts.runs import TextModel
+from serve_app.contracts.text import MAX_PIXELS, TextToImageParams
 from serve_app.errors import (
     JobCancelledError,
-    ModelNotConfiguredError,
     ModelUnavailableError,
     ValidationFailedError,
 )
 from serve_app.pipeline.text_params import (
-    MAX_PIXELS,
-    TextToImageParams,
     check_limits,
     describe_prompt,
-    image_cache_key,
     with_defaults,
     with_size,
 )
 from serve_app.pipeline.types import CancelToken
-from serve_app.registry.jobs import ImageTicket, StoredImage, TextModel
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from serve_app.config import TextToImageConfig
-    from serve_app.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
@@ -218,21 +210,6 @@ class TextToImageBackend:
             self.version,
         )
 
-    @classmethod
-    def from_config(cls, config: TextToImageConfig) -> TextToImageBackend:
-        """The backend of the ``text_to_image`` config section (its model_path must be set)."""
-        if config.model_path is None:
-            raise ModelNotConfiguredError("text_to_image.model_path is not set", setting=SETTING)
-        return cls(
-            config.model_path,
-            config.device,
-            config.dtype,
-            max_pixels=config.max_pixels,
-            max_steps=config.max_steps,
-            default_steps=config.default_steps,
-            default_guidance_scale=config.default_guidance_scale,
-        )
-
     @property
     def model(self) -> TextModel:
         """What the registry is told of this model (for the image cache keys it checks)."""
@@ -304,28 +281,6 @@ class TextToImageBackend:
             arguments["generator"] = torch.Generator(device="cpu").manual_seed(seed)
             image: Image.Image = self._pipe(**arguments).images[0]
         return image.convert("RGB"), params
-
-
-def make_image(
-    backend: TextToImageBackend,
-    store: ArtifactStore,
-    ticket: ImageTicket,
-    on_step: StepCallback = no_steps,
-    cancel: CancelToken | None = None,
-) -> StoredImage:
-    """The PNG of ``ticket`` in ``store``, as its job's input: from the cache when this
-    prompt, these parameters and this model version were made before, else generated."""
-    start = time.perf_counter()
-    params = backend.resolve(ticket.params)
-    key = image_cache_key(params, backend.version)
-    upload = store.adopt_generated_image(ticket.job_id, key, ticket.owner)
-    if upload is not None:
-        return StoredImage(key, upload, params, backend.version, True, time.perf_counter() - start)
-    image, params = backend.generate(params, on_step, cancel)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    upload = store.put_generated_image(ticket.job_id, key, buffer.getvalue(), ticket.owner)
-    return StoredImage(key, upload, params, backend.version, False, time.perf_counter() - start)
 
 
 def _load_pipeline(model: ModelDirectory, device: str, dtype: str) -> Any:

@@ -6,15 +6,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from serve_app.pipeline.types import (
-    CancelToken,
-    CutOut,
-    GenerationParams,
-    Mesh,
-    ProgressCallback,
-    Stage,
-    TexturedMesh,
-)
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback, TexturedMesh
 
 #: Longest side of the base-colour texture per quality level (never above the photo's own).
 TEXTURE_SIDE = {

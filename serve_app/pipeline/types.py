@@ -1,112 +1,21 @@
-"""Data types shared by the pipeline stages: stages, progress, cancel, parameters and meshes."""
+"""Data types of the pipeline stages: progress, cancel, cut-outs and meshes."""
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from serve_app.contracts.stages import Stage
 from serve_app.errors import JobCancelledError
 
-
-class Stage(StrEnum):
-    """The pipeline stages, in the order a run goes through them.
-
-    ``text_to_image`` runs only in a text job's run (a prompt made into its picture); the
-    other four make a model of a picture (``MODEL_STAGES``).
-    """
-
-    TEXT_TO_IMAGE = "text_to_image"
-    BACKGROUND_REMOVAL = "background_removal"
-    SHAPE_GENERATION = "shape_generation"
-    TEXTURE_SYNTHESIS = "texture_synthesis"
-    EXPORT = "export"
-
-
-#: The stages that make a model of a picture (uploaded, or made from a prompt).
-MODEL_STAGES: tuple[Stage, ...] = (
-    Stage.BACKGROUND_REMOVAL,
-    Stage.SHAPE_GENERATION,
-    Stage.TEXTURE_SYNTHESIS,
-    Stage.EXPORT,
-)
-
-#: Overall progress band (percent) of each stage of a model run (a picture → a model).
-STAGE_BANDS: dict[Stage, tuple[float, float]] = {
-    Stage.BACKGROUND_REMOVAL: (0.0, 10.0),
-    Stage.SHAPE_GENERATION: (10.0, 60.0),
-    Stage.TEXTURE_SYNTHESIS: (60.0, 90.0),
-    Stage.EXPORT: (90.0, 100.0),
-}
-
-#: The share (percent) of a prompt-to-model run that making the picture takes; the model
-#: stages' bands are rescaled into the rest, in order.
-TEXT_TO_IMAGE_SHARE = 30.0
-
-
-class RunPlan(StrEnum):
-    """Which stages one run of a job goes through."""
-
-    #: A picture (uploaded, or made by an earlier run) → a model: the four model stages.
-    MODEL = "model"
-    #: A prompt → a picture: ``text_to_image`` alone.
-    IMAGE = "image"
-    #: A prompt → a picture → a model, in one run: all five stages.
-    TEXT_TO_MODEL = "text_to_model"
-
-    @property
-    def stages(self) -> tuple[Stage, ...]:
-        return PLAN_STAGES[self]
-
-    @property
-    def makes_image(self) -> bool:
-        return self is not RunPlan.MODEL
-
-    @property
-    def makes_model(self) -> bool:
-        return self is not RunPlan.IMAGE
-
-
-PLAN_STAGES: dict[RunPlan, tuple[Stage, ...]] = {
-    RunPlan.MODEL: MODEL_STAGES,
-    RunPlan.IMAGE: (Stage.TEXT_TO_IMAGE,),
-    RunPlan.TEXT_TO_MODEL: (Stage.TEXT_TO_IMAGE, *MODEL_STAGES),
-}
-
-
-def _text_to_model_bands() -> dict[Stage, tuple[float, float]]:
-    share = TEXT_TO_IMAGE_SHARE
-    scale = (100.0 - share) / 100.0
-    bands = {Stage.TEXT_TO_IMAGE: (0.0, share)}
-    for stage, (lo, hi) in STAGE_BANDS.items():
-        bands[stage] = (share + lo * scale, share + hi * scale)
-    return bands
-
-
-#: Each plan's stages and their bands: consecutive, from 0 to 100, in the plan's order.
-PLAN_BANDS: dict[RunPlan, dict[Stage, tuple[float, float]]] = {
-    RunPlan.MODEL: STAGE_BANDS,
-    RunPlan.IMAGE: {Stage.TEXT_TO_IMAGE: (0.0, 100.0)},
-    RunPlan.TEXT_TO_MODEL: _text_to_model_bands(),
-}
-
-
-def overall_progress(stage: Stage, fraction: float, plan: RunPlan = RunPlan.MODEL) -> float:
-    """Map ``fraction`` (0..1) of ``stage`` onto the 0..100 progress scale of a ``plan`` run.
-
-    Raises KeyError for a stage the plan does not go through.
-    """
-    lo, hi = PLAN_BANDS[plan][stage]
-    return lo + (hi - lo) * min(1.0, max(0.0, fraction))
-
+if TYPE_CHECKING:
+    # numpy is imported where a mesh is (de)serialised, so the generator catalog (and the
+    # HTTP schemas, the client and the CLI that read it) import none.
+    import numpy as np
 
 ProgressCallback = Callable[[Stage, float], None]
 """``on_progress(stage, fraction)`` with ``fraction`` in [0, 1]."""
@@ -132,82 +41,6 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise JobCancelledError("the job was cancelled")
-
-
-OutputFormat = Literal["glb", "obj", "stl", "ply"]
-OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("glb", "obj", "stl", "ply")
-
-MAX_DIMENSION_MM = 10_000.0
-
-
-class Dimensions(BaseModel):
-    """Requested model size in millimetres; unset axes follow the model's aspect ratio."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    width: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="X extent, mm")
-    height: float | None = Field(
-        default=None, gt=0, le=MAX_DIMENSION_MM, description="Y extent, mm"
-    )
-    depth: float | None = Field(default=None, gt=0, le=MAX_DIMENSION_MM, description="Z extent, mm")
-
-    @field_validator("width", "height", "depth")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number of millimetres")
-        return value
-
-
-#: Bounds of the generator parameters (inclusive), shared by the API schema and the CLI.
-SEED_MAX = 2**32 - 1
-STEPS_RANGE = (1, 100)
-GUIDANCE_RANGE = (0.0, 20.0)
-OCTREE_RANGE = (16, 512)
-NUM_CHUNKS_RANGE = (1_000, 100_000)
-MC_LEVEL_RANGE = (-1.0, 1.0)
-FACE_COUNT_RANGE = (500, 1_000_000)
-
-#: The parameters some generator takes besides quality and dimensions; None means "the
-#: generator's default for the quality" until the generator resolves it.
-TUNABLE_PARAMETERS: tuple[str, ...] = (
-    "seed",
-    "steps",
-    "guidance_scale",
-    "octree_resolution",
-    "num_chunks",
-    "mc_level",
-    "face_count",
-)
-
-
-class GenerationParams(BaseModel):
-    """What a generation is asked for; once resolved by its generator (every parameter it
-    takes filled in, defaults from ``quality``), part of the content-addressed cache key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    quality: int = Field(default=5, ge=1, le=10, description="1 (fast, coarse) to 10 (fine)")
-    dimensions: Dimensions = Field(default_factory=Dimensions)
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
-    steps: int | None = Field(default=None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
-    guidance_scale: float | None = Field(
-        default=None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], allow_inf_nan=False
-    )
-    octree_resolution: int | None = Field(default=None, ge=OCTREE_RANGE[0], le=OCTREE_RANGE[1])
-    num_chunks: int | None = Field(default=None, ge=NUM_CHUNKS_RANGE[0], le=NUM_CHUNKS_RANGE[1])
-    mc_level: float | None = Field(
-        default=None, ge=MC_LEVEL_RANGE[0], le=MC_LEVEL_RANGE[1], allow_inf_nan=False
-    )
-    face_count: int | None = Field(default=None, ge=FACE_COUNT_RANGE[0], le=FACE_COUNT_RANGE[1])
-
-    def given(self) -> dict[str, int | float]:
-        """The generator parameters that are set (not left to the generator's defaults)."""
-        return {
-            name: getattr(self, name)
-            for name in TUNABLE_PARAMETERS
-            if getattr(self, name) is not None
-        }
 
 
 @dataclass
@@ -264,6 +97,8 @@ class TexturedMesh:
         """Serialise to an ``.npz`` (the canonical artifact), uncompressed: zlib over the
         texture costs more time per job than the disk it saves is worth. ``base_color`` and
         ``material`` are written only when set, so files without them read as before."""
+        import numpy as np
+
         arrays: dict[str, np.ndarray] = {
             "vertices": self.vertices.astype(np.float32),
             "faces": self.faces.astype(np.int64),
@@ -282,6 +117,8 @@ class TexturedMesh:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
+        import numpy as np
+
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             roughness, metallic = (float(x) for x in z["pbr"])
             base_color = None

@@ -24,23 +24,17 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from serve_app.config import AppConfig
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.runs import RunRequest, TextModel, UploadInfo
+from serve_app.contracts.stages import RunPlan, Stage
+from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.variants import VariantOrder
 from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
 from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.pipeline.types import RunPlan, Stage
 from serve_app.registry import retention
 from serve_app.registry.commits import Change, Commits
 from serve_app.registry.feeds import Changes, JobLog
-from serve_app.registry.jobs import (
-    JobPage,
-    JobSnapshot,
-    JobStatus,
-    RunRequest,
-    TextModel,
-    UploadInfo,
-    VariantOrder,
-    Viewer,
-)
+from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
 from serve_app.registry.journal import Ledger
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.supervisor import Supervisor, SupervisorStats

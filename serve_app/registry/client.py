@@ -14,8 +14,8 @@ from ray.actor import ActorHandle
 
 from serve_app.config import AppConfig
 from serve_app.errors import OrfeasError
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.actor import JobRegistry, RegistryActor
-from serve_app.remote import as_orfeas_error
 
 #: Longest ``build_app`` waits for an existing registry to adopt a new config.
 CONFIGURE_TIMEOUT_S = 60.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serve_app.pipeline.types import MODEL_STAGES, Stage
+from serve_app.contracts.stages import MODEL_STAGES, Stage
 
 #: Seconds per stage at quality 1..10, measured with the embedded ``inflate`` generator.
 SEED_SECONDS: dict[Stage, tuple[float, ...]] = {

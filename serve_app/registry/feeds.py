@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from serve_app.pipeline.types import Stage
+from serve_app.contracts.stages import Stage
 from serve_app.registry.jobs import JobSnapshot
 
 #: Changes kept for readers that fall behind; beyond it they resynchronise.

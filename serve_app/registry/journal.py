@@ -20,7 +20,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter
 
-from serve_app.registry.jobs import ACTIVE_STATUSES, JobRecord
+from serve_app.contracts.jobs import ACTIVE_STATUSES
+from serve_app.registry.jobs import JobRecord
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.stages import PLAN_BANDS, Stage
 from serve_app.metrics import (
     ACTIVE_JOBS,
     CACHE_HITS,
@@ -29,10 +31,9 @@ from serve_app.metrics import (
     ServiceMetrics,
 )
 from serve_app.pipeline.text_params import describe_prompt
-from serve_app.pipeline.types import PLAN_BANDS, Stage
 from serve_app.registry.eta import ImageClock, StageClock
 from serve_app.registry.feeds import ChangeFeed, JobLog, JobLogs
-from serve_app.registry.jobs import JobRecord, JobSnapshot, JobStatus
+from serve_app.registry.jobs import JobRecord, JobSnapshot
 from serve_app.registry.table import JobTable
 
 #: The metrics' ``generator`` label of a run that makes a picture alone.

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.policy import RetentionConfig
+from serve_app.config_policies import RetentionConfig
 from serve_app.registry.journal import JobJournal
 from serve_app.registry.table import JobTable
 from serve_app.storage import ArtifactStore

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from serve_app.config import RegistryConfig
+from serve_app.contracts.runs import ImageTicket, JobTicket, RunRequest
+from serve_app.contracts.stages import Stage
 from serve_app.errors import (
     JobCancelledError,
     JobInterruptedError,
@@ -37,14 +39,13 @@ from serve_app.errors import (
     ServiceOverloadedError,
     WorkerLostError,
 )
-from serve_app.pipeline.types import Stage
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.commits import Change, Commits
-from serve_app.registry.jobs import ImageTicket, JobRecord, JobTicket, RunRequest
+from serve_app.registry.jobs import JobRecord
 from serve_app.registry.leases import Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
 from serve_app.registry.workers import Workers
-from serve_app.remote import as_orfeas_error
 
 logger = logging.getLogger(__name__)
 

@@ -7,22 +7,13 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 
+from serve_app.contracts.jobs import JobStatus, can_transition
+from serve_app.contracts.runs import RunRequest, RunResult, StoredImage, UploadInfo
+from serve_app.contracts.stages import PLAN_BANDS, RunPlan, Stage, overall_progress
+from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.variants import VariantInfo
 from serve_app.errors import JobCancelledError, JobConflictError, JobNotFoundError, OrfeasError
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.pipeline.types import PLAN_BANDS, RunPlan, Stage, overall_progress
-from serve_app.registry.jobs import (
-    EVERYONE,
-    JobPage,
-    JobRecord,
-    JobStatus,
-    RunRequest,
-    RunResult,
-    StoredImage,
-    UploadInfo,
-    VariantInfo,
-    Viewer,
-    can_transition,
-)
+from serve_app.registry.jobs import EVERYONE, JobPage, JobRecord, Viewer
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(Stage)}
 #: The most progress a run shows before it has completed: 100 means done.

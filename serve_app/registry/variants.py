@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from serve_app.config import MeshToolsConfig
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.variants import VariantBuilt, VariantInfo, VariantOrder
 from serve_app.errors import (
     JobConflictError,
     JobNotFoundError,
@@ -34,19 +36,12 @@ from serve_app.errors import (
     VariantNotFoundError,
     WorkTimeoutError,
 )
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.commits import Commits
-from serve_app.registry.jobs import (
-    JobRecord,
-    JobSnapshot,
-    JobStatus,
-    VariantBuilt,
-    VariantInfo,
-    VariantOrder,
-)
+from serve_app.registry.jobs import JobRecord, JobSnapshot
 from serve_app.registry.journal import Ledger, Remembered
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
-from serve_app.remote import as_orfeas_error
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle

@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from serve_app.contracts.jobs import JobStatus
 from serve_app.errors import JobNotFoundError
 from serve_app.registry.feeds import Change
-from serve_app.registry.jobs import JobPage, JobSnapshot, JobStatus, Viewer, page_of
+from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer, page_of
 
 if TYPE_CHECKING:
     from serve_app.registry.client import RegistryClient

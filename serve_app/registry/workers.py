@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from serve_app.contracts.runs import ImageTicket, JobTicket, RunResult, StoredImage, TextModel
 from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
 from serve_app.pipeline.text_params import image_cache_key, with_size
-from serve_app.registry.cache import cache_key, cached_mesh_meta
-from serve_app.registry.jobs import ImageTicket, JobTicket, RunResult, StoredImage, TextModel
+from serve_app.registry.cache import cache_key
 from serve_app.registry.journal import Ledger, Remembered
 from serve_app.storage import ArtifactStore
 
@@ -175,7 +175,7 @@ class Workers:
         key = cache_key(
             ticket.upload.sha256, ticket.request.params, self.background_model, generator, version
         )
-        meta = await asyncio.to_thread(cached_mesh_meta, self.store, key)
+        meta = await asyncio.to_thread(self.store.mesh_meta, key)
         if meta is None:
             return None
         watertight = meta.get("watertight")

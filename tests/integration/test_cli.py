@@ -26,7 +26,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from serve_app.pipeline.types import MODEL_STAGES
+from serve_app.contracts.stages import MODEL_STAGES
 from tests.client import Service, photo
 from tests.gltf_validator import validate_glb
 from tests.integration.test_client import PICTURE, PROMPT

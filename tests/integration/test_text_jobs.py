@@ -18,8 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from serve_app.contracts.stages import MODEL_STAGES
 from serve_app.pipeline.text_params import prompt_sha256
-from serve_app.pipeline.types import MODEL_STAGES
 from tests.client import TERMINAL, Api, Service
 from tests.gltf_validator import validate_glb
 from tests.integration.test_live import changes, watch_sse, watch_ws

@@ -27,18 +27,19 @@ from ray.actor import ActorHandle
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
 from serve_app.config import AppConfig
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.meshtools.isolated import IsolatedWorker
 from serve_app.meshtools.variants import PreviewOrder
-from serve_app.meshtools.work import make_variant, render_to_store
 from serve_app.metrics import MetricsSink
-from serve_app.pipeline.types import GenerationParams, TexturedMesh
+from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.actor import JobRegistry
 from serve_app.registry.cache import cache_key
 from serve_app.registry.client import RegistryClient
-from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.registry.view import JobView
 from serve_app.registry.workers import Backends
 from serve_app.storage import ArtifactStore
+from serve_app.work.meshtools import make_variant, render_to_store
 from tests.support import encode, photo
 
 T = TypeVar("T")
@@ -69,7 +70,7 @@ def in_process_client(registry: JobRegistry) -> RegistryClient:
 
 
 class InProcessMeshTools:
-    """What the MeshTools deployment does (``serve_app.meshtools.work``), in threads of
+    """What the MeshTools deployment does (``serve_app.work.meshtools``), in threads of
     this process; counts the variants and previews it was asked for."""
 
     def __init__(self, config: AppConfig) -> None:

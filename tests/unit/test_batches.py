@@ -12,7 +12,7 @@ import pytest
 
 from serve_app.api.batch_service import summarize
 from serve_app.api.security import hash_key
-from serve_app.api.tools_schemas import BatchJob
+from serve_app.schemas.tools import BatchJob
 from tests.support import encode, photo
 from tests.unit.inprocess import InProcessService, app_config, in_process_service
 

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.api.schemas import JobStatusResponse
 from serve_app.client import (
     ApiError,
     JobEnded,
@@ -30,6 +29,7 @@ from serve_app.client.errors import error_from_response, parse_retry_after
 from serve_app.client.events import EventTracker
 from serve_app.client.retry import may_retry
 from serve_app.client.sse import SSEDecoder
+from serve_app.schemas.jobs import JobStatusResponse
 from tests.support import REPO
 
 JOB_ID = "0123456789abcdef0123456789abcdef"

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from serve_app.api.batch_service import summarize
-from serve_app.api.tools_schemas import BatchJob, BatchStatus
 from serve_app.client import (
     JobEnded,
     JobState,
@@ -20,6 +19,7 @@ from serve_app.client import (
     TransportError,
     WatchSettings,
 )
+from serve_app.schemas.tools import BatchJob, BatchStatus
 from tests.unit.test_client_protocol import JOB_ID, job
 from tests.unit.test_client_requests import Recorder, error
 

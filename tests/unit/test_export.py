@@ -8,11 +8,12 @@ import pytest
 import trimesh
 from PIL import Image
 
+from serve_app.contracts.params import Dimensions, GenerationParams
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.runner import Pipeline
 from serve_app.pipeline.scale import DEFAULT_LONGEST_MM
-from serve_app.pipeline.types import Dimensions, GenerationParams, TexturedMesh
+from serve_app.pipeline.types import TexturedMesh
 from tests.gltf_validator import validate_glb
 from tests.support import ellipse_cutout, encode, models_dir, photo_bytes
 

@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
 from serve_app.config import AppConfig
+from serve_app.contracts.params import GenerationParams
 from serve_app.errors import ValidationFailedError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators.catalog import HUNYUAN3D_STEPS, SPECS, resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
-from serve_app.pipeline.types import GenerationParams
 from serve_app.registry.cache import cache_key
 from serve_app.storage import ArtifactStore
 

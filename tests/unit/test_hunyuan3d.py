@@ -15,6 +15,8 @@ import torch
 import trimesh
 
 from serve_app.cli import main
+from serve_app.contracts.params import OUTPUT_FORMATS, GenerationParams
+from serve_app.contracts.stages import MODEL_STAGES, STAGE_BANDS, Stage, overall_progress
 from serve_app.errors import (
     GpuOutOfMemoryError,
     JobCancelledError,
@@ -26,17 +28,7 @@ from serve_app.pipeline.config import Hunyuan3DSettings
 from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.generators.hunyuan3d import Hunyuan3DGenerator
 from serve_app.pipeline.runner import ModelBuilder, Pipeline
-from serve_app.pipeline.types import (
-    MODEL_STAGES,
-    OUTPUT_FORMATS,
-    STAGE_BANDS,
-    CancelToken,
-    CutOut,
-    GenerationParams,
-    Stage,
-    no_progress,
-    overall_progress,
-)
+from serve_app.pipeline.types import CancelToken, CutOut, no_progress
 from tests.gltf_validator import validate_glb
 from tests.support import ellipse_cutout, models_dir, photo_bytes
 from tests.tiny_hunyuan3d import build_tiny_hunyuan3d

@@ -1,8 +1,11 @@
-"""The service's modules import each other without cycles, and the registry is one package."""
+"""The service's modules import each other without cycles, in layers, and the registry is one
+package."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +81,11 @@ def test_the_job_registry_is_one_package() -> None:
     # Nothing in the registry reaches back into the API, the deployments or the pipeline's
     # models; only the pipeline's small shared types (and the text-to-image parameters).
     for module in registry:
-        outside = {m for m in graph[module] if not m.startswith("serve_app.registry")}
+        outside = {
+            m
+            for m in graph[module]
+            if not m.startswith(("serve_app.registry", "serve_app.contracts"))
+        }
         assert not {m for m in outside if m.startswith(("serve_app.api", "deployments"))}
         assert outside <= {
             "serve_app",
@@ -88,8 +95,78 @@ def test_the_job_registry_is_one_package() -> None:
             "serve_app.pipeline.text_params",
             "serve_app.pipeline.types",
             "serve_app.pipeline.export",
-            "serve_app.policy",
+            "serve_app.config_policies",
             "serve_app.registry",
-            "serve_app.remote",
+            "serve_app.ray_errors",
             "serve_app.storage",
         }, (module, outside)
+
+
+#: The layers, lowest first: a module may import its own layer and those below, never one
+#: above. A package name stands for the package and every module in it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("serve_app", "serve_app.errors"),
+    ("serve_app.contracts",),
+    ("serve_app.pipeline",),
+    ("serve_app.meshtools",),
+    (
+        "serve_app.config",
+        "serve_app.config_policies",
+        "serve_app.metrics",
+        "serve_app.ratelimit",
+        "serve_app.ray_errors",
+        "serve_app.storage",
+    ),
+    ("serve_app.schemas", "serve_app.work"),
+    ("serve_app.client", "serve_app.commands"),
+    ("serve_app.registry",),
+    ("serve_app.api", "serve_app.web"),
+    ("serve_app.app", "serve_app.cli", "serve_app.__main__", "deployments"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module``: that of the longest layer name it is or lies under."""
+    best, level = "", -1
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best, level = name, index
+    assert level >= 0, f"{module} is in no layer: add it to LAYERS"
+    return level
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    graph = import_graph()
+    upward = sorted(
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+    assert upward == []
+
+
+def test_the_contracts_import_nothing_of_the_project_but_the_errors() -> None:
+    graph = import_graph()
+    contracts = {m for m in graph if m.startswith("serve_app.contracts")}
+    assert "serve_app.contracts.jobs" in contracts
+    assert graph["serve_app.errors"] == set()
+    for module in contracts:
+        outside = {m for m in graph[module] if not m.startswith("serve_app.contracts")}
+        assert outside <= {"serve_app.errors"}, (module, outside)
+
+
+def modules_loaded_by(module: str) -> set[str]:
+    """Every module a fresh interpreter holds after importing ``module``."""
+    code = f"import sys, {module}; print(*sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout
+    return set(out.split())
+
+
+def test_importing_the_client_loads_no_numpy_trimesh_or_torch() -> None:
+    loaded = modules_loaded_by("serve_app.client")
+    assert "serve_app.client.sync" in loaded
+    assert not {"numpy", "trimesh", "torch", "scipy", "PIL"} & loaded

@@ -8,6 +8,8 @@ import torch
 import trimesh
 from scipy import ndimage
 
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage
 from serve_app.errors import JobCancelledError, NoSubjectError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators import load_generator
@@ -19,7 +21,7 @@ from serve_app.pipeline.generators.inflate import (
     corner_interior,
     solve_poisson,
 )
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Stage, no_progress
+from serve_app.pipeline.types import CancelToken, CutOut, no_progress
 
 
 def cutout_from_mask(mask: np.ndarray) -> CutOut:

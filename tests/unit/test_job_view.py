@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 
 from serve_app.api.job_updates import job_updates
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
+from serve_app.contracts.stages import MODEL_STAGES
 from serve_app.metrics import MetricsSink
-from serve_app.pipeline.types import MODEL_STAGES, GenerationParams
 from serve_app.registry.actor import JobRegistry
-from serve_app.registry.jobs import EVERYONE, JobStatus, RunRequest, RunResult, UploadInfo
+from serve_app.registry.jobs import EVERYONE
 from serve_app.registry.view import JobView
 from tests.unit.inprocess import (
     ManualClock,
@@ -227,14 +230,14 @@ def test_a_status_body_is_rendered_once_per_snapshot() -> None:
     import dataclasses
     import json
 
-    from serve_app.api.schemas import JobStatusResponse, StatusBodies
+    from serve_app.api.responses import StatusBodies, job_status
     from serve_app.registry.jobs import JobRecord
 
     bodies = StatusBodies(size=2)
     job = JobRecord(job_id=JOB, upload=UPLOAD).snapshot()
     body = bodies.body(job)
     assert bodies.body(job) is body  # the same snapshot: not rendered again
-    assert json.loads(body) == JobStatusResponse.from_snapshot(job).model_dump(mode="json")
+    assert json.loads(body) == job_status(job).model_dump(mode="json")
     changed = dataclasses.replace(job, status=JobStatus.QUEUED, version=job.version + 1)
     assert json.loads(bodies.body(changed))["status"] == "queued"
     for i in range(3):

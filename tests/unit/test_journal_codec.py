@@ -7,17 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
-from serve_app.pipeline.text_params import TextToImageParams
-from serve_app.pipeline.types import GenerationParams, RunPlan, Stage
-from serve_app.registry.jobs import (
-    JobRecord,
-    JobStatus,
-    RunRequest,
-    RunResult,
-    StoredImage,
-    UploadInfo,
-    VariantInfo,
-)
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, StoredImage, UploadInfo
+from serve_app.contracts.stages import RunPlan, Stage
+from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.variants import VariantInfo
+from serve_app.registry.jobs import JobRecord
 from serve_app.registry.journal import decode_record, encode_record
 
 A, B, C, D, E = ("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64)

@@ -7,6 +7,10 @@ import time
 
 import pytest
 
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
+from serve_app.contracts.stages import MODEL_STAGES, Stage
 from serve_app.errors import JobConflictError
 from serve_app.metrics import (
     JOBS_COMPLETED,
@@ -15,10 +19,9 @@ from serve_app.metrics import (
     UPLOAD_BYTES,
     render_prometheus,
 )
-from serve_app.pipeline.types import MODEL_STAGES, GenerationParams, Stage
 from serve_app.registry.eta import StageClock, seed_seconds
 from serve_app.registry.feeds import ChangeFeed, JobLogs
-from serve_app.registry.jobs import JobRecord, JobStatus, RunRequest, RunResult, UploadInfo
+from serve_app.registry.jobs import JobRecord
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
 

@@ -17,10 +17,11 @@ import trimesh
 from PIL import Image
 
 from serve_app.api.security import hash_key
+from serve_app.contracts.variants import VariantOrder
 from serve_app.meshtools.variants import VariantOperation, variant_id
 from serve_app.metrics import MetricsSink
 from serve_app.registry.actor import JobRegistry
-from serve_app.registry.jobs import JobSnapshot, VariantOrder
+from serve_app.registry.jobs import JobSnapshot
 from tests.gltf_validator import validate_glb
 from tests.meshes import pipeline_mesh
 from tests.unit.inprocess import InProcessService, app_config, in_process_service

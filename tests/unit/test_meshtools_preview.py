@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serve_app.contracts.meshtools import CustomMaterial
 from serve_app.errors import ValidationFailedError
-from serve_app.meshtools.materials import CustomMaterial, apply_material, resolve_material
+from serve_app.meshtools.materials import apply_material, resolve_material
 from serve_app.meshtools.preview import render_preview
 from serve_app.pipeline.types import TexturedMesh
 from tests.meshes import cube, pipeline_mesh

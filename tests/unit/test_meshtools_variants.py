@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.meshtools.materials import CustomMaterial, resolve_material
-from serve_app.meshtools.variants import VariantOperation, is_variant_id, variant_id
+from serve_app.contracts.meshtools import CustomMaterial
+from serve_app.contracts.variants import is_variant_id
+from serve_app.meshtools.materials import resolve_material
+from serve_app.meshtools.variants import VariantOperation, variant_id
 from serve_app.storage import ArtifactStore
 
 JOB, OTHER_JOB = "a" * 32, "b" * 32

@@ -6,17 +6,12 @@ import pytest
 import trimesh
 
 from serve_app.cli import main
+from serve_app.contracts.params import OUTPUT_FORMATS, GenerationParams
+from serve_app.contracts.stages import MODEL_STAGES, Stage, overall_progress
 from serve_app.errors import InvalidImageError, JobCancelledError, NoSubjectError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.runner import Pipeline
-from serve_app.pipeline.types import (
-    MODEL_STAGES,
-    OUTPUT_FORMATS,
-    CancelToken,
-    GenerationParams,
-    Stage,
-    overall_progress,
-)
+from serve_app.pipeline.types import CancelToken
 from tests.gltf_validator import validate_glb
 from tests.support import ellipse_cutout, encode, models_dir, photo, photo_bytes
 

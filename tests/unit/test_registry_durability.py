@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
-from serve_app.policy import RetentionConfig
-from serve_app.registry.jobs import JobStatus, RunRequest, RunResult, UploadInfo
+from serve_app.config_policies import RetentionConfig
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import Dimensions, GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
+from serve_app.contracts.stages import Stage
 from serve_app.registry.journal import JobJournal, decode_record, encode_record
 from serve_app.registry.leases import LeaseBook
 from serve_app.registry.retention import plan_expiry, scan_store, sweep

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.security import KeyRing, hash_key, install_security
 from serve_app.config import AppConfig
-from serve_app.policy import RateLimit, SecurityConfig
+from serve_app.config_policies import RateLimit, SecurityConfig
 from serve_app.ratelimit import TokenBuckets
 from serve_app.registry.jobs import Viewer
 from tests.support import config_from_yaml

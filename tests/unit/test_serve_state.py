@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from serve_app.contracts.jobs import TRANSITIONS, JobStatus, check_job_id
+from serve_app.contracts.params import Dimensions, GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
+from serve_app.contracts.stages import Stage
 from serve_app.errors import (
     GenerationFailedError,
     JobCancelledError,
@@ -15,17 +19,8 @@ from serve_app.errors import (
     JobNotFoundError,
     ValidationFailedError,
 )
-from serve_app.pipeline.types import Dimensions, GenerationParams, Stage
 from serve_app.registry.cache import cache_key
-from serve_app.registry.jobs import (
-    TRANSITIONS,
-    JobStatus,
-    RunRequest,
-    RunResult,
-    UploadInfo,
-    Viewer,
-    check_job_id,
-)
+from serve_app.registry.jobs import Viewer
 from serve_app.registry.table import JobTable
 from serve_app.storage import ArtifactStore
 

@@ -13,14 +13,11 @@ from pydantic import ValidationError
 
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
-from serve_app.api.schemas import GenerateOptions, GenerateRequest
-from serve_app.api.tools_schemas import TextToImageRequest
 from serve_app.config import AppConfig
-from serve_app.pipeline.text_params import (
-    TextToImageParams,
-    describe_prompt,
-    image_cache_key,
-)
+from serve_app.contracts.text import TextToImageParams
+from serve_app.pipeline.text_params import describe_prompt, image_cache_key
+from serve_app.schemas.jobs import GenerateOptions, GenerateRequest
+from serve_app.schemas.tools import TextToImageRequest
 from serve_app.storage import ArtifactStore
 from tests.unit.inprocess import app_config, in_process_service
 
@@ -254,7 +251,7 @@ def test_the_text_to_image_section_is_strict(tmp_path: Path) -> None:
 
 def test_the_openapi_examples_are_valid_requests_and_statuses(api: TestClient) -> None:
     from serve_app.api.routers.text import ACCEPTED_EXAMPLE
-    from serve_app.api.schemas import JobStatusResponse
+    from serve_app.schemas.jobs import JobStatusResponse
 
     spec = api.get("/openapi.json").json()
     operation = spec["paths"][URL]["post"]

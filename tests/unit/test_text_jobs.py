@@ -7,25 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.errors import JobConflictError, NoSubjectError
-from serve_app.pipeline.text_params import TextToImageParams, describe_prompt
-from serve_app.pipeline.types import (
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, StoredImage, UploadInfo
+from serve_app.contracts.stages import (
     MODEL_STAGES,
     PLAN_BANDS,
     STAGE_BANDS,
     TEXT_TO_IMAGE_SHARE,
-    GenerationParams,
     RunPlan,
     Stage,
     overall_progress,
 )
-from serve_app.registry.jobs import (
-    JobStatus,
-    RunRequest,
-    RunResult,
-    StoredImage,
-    UploadInfo,
-)
+from serve_app.contracts.text import TextToImageParams
+from serve_app.errors import JobConflictError, NoSubjectError
+from serve_app.pipeline.text_params import describe_prompt
 from serve_app.registry.journal import JobJournal, decode_record, encode_record
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import RUNNING_PROGRESS_CAP, JobTable

@@ -21,18 +21,15 @@ from PIL import Image
 
 from serve_app.api.security import hash_key
 from serve_app.config import AppConfig
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import ImageTicket, StoredImage, TextModel
+from serve_app.contracts.stages import RunPlan, Stage
+from serve_app.contracts.text import TextToImageParams
 from serve_app.errors import WorkerLostError
-from serve_app.pipeline.text_params import (
-    TextToImageParams,
-    image_cache_key,
-    prompt_sha256,
-    with_defaults,
-    with_size,
-)
-from serve_app.pipeline.types import CancelToken, GenerationParams, RunPlan, Stage
+from serve_app.pipeline.text_params import image_cache_key, prompt_sha256, with_defaults, with_size
+from serve_app.pipeline.types import CancelToken
 from serve_app.registry.actor import JobRegistry, journal_path
 from serve_app.registry.cache import cache_key
-from serve_app.registry.jobs import ImageTicket, StoredImage, TextModel
 from serve_app.registry.journal import JobJournal
 from serve_app.registry.table import JobTable
 from serve_app.storage import ArtifactStore, sha256_hex
@@ -213,7 +210,7 @@ class LocalTextWorker:
         self.lock = threading.Lock()
 
     def generate(self, ticket: ImageTicket) -> StoredImage:
-        from serve_app.pipeline.text_to_image import make_image
+        from serve_app.work.text_to_image import make_image
 
         with self.lock:
             self.calls += 1

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from serve_app.config import AppConfig
+from serve_app.contracts.runs import ImageTicket
+from serve_app.contracts.text import TextToImageParams
 from serve_app.errors import JobCancelledError, ModelUnavailableError, ValidationFailedError
-from serve_app.pipeline.text_params import TextToImageParams
 from serve_app.pipeline.types import CancelToken
-from serve_app.registry.jobs import ImageTicket
 from serve_app.storage import ArtifactStore
 from tests.tiny_diffusion import NATIVE_SIZE, network_off
 
@@ -242,19 +242,19 @@ def test_unreadable_weights_are_a_load_error_naming_the_path(
 @pytest.fixture(scope="module")
 def two_steps(tiny_sd_dir: Path) -> Any:
     """The backend as a deployment configured with two default steps loads it."""
-    from serve_app.pipeline.text_to_image import TextToImageBackend
+    from serve_app.work.text_to_image import backend_from_config
 
     config = AppConfig.model_validate(
         {"text_to_image": {"model_path": str(tiny_sd_dir), "device": "cpu", "default_steps": 2}}
     )
     with network_off():
-        return TextToImageBackend.from_config(config.text_to_image)
+        return backend_from_config(config.text_to_image)
 
 
 def test_make_image_stores_the_png_as_the_jobs_input_and_caches_it(
     two_steps: Any, tmp_path: Path
 ) -> None:
-    from serve_app.pipeline.text_to_image import make_image
+    from serve_app.work.text_to_image import make_image
 
     store = ArtifactStore(tmp_path / "data")
     params = TextToImageParams(prompt=PROMPT, seed=11, width=96, height=64)
@@ -282,7 +282,7 @@ def test_make_image_stores_the_png_as_the_jobs_input_and_caches_it(
 
 
 def test_an_expired_cached_image_is_made_again(two_steps: Any, tmp_path: Path) -> None:
-    from serve_app.pipeline.text_to_image import make_image
+    from serve_app.work.text_to_image import make_image
 
     store = ArtifactStore(tmp_path / "data")
     params = TextToImageParams(prompt=PROMPT, seed=5)

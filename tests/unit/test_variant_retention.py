@@ -6,9 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from serve_app.pipeline.types import GenerationParams
-from serve_app.policy import RetentionConfig
-from serve_app.registry.jobs import RunRequest, RunResult, UploadInfo, VariantInfo
+from serve_app.config_policies import RetentionConfig
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import RunRequest, RunResult, UploadInfo
+from serve_app.contracts.variants import VariantInfo
 from serve_app.registry.journal import JobJournal, decode_record, encode_record
 from serve_app.registry.retention import plan_expiry, scan_store, sweep
 from serve_app.registry.table import JobTable

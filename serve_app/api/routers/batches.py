@@ -16,8 +16,8 @@ from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
 from serve_app.api.route_params import KEEPALIVE_S, BatchIdPath, error_responses
 from serve_app.api.sse import event_stream, stream_route
-from serve_app.api.tools_schemas import MAX_BATCH, BatchCreated, BatchJobsRequest, BatchStatus
 from serve_app.errors import UnsupportedMediaTypeError
+from serve_app.schemas.tools import MAX_BATCH, BatchCreated, BatchJobsRequest, BatchStatus
 
 BATCH_PATH = "/api/batch-generate"
 #: A JSON body here lists job ids; it is never large.

@@ -10,18 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import Services, ServicesDep
 from serve_app.api.route_params import error_responses
-from serve_app.api.schemas import (
+from serve_app.config import background_model_file
+from serve_app.meshtools.materials import PRESETS
+from serve_app.metrics import render_prometheus
+from serve_app.pipeline.generators import catalog
+from serve_app.schemas.jobs import (
     CheckResult,
     GeneratorInfo,
     GeneratorsResponse,
     HealthResponse,
     ReadinessResponse,
 )
-from serve_app.api.tools_schemas import MaterialsResponse
-from serve_app.config import background_model_file
-from serve_app.meshtools.materials import PRESETS
-from serve_app.metrics import render_prometheus
-from serve_app.pipeline.generators import catalog
+from serve_app.schemas.tools import MaterialsResponse
 
 READINESS_TIMEOUT_S = 2.0
 #: Retry-After of a degraded readiness answer (503).

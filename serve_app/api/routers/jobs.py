@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.job_service import (
     cancel_run,
@@ -24,17 +25,17 @@ from serve_app.api.job_service import (
 )
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
-from serve_app.api.schemas import (
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import OutputFormat
+from serve_app.errors import JobConflictError
+from serve_app.meshtools.variants import thumbnail_order
+from serve_app.schemas.jobs import (
     GenerateRequest,
     JobListResponse,
     JobLogResponse,
     JobStatusResponse,
     UploadResponse,
 )
-from serve_app.errors import JobConflictError
-from serve_app.meshtools.variants import thumbnail_order
-from serve_app.pipeline.types import OutputFormat
-from serve_app.registry.jobs import JobStatus
 
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
 
@@ -78,7 +79,7 @@ async def generate_3d(
     run = run_request(body, services.config.pipeline)
     client = getattr(http.state, "client_id", None)
     job = await submit_run(services, viewer, body.job_id, run, client)
-    return JobStatusResponse.from_snapshot(job)
+    return responses.job_status(job)
 
 
 @router.get(
@@ -106,7 +107,7 @@ async def list_jobs(
     """Recent jobs the caller may see (its key's own, with keys), newest first."""
     page = await services.jobs.page(offset, limit, status, viewer)
     return JobListResponse(
-        jobs=[JobStatusResponse.from_snapshot(job) for job in page.jobs],
+        jobs=[responses.job_status(job) for job in page.jobs],
         total=page.total,
         offset=page.offset,
         limit=page.limit,
@@ -121,7 +122,7 @@ async def cancel_job(
 
     404 unknown id, 409 when the job is not queued or running (finished, or never started).
     """
-    return JobStatusResponse.from_snapshot(await cancel_run(services, viewer, job_id))
+    return responses.job_status(await cancel_run(services, viewer, job_id))
 
 
 @router.get(
@@ -153,7 +154,7 @@ async def download(
 async def job_logs(job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep) -> JobLogResponse:
     """The job's recent events (queued, stages with their durations, its end), oldest first."""
     await services.jobs.get(job_id, viewer)
-    return JobLogResponse.from_log(await services.registry.job_log(job_id))
+    return responses.job_log(await services.registry.job_log(job_id))
 
 
 @router.get(

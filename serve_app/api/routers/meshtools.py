@@ -12,15 +12,16 @@ from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.job_service import job_mesh
 from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
 from serve_app.api.route_params import error_responses
-from serve_app.api.tools_schemas import AnalyzeJobRequest
+from serve_app.contracts.meshtools import MeshAnalysis
 from serve_app.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from serve_app.meshtools.analyze import MeshAnalysis, analyze_file, analyze_mesh
+from serve_app.meshtools.analyze import analyze_file, analyze_mesh
 from serve_app.meshtools.config import MeshLimits
 from serve_app.pipeline.types import TexturedMesh
+from serve_app.schemas.tools import AnalyzeJobRequest
 
 router = APIRouter(
     tags=["mesh tools"], responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500)

@@ -30,8 +30,8 @@ from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
 from serve_app.api.job_updates import Update, job_updates
 from serve_app.api.route_params import KEEPALIVE_S, JobIdPath, KeepaliveQuery, error_responses
 from serve_app.api.sse import KEEPALIVE, event_stream, stream_route
+from serve_app.contracts.jobs import is_job_id
 from serve_app.errors import JobNotFoundError, OrfeasError
-from serve_app.registry.jobs import is_job_id
 
 #: WebSocket close codes (4000-4999 are the application's own).
 WS_NORMAL = 1000

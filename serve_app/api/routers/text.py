@@ -14,11 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 
+from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.job_service import run_request
 from serve_app.api.route_params import error_responses
-from serve_app.api.schemas import JobStatusResponse
-from serve_app.api.tools_schemas import TextToImageRequest
 from serve_app.errors import ModelNotConfiguredError
 from serve_app.pipeline.text_params import (
     check_limits,
@@ -26,6 +25,8 @@ from serve_app.pipeline.text_params import (
     prompt_sha256,
     with_defaults,
 )
+from serve_app.schemas.jobs import JobStatusResponse
+from serve_app.schemas.tools import TextToImageRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
@@ -141,4 +142,4 @@ async def text_to_image(
     logger.info(
         "text job %s: prompt %s, %s", job_id, describe_prompt(params.prompt), job.plan.value
     )
-    return JobStatusResponse.from_snapshot(job)
+    return responses.job_status(job)

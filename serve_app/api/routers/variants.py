@@ -17,16 +17,11 @@ from fastapi.responses import FileResponse, Response
 from serve_app.api import variant_service
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.route_params import error_responses
-from serve_app.api.schemas import download_url
-from serve_app.api.tools_schemas import (
-    MaterialRequest,
-    OptimizeRequest,
-    PreviewRequest,
-    VariantMade,
-)
+from serve_app.contracts.params import OUTPUT_FORMATS
 from serve_app.meshtools.materials import resolve_material
 from serve_app.meshtools.variants import VariantOperation
-from serve_app.pipeline.types import OUTPUT_FORMATS
+from serve_app.schemas.jobs import download_url
+from serve_app.schemas.tools import MaterialRequest, OptimizeRequest, PreviewRequest, VariantMade
 
 router = APIRouter(
     tags=["mesh tools"], responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from serve_app.contracts.params import GenerationParams
 from serve_app.errors import InvalidInputError
 from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
 
 class ShapeGenerator(Protocol):

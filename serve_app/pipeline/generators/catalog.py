@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from serve_app.contracts.params import TUNABLE_PARAMETERS, GenerationParams
 from serve_app.errors import ValidationFailedError
-from serve_app.pipeline.types import TUNABLE_PARAMETERS, GenerationParams
 
 INFLATE = "inflate"
 HUNYUAN3D = "hunyuan3d"

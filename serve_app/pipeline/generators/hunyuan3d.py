@@ -32,6 +32,8 @@ import torch
 import yaml
 from PIL import Image
 
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage as S
 from serve_app.errors import (
     GpuOutOfMemoryError,
     ModelUnavailableError,
@@ -42,8 +44,7 @@ from serve_app.errors import (
 from serve_app.pipeline.config import Hunyuan3DSettings
 from serve_app.pipeline.generators.catalog import HUNYUAN3D, resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
-from serve_app.pipeline.types import Stage as S
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
 logger = logging.getLogger(__name__)
 

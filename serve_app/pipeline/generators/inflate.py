@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage as S
 from serve_app.errors import NoSubjectError
 from serve_app.pipeline.generators.catalog import INFLATE, resolve_params
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
-from serve_app.pipeline.types import Stage as S
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
 #: Target triangle count per quality level.
 FACE_BUDGET = {

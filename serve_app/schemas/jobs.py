@@ -1,17 +1,15 @@
-"""Request and response bodies of the HTTP API (the seed contract)."""
+"""Request and response bodies of the HTTP API's job routes, plain pydantic (the API and
+the client both use them)."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.meshtools.variants import VARIANT_ID_PATTERN
-from serve_app.pipeline.generators import catalog
-from serve_app.pipeline.text_params import prompt_sha256
-from serve_app.pipeline.types import (
+from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
+from serve_app.contracts.params import (
     FACE_COUNT_RANGE,
     GUIDANCE_RANGE,
     MC_LEVEL_RANGE,
@@ -24,8 +22,8 @@ from serve_app.pipeline.types import (
     GenerationParams,
     OutputFormat,
 )
-from serve_app.registry.feeds import JobLog
-from serve_app.registry.jobs import JOB_ID_PATTERN, JobSnapshot, JobStatus, VariantInfo
+from serve_app.contracts.variants import VARIANT_ID_PATTERN, VariantInfo
+from serve_app.pipeline.generators import catalog
 
 JobId = Annotated[
     str,
@@ -202,29 +200,6 @@ class TextToImageStatus(BaseModel):
     cached: bool = Field(default=False, description="the picture came from the image cache")
     model_version: str | None = Field(default=None, description="the model that made it")
 
-    @classmethod
-    def from_snapshot(cls, job: JobSnapshot) -> TextToImageStatus | None:
-        text = job.text
-        if text is None:
-            return None
-        image = job.image
-        params = image.params if image is not None else text
-        negative = text.negative_prompt
-        return cls(
-            prompt_sha256=prompt_sha256(text.prompt),
-            prompt_chars=len(text.prompt),
-            negative_prompt_sha256=prompt_sha256(negative) if negative is not None else None,
-            negative_prompt_chars=len(negative) if negative is not None else None,
-            seed=params.seed,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            width=params.width,
-            height=params.height,
-            made=image is not None,
-            cached=bool(image and image.cached),
-            model_version=image.model_version if image else None,
-        )
-
 
 def download_url(job_id: str, fmt: str, variant: str | None = None) -> str:
     """Where the job's model (or one of its variants) is downloaded as ``fmt``."""
@@ -253,7 +228,7 @@ class VariantResponse(BaseModel):
             base=variant.base,
             faces=variant.faces,
             watertight=variant.watertight,
-            created_at=_time(variant.created_at),
+            created_at=as_datetime(variant.created_at),
             downloads={f: download_url(job_id, f, variant.variant_id) for f in OUTPUT_FORMATS},
         )
 
@@ -322,79 +297,6 @@ class JobStatusResponse(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
-    @classmethod
-    def from_snapshot(cls, job: JobSnapshot) -> JobStatusResponse:
-        request, result = job.request, job.result
-        completed = job.status is JobStatus.COMPLETED and result is not None
-        outputs: dict[str, str] = (
-            {fmt: download_url(job.job_id, fmt) for fmt in OUTPUT_FORMATS} if completed else {}
-        )
-        return cls(
-            job_id=job.job_id,
-            status=job.status,
-            run=job.run,
-            source="prompt" if job.text is not None else "upload",
-            stages=[str(stage) for stage in job.plan.stages] if job.run else [],
-            stage=job.stage,
-            progress=job.progress,
-            eta_seconds=job.eta_seconds,
-            queue_position=job.queue_position,
-            stage_durations=job.stage_durations,
-            cancel_requested=job.cancel_requested,
-            error=job.error,
-            format=request.format if request else None,
-            quality=request.params.quality if request else None,
-            generator=request.generator if request else None,
-            parameters=request.params.given() if request else {},
-            generator_version=result.generator_version if result else None,
-            watertight=result.watertight if result else None,
-            cached=_from_cache(job),
-            download_url=outputs.get(request.format) if request else None,
-            outputs=outputs,
-            image_url=f"/api/jobs/{job.job_id}/image" if job.upload is not None else None,
-            text_to_image=TextToImageStatus.from_snapshot(job),
-            thumbnail_url=f"/api/jobs/{job.job_id}/thumbnail" if completed else None,
-            variants=[VariantResponse.of(job.job_id, v) for v in job.variants],
-            created_at=_time(job.created_at),
-            updated_at=_time(job.updated_at),
-            started_at=_time(job.started_at) if job.started_at else None,
-            finished_at=_time(job.finished_at) if job.finished_at else None,
-        )
-
-
-class StatusBodies:
-    """The JSON body of each job's current snapshot, rendered once per snapshot.
-
-    A job view replaces a job's snapshot object on every change, so the body held for
-    the very same object is that snapshot's body; many polls of an unchanged job cost one
-    rendering. Holds the ``size`` most recently rendered jobs.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._bodies: OrderedDict[str, tuple[JobSnapshot, bytes]] = OrderedDict()
-
-    def body(self, job: JobSnapshot) -> bytes:
-        held = self._bodies.get(job.job_id)
-        if held is not None and held[0] is job:
-            return held[1]
-        body = JobStatusResponse.from_snapshot(job).model_dump_json().encode()
-        self._bodies[job.job_id] = (job, body)
-        self._bodies.move_to_end(job.job_id)
-        while len(self._bodies) > self.size:
-            self._bodies.popitem(last=False)
-        return body
-
-
-def _from_cache(job: JobSnapshot) -> bool:
-    """Whether the job's run completed without generating: every part it made came from
-    the content-addressed caches (the model's, and a text run's picture's)."""
-    if job.status is not JobStatus.COMPLETED:
-        return False
-    model = job.result.cached if job.result is not None else True
-    picture = job.image.cached if job.plan.makes_image and job.image is not None else True
-    return model and picture and (job.result is not None or job.image is not None)
-
 
 class JobListResponse(BaseModel):
     jobs: list[JobStatusResponse]
@@ -403,7 +305,8 @@ class JobListResponse(BaseModel):
     limit: int
 
 
-def _time(epoch_s: float) -> datetime:
+def as_datetime(epoch_s: float) -> datetime:
+    """A time in seconds since the epoch as an aware UTC datetime."""
     return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
@@ -421,16 +324,3 @@ class JobLogResponse(BaseModel):
     job_id: str
     entries: list[JobLogEntry]
     dropped: int
-
-    @classmethod
-    def from_log(cls, log: JobLog) -> JobLogResponse:
-        return cls(
-            job_id=log.job_id,
-            entries=[
-                JobLogEntry(
-                    time=_time(e.time), run=e.run, event=e.event, stage=e.stage, message=e.message
-                )
-                for e in log.entries
-            ],
-            dropped=log.dropped,
-        )

@@ -10,18 +10,18 @@ orders wait for each other (a lock per content address), so they are made once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from serve_app.contracts.meshtools import Material
+from serve_app.contracts.variants import VariantBuilt, VariantOrder
 from serve_app.errors import MeshTooLargeError, ValidationFailedError
 from serve_app.meshtools.analyze import is_closed
 from serve_app.meshtools.config import MeshLimits
-from serve_app.meshtools.materials import Material
 from serve_app.meshtools.variants import PreviewOrder, VariantOperation
 from serve_app.pipeline.types import TexturedMesh
-from serve_app.registry.cache import cached_mesh_meta
-from serve_app.registry.jobs import VariantBuilt, VariantOrder
 from serve_app.storage import ArtifactStore
 
 
@@ -84,21 +84,35 @@ def make_variant(store: ArtifactStore, order: VariantOrder, limits: MeshLimits) 
         return VariantBuilt(faces=len(variant.faces), watertight=watertight)
 
 
+def _optimize(mesh: TexturedMesh, params: Mapping[str, Any]) -> TexturedMesh:
+    from serve_app.meshtools.optimize import optimize  # pymeshlab; only when optimising
+
+    return optimize(mesh, int(params["target_faces"]), bool(params["repair"]))
+
+
+def _apply_material(mesh: TexturedMesh, params: Mapping[str, Any]) -> TexturedMesh:
+    from serve_app.meshtools.materials import apply_material
+
+    return apply_material(mesh, Material.model_validate(params))
+
+
+#: How each operation makes a variant of a mesh from the order's parameters.
+OPERATIONS: dict[VariantOperation, Callable[[TexturedMesh, Mapping[str, Any]], TexturedMesh]] = {
+    VariantOperation.OPTIMIZE: _optimize,
+    VariantOperation.MATERIAL: _apply_material,
+}
+
+
 def _apply(mesh: TexturedMesh, order: VariantOrder) -> TexturedMesh:
-    params = order.params
-    if order.operation == VariantOperation.OPTIMIZE:
-        from serve_app.meshtools.optimize import optimize
-
-        return optimize(mesh, int(params["target_faces"]), bool(params["repair"]))
-    if order.operation == VariantOperation.MATERIAL:
-        from serve_app.meshtools.materials import apply_material
-
-        return apply_material(mesh, Material.model_validate(params))
-    raise ValidationFailedError(f"unknown variant operation {order.operation!r}")
+    try:
+        operation = VariantOperation(order.operation)
+    except ValueError:
+        raise ValidationFailedError(f"unknown variant operation {order.operation!r}") from None
+    return OPERATIONS[operation](mesh, order.params)
 
 
 def _stored(store: ArtifactStore, variant_id: str) -> VariantBuilt | None:
-    meta = cached_mesh_meta(store, variant_id)
+    meta = store.mesh_meta(variant_id)
     faces = meta.get("faces") if meta else None
     if meta is None or not isinstance(faces, int):
         return None

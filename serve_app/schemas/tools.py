@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.schemas import GenerateOptions, JobId, VariantId
+from serve_app.contracts.meshtools import CustomMaterial, Material
+from serve_app.contracts.text import TextToImageParams
 from serve_app.meshtools.config import (
     MAX_SIDE,
     MAX_TARGET_FACES,
@@ -15,8 +16,7 @@ from serve_app.meshtools.config import (
     MIN_TARGET_FACES,
     TRANSPARENT,
 )
-from serve_app.meshtools.materials import CustomMaterial, Material
-from serve_app.pipeline.text_params import TextToImageParams
+from serve_app.schemas.jobs import GenerateOptions, JobId, VariantId
 
 #: Photos (or job ids) in one batch.
 MAX_BATCH = 16

@@ -1,0 +1,90 @@
+"""What travels between the registry and the workers for one run: uploads, tickets, results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from serve_app.contracts.params import GenerationParams, OutputFormat
+from serve_app.contracts.text import TextToImageParams
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A stored upload: its content hash and what was sniffed from its bytes."""
+
+    sha256: str
+    size_bytes: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What one run of a job is asked to produce; ``params`` as resolved for ``generator``
+    (every parameter it takes filled in), so equal requests have equal cache keys."""
+
+    params: GenerationParams
+    format: OutputFormat
+    generator: str
+
+
+@dataclass(frozen=True)
+class JobTicket:
+    """Everything a worker deployment needs for one run; small, no pixels."""
+
+    job_id: str
+    run: int
+    upload: UploadInfo
+    request: RunRequest
+
+
+@dataclass(frozen=True)
+class ImageTicket:
+    """What the TextToImage deployment needs for a text run's picture; small, no pixels.
+
+    ``owner`` (the job's API key id, if any) is recorded beside the picture it stores.
+    """
+
+    job_id: str
+    run: int
+    params: TextToImageParams
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """Where a text run's PNG was stored, and how it was made.
+
+    ``upload`` is the image as the job's input (content-addressed under ``uploads/``, as
+    if uploaded); ``key`` its text-to-image cache key; ``params`` the resolved parameters
+    (the seed that was used, the size that was made); ``cached``: it was made before.
+    """
+
+    key: str
+    upload: UploadInfo
+    params: TextToImageParams
+    model_version: str
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """What a TextToImage replica reports of its model: the version (part of every image
+    cache key) and the native image side (the size of a request that gives none)."""
+
+    version: str
+    native_size: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports: where the canonical mesh lives and how it was made."""
+
+    artifact_key: str
+    formats: tuple[str, ...]
+    generator: str
+    generator_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+    #: Whether the mesh is closed (checked on the mesh itself); None: not known.
+    watertight: bool | None = None
