@@ -6,6 +6,7 @@ from typing import Protocol
 
 from serve_app.errors import InvalidInputError
 from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.generators.catalog import spec
 from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
 
 
@@ -39,12 +40,4 @@ def load_generator(name: str, config: PipelineConfig) -> ShapeGenerator:
         raise InvalidInputError(
             f"shape generator {name!r} is not enabled; enabled: {', '.join(enabled)}"
         )
-    if name == "inflate":
-        from serve_app.pipeline.generators.inflate import InflateGenerator
-
-        return InflateGenerator(device=config.device)
-    from serve_app.pipeline.generators.hunyuan3d import Hunyuan3DGenerator
-
-    settings = config.generators.hunyuan3d
-    assert settings is not None  # enabled() lists it only when set
-    return Hunyuan3DGenerator(settings)
+    return spec(name).load(config)

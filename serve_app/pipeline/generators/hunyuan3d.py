@@ -40,9 +40,16 @@ from serve_app.errors import (
     OrfeasError,
 )
 from serve_app.pipeline.config import Hunyuan3DSettings
-from serve_app.pipeline.generators.catalog import HUNYUAN3D, resolve_params
+from serve_app.pipeline.generators.catalog import resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
+from serve_app.pipeline.types import (
+    CancelToken,
+    CutOut,
+    GenerationParams,
+    GeneratorName,
+    Mesh,
+    ProgressCallback,
+)
 from serve_app.pipeline.types import Stage as S
 
 logger = logging.getLogger(__name__)
@@ -185,7 +192,7 @@ class Hunyuan3DGenerator:
     Loads once (at construction); ``generate`` serves one run at a time (the replica's lock).
     """
 
-    name = HUNYUAN3D
+    name = GeneratorName.HUNYUAN3D.value
 
     def __init__(self, settings: Hunyuan3DSettings) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may reach a model hub

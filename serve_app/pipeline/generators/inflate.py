@@ -19,8 +19,15 @@ from PIL import Image
 from scipy import ndimage
 
 from serve_app.errors import NoSubjectError
-from serve_app.pipeline.generators.catalog import INFLATE, resolve_params
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
+from serve_app.pipeline.generators.catalog import resolve_params
+from serve_app.pipeline.types import (
+    CancelToken,
+    CutOut,
+    GenerationParams,
+    GeneratorName,
+    Mesh,
+    ProgressCallback,
+)
 from serve_app.pipeline.types import Stage as S
 
 #: Target triangle count per quality level.
@@ -56,7 +63,7 @@ def pick_device(device: str) -> torch.device:
 class InflateGenerator:
     """Inflates a silhouette into a closed, rounded mesh. Needs no weights."""
 
-    name = INFLATE
+    name = GeneratorName.INFLATE.value
     version = "inflate-1"
 
     def __init__(self, device: str = "auto", cpu_threads: int = 1) -> None:
