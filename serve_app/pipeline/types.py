@@ -13,6 +13,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
 
 from serve_app.errors import JobCancelledError
 
@@ -211,14 +212,11 @@ def tunable(
 ) -> Any:
     """The field of a generator parameter: None (the generator's default for the quality,
     filled in when the parameters are resolved) or a value in [ge, le]."""
-    info = Field(
-        default=None,
-        ge=ge,
-        le=le,
-        allow_inf_nan=allow_inf_nan,
-        description=Tunable(users, default).describe(doc),
+    meta = Tunable(users, default)
+    info: FieldInfo = Field(  # type: ignore[assignment]  # Field() is typed as its default
+        default=None, ge=ge, le=le, allow_inf_nan=allow_inf_nan, description=meta.describe(doc)
     )
-    info.metadata.append(Tunable(users, default))
+    info.metadata.append(meta)  # found again by GenerationParams.tunables()
     return info
 
 
