@@ -204,17 +204,20 @@ class Tunable:
 def tunable(
     doc: str,
     default: Default,
-    *,
-    ge: float,
-    le: float,
+    bounds: tuple[int, int] | tuple[float, float],
     users: tuple[GeneratorName, ...] = (GeneratorName.HUNYUAN3D,),
-    allow_inf_nan: bool | None = None,
 ) -> Any:
     """The field of a generator parameter: None (the generator's default for the quality,
-    filled in when the parameters are resolved) or a value in [ge, le]."""
+    filled in when the parameters are resolved) or a value within ``bounds`` (inclusive;
+    float bounds: a finite float)."""
     meta = Tunable(users, default)
+    low, high = bounds
     info: FieldInfo = Field(  # type: ignore[assignment]  # Field() is typed as its default
-        default=None, ge=ge, le=le, allow_inf_nan=allow_inf_nan, description=meta.describe(doc)
+        default=None,
+        ge=low,
+        le=high,
+        allow_inf_nan=False if isinstance(low, float) else None,
+        description=meta.describe(doc),
     )
     info.metadata.append(meta)  # found again by GenerationParams.tunables()
     return info
@@ -234,46 +237,27 @@ class GenerationParams(BaseModel):
 
     quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine)")
     dimensions: Dimensions = Field(default_factory=Dimensions)
-    seed: int | None = tunable(
-        "seed of the initial noise (same seed, same mesh)", 0, ge=0, le=SEED_MAX
-    )
+    seed: int | None = tunable("seed of the initial noise (same seed, same mesh)", 0, (0, SEED_MAX))
+    # hy3dgen's own default is 50 steps.
     steps: int | None = tunable(
-        "denoising steps",
-        (5, 10, 15, 20, 30, 30, 40, 40, 50, 50),  # hy3dgen's own default is 50
-        ge=STEPS_RANGE[0],
-        le=STEPS_RANGE[1],
+        "denoising steps", (5, 10, 15, 20, 30, 30, 40, 40, 50, 50), STEPS_RANGE
     )
-    guidance_scale: float | None = tunable(
-        "classifier-free guidance scale",
-        5.0,
-        ge=GUIDANCE_RANGE[0],
-        le=GUIDANCE_RANGE[1],
-        allow_inf_nan=False,
-    )
+    guidance_scale: float | None = tunable("classifier-free guidance scale", 5.0, GUIDANCE_RANGE)
     octree_resolution: int | None = tunable(
         "surface grid resolution n ((n + 1)³ occupancy queries)",
         (128, 128, 192, 192, 256, 256, 320, 320, 384, 384),
-        ge=OCTREE_RANGE[0],
-        le=OCTREE_RANGE[1],
+        OCTREE_RANGE,
     )
     num_chunks: int | None = tunable(
-        "occupancy queries decoded per batch (GPU memory against speed)",
-        8_000,
-        ge=NUM_CHUNKS_RANGE[0],
-        le=NUM_CHUNKS_RANGE[1],
+        "occupancy queries decoded per batch (GPU memory against speed)", 8_000, NUM_CHUNKS_RANGE
     )
     mc_level: float | None = tunable(
-        "level of the occupancy field taken as the surface",
-        0.0,
-        ge=MC_LEVEL_RANGE[0],
-        le=MC_LEVEL_RANGE[1],
-        allow_inf_nan=False,
+        "level of the occupancy field taken as the surface", 0.0, MC_LEVEL_RANGE
     )
     face_count: int | None = tunable(
         "triangles after clean-up (at most)",
         (10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 150_000, 200_000, 300_000),
-        ge=FACE_COUNT_RANGE[0],
-        le=FACE_COUNT_RANGE[1],
+        FACE_COUNT_RANGE,
     )
 
     @classmethod

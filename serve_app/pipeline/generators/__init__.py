@@ -15,14 +15,12 @@ class ShapeGenerator(Protocol):
 
     The mesh is in image pixel units: +X right, +Y up (minus the image row), +Z towards
     the camera, so that texturing can project the cut-out straight onto it. ``generate``
-    takes parameters as they come (``resolve`` fills what is unset from the quality) and
-    raises ``JobCancelledError`` soon after ``cancel`` is set.
+    takes parameters as they come (what is unset, ``catalog.resolve_params`` fills in from
+    the quality) and raises ``JobCancelledError`` soon after ``cancel`` is set.
     """
 
     name: str
     version: str
-
-    def resolve(self, params: GenerationParams) -> GenerationParams: ...
 
     def generate(
         self,

@@ -239,9 +239,6 @@ class Hunyuan3DGenerator:
         finally:
             self._release()
 
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        return resolve_params(self.name, params)
-
     def generate(
         self,
         cutout: CutOut,
@@ -249,7 +246,7 @@ class Hunyuan3DGenerator:
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
-        p = self.resolve(params)
+        p = resolve_params(self.name, params)  # a no-op on resolved parameters
         try:
             return self._generate(cutout, p, on_progress, cancel)
         except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first

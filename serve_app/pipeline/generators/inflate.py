@@ -74,9 +74,6 @@ class InflateGenerator:
         #: the same replica (hunyuan3d on the CPU) keeps torch's default.
         self.cpu_threads = cpu_threads
 
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        return resolve_params(self.name, params)
-
     def generate(
         self,
         cutout: CutOut,
@@ -85,7 +82,7 @@ class InflateGenerator:
         cancel: CancelToken,
     ) -> Mesh:
         with self._threads():
-            return self._generate(cutout, self.resolve(params), on_progress, cancel)
+            return self._generate(cutout, resolve_params(self.name, params), on_progress, cancel)
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
