@@ -10,8 +10,8 @@ from PIL import Image
 from serve_app.pipeline.background import BackgroundRemover, RembgRemover
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
-from serve_app.pipeline.generators import ShapeGenerator, load_generator
-from serve_app.pipeline.generators.catalog import resolve_params
+from serve_app.pipeline.generators import load_generator
+from serve_app.pipeline.generators.base import ShapeGenerator
 from serve_app.pipeline.images import decode_image
 from serve_app.pipeline.scale import fit_to_dimensions
 from serve_app.pipeline.texture import texture_mesh
@@ -61,7 +61,7 @@ class ModelBuilder:
         """The canonical mesh; its ``meta`` says how it was made and whether it is closed."""
         cancel = cancel or CancelToken()
         timer = timer or StageTimer()
-        params = resolve_params(self.generator.name, params)
+        params = params.resolved_for(self.generator.name)
         cancel.raise_if_cancelled()
         mesh = timer.run(
             Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 
-from serve_app.errors import JobCancelledError
+from serve_app.errors import JobCancelledError, ValidationFailedError
 
 
 class Stage(StrEnum):
@@ -269,6 +269,37 @@ class GenerationParams(BaseModel):
             for meta in info.metadata
             if isinstance(meta, Tunable)
         }
+
+    @classmethod
+    def parameters_of(cls, generator: str) -> tuple[str, ...]:
+        """The generator parameters ``generator`` takes, in the order of the fields."""
+        return tuple(name for name, meta in cls.tunables().items() if generator in meta.users)
+
+    def resolved_for(self, generator: str) -> Self:
+        """These parameters with every one ``generator`` takes filled in (defaults from
+        quality); resolving twice changes nothing.
+
+        A parameter the generator does not take is a 422 naming it, rather than being
+        ignored: it would change nothing but the cache key.
+        """
+        generator = str(generator)
+        tunables = self.tunables()
+        takes = self.parameters_of(generator)
+        for name in self.given():
+            if name not in takes:
+                users = ", ".join(u for u in GeneratorName if u in tunables[name].users)
+                raise ValidationFailedError(
+                    f"{name}: not a parameter of generator {generator!r} (used by: "
+                    f"{users or 'none'})",
+                    fields=[{"loc": ["body", name], "message": f"not used by {generator!r}"}],
+                )
+        update = {
+            name: value
+            if (value := getattr(self, name)) is not None
+            else tunables[name].at(self.quality)
+            for name in takes
+        }
+        return self.model_copy(update=update)
 
     def given(self) -> dict[str, int | float]:
         """The generator parameters that are set (not left to the generator's defaults)."""

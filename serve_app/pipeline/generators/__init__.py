@@ -2,33 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from serve_app.errors import InvalidInputError
 from serve_app.pipeline.config import PipelineConfig
+from serve_app.pipeline.generators.base import ShapeGenerator
 from serve_app.pipeline.generators.catalog import spec
-from serve_app.pipeline.types import CancelToken, CutOut, GenerationParams, Mesh, ProgressCallback
-
-
-class ShapeGenerator(Protocol):
-    """Makes a mesh from a cut-out.
-
-    The mesh is in image pixel units: +X right, +Y up (minus the image row), +Z towards
-    the camera, so that texturing can project the cut-out straight onto it. ``generate``
-    takes parameters as they come (what is unset, ``catalog.resolve_params`` fills in from
-    the quality) and raises ``JobCancelledError`` soon after ``cancel`` is set.
-    """
-
-    name: str
-    version: str
-
-    def generate(
-        self,
-        cutout: CutOut,
-        params: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh: ...
 
 
 def load_generator(name: str, config: PipelineConfig) -> ShapeGenerator:

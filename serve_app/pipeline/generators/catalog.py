@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from serve_app.errors import ValidationFailedError
-from serve_app.pipeline.types import TUNABLES, GenerationParams, GeneratorName
+from serve_app.pipeline.types import GenerationParams, GeneratorName
 
 if TYPE_CHECKING:
     from serve_app.pipeline.config import PipelineConfig
-    from serve_app.pipeline.generators import ShapeGenerator
+    from serve_app.pipeline.generators.base import ShapeGenerator
 
 
 def _load_inflate(config: PipelineConfig) -> ShapeGenerator:
@@ -46,11 +46,7 @@ class GeneratorSpec:
     @property
     def parameters(self) -> tuple[str, ...]:
         """The generation parameters it takes, in the order of GenerationParams' fields."""
-        return tuple(name for name, meta in TUNABLES.items() if self.name in meta.users)
-
-    def defaults(self, quality: int) -> dict[str, int | float]:
-        """The value of each parameter it takes when a request at ``quality`` leaves it out."""
-        return {name: TUNABLES[name].at(quality) for name in self.parameters}
+        return GenerationParams.parameters_of(self.name)
 
 
 SPECS: dict[GeneratorName, GeneratorSpec] = {
@@ -78,29 +74,7 @@ def spec(name: str) -> GeneratorSpec:
         raise ValidationFailedError(f"unknown shape generator {name!r}; known: {known}") from None
 
 
-def users_of(parameter: str) -> list[str]:
-    """The generators that take ``parameter``."""
-    return [name for name, s in SPECS.items() if parameter in s.parameters]
-
-
 def resolve_params(generator: str, params: GenerationParams) -> GenerationParams:
-    """``params`` with every parameter ``generator`` takes filled in (defaults from quality).
-
-    A parameter the generator does not take is a 422 naming it, rather than being ignored:
-    it would change nothing but the cache key.
-    """
-    generator = str(generator)
-    chosen = spec(generator)
-    for name in params.given():
-        if name not in chosen.parameters:
-            users = ", ".join(users_of(name)) or "none"
-            raise ValidationFailedError(
-                f"{name}: not a parameter of generator {generator!r} (used by: {users})",
-                fields=[{"loc": ["body", name], "message": f"not used by {generator!r}"}],
-            )
-    defaults = chosen.defaults(params.quality)
-    update = {
-        name: value if (value := getattr(params, name)) is not None else defaults[name]
-        for name in chosen.parameters
-    }
-    return params.model_copy(update=update)
+    """``params`` with every parameter ``generator`` takes filled in (defaults from quality);
+    a 422 for an unknown generator or a parameter it does not take."""
+    return params.resolved_for(spec(generator).name)

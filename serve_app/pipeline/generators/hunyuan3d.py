@@ -40,7 +40,6 @@ from serve_app.errors import (
     OrfeasError,
 )
 from serve_app.pipeline.config import Hunyuan3DSettings
-from serve_app.pipeline.generators.catalog import resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
 from serve_app.pipeline.types import (
     CancelToken,
@@ -246,7 +245,7 @@ class Hunyuan3DGenerator:
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
-        p = resolve_params(self.name, params)  # a no-op on resolved parameters
+        p = params.resolved_for(self.name)  # a no-op on resolved parameters
         try:
             return self._generate(cutout, p, on_progress, cancel)
         except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first

@@ -19,7 +19,6 @@ from PIL import Image
 from scipy import ndimage
 
 from serve_app.errors import NoSubjectError
-from serve_app.pipeline.generators.catalog import resolve_params
 from serve_app.pipeline.types import (
     CancelToken,
     CutOut,
@@ -82,7 +81,7 @@ class InflateGenerator:
         cancel: CancelToken,
     ) -> Mesh:
         with self._threads():
-            return self._generate(cutout, resolve_params(self.name, params), on_progress, cancel)
+            return self._generate(cutout, params.resolved_for(self.name), on_progress, cancel)
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
