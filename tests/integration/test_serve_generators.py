@@ -128,12 +128,14 @@ def test_the_shape_replica_stores_under_the_key_the_registry_computed(api: Api) 
     """The registry keys each run once (generator version and cache key, in the ticket);
     the ShapeTexture replica stores the model under that key and refuses a ticket keyed
     for another version of its generator (the run is then retried under the new key)."""
+    import asyncio
     import hashlib
 
     import numpy as np
+    import ray
     from ray import serve
 
-    from serve_app.errors import GeneratorVersionChangedError, WorkerLostError
+    from serve_app.errors import GeneratorVersionChangedError, OrfeasError, WorkerLostError
     from serve_app.pipeline.types import CutOut, GenerationParams
     from serve_app.registry.cache import cache_key
     from serve_app.registry.jobs import JobTicket, RunRequest, UploadInfo
@@ -157,15 +159,29 @@ def test_the_shape_replica_stores_under_the_key_the_registry_computed(api: Api) 
     store = ArtifactStore(api.service.storage_root)
     assert store.mesh_path(key).is_file() and store.export_path(key, "stl").is_file()
 
-    shape = serve.get_deployment_handle("ShapeTexture", app_name=APP)
-    assert shape.generator_version.remote("inflate").result() == done["generator_version"]
     upload = UploadInfo(hashlib.sha256(photo).hexdigest(), len(photo), "image/png")
     request = RunRequest(GenerationParams(quality=3), "stl", "inflate")
     stale = JobTicket(job, 99, upload, request, "inflate-0", "f" * 64)
     cutout = CutOut(np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8), bool))
-    with pytest.raises(Exception) as refused:  # noqa: PT011 - Ray wraps it; unwrapped below
-        shape.build.remote(stale, cutout).result()
-    error = as_orfeas_error(refused.value)
+
+    @ray.remote
+    def ask_the_replica(ticket: JobTicket, cutout: CutOut) -> tuple[str, OrfeasError | None]:
+        """Its generator's version, and its answer to ``ticket`` (from a task of the
+        cluster, so that no handle is left in this process's event loops)."""
+
+        async def ask() -> tuple[str, OrfeasError | None]:
+            shape = serve.get_deployment_handle("ShapeTexture", app_name=APP)
+            version: str = await shape.generator_version.remote("inflate")
+            try:
+                await shape.build.remote(ticket, cutout)
+            except Exception as exc:  # Ray wraps the replica's error
+                return version, as_orfeas_error(exc)
+            return version, None
+
+        return asyncio.run(ask())
+
+    version, error = ray.get(ask_the_replica.remote(stale, cutout), timeout=120)
+    assert version == done["generator_version"]
     assert isinstance(error, GeneratorVersionChangedError), error
     assert isinstance(error, WorkerLostError)  # the registry retries such a run
     assert error.details["version"] == done["generator_version"]
