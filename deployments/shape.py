@@ -10,10 +10,9 @@ from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
 from serve_app.contracts.runs import JobTicket, RunResult
 from serve_app.contracts.stages import Stage
-from serve_app.errors import ModelUnavailableError, OrfeasError
+from serve_app.errors import GeneratorVersionChangedError, ModelUnavailableError, OrfeasError
 from serve_app.metrics import ReplicaStageTimings
 from serve_app.pipeline.types import CutOut
-from serve_app.registry.cache import cache_key
 from serve_app.registry.client import find_registry
 from serve_app.storage import ArtifactStore
 
@@ -61,14 +60,8 @@ class ShapeTexture:
         request = ticket.request
         builder = self._builder(request.generator)
         generator = builder.generator
-        params = generator.resolve(request.params)
-        key = cache_key(
-            ticket.upload.sha256,
-            params,
-            self._config.pipeline.background_model,
-            generator.name,
-            generator.version,
-        )
+        key = self._checked_key(ticket, generator.version)
+        params = request.params  # resolved at admission
         timer = StageTimer()
         interval = self._config.registry.heartbeat_interval_s
         with RunReporter(self._registry, ticket, Stage.SHAPE_GENERATION, interval) as reporter:
@@ -93,6 +86,22 @@ class ShapeTexture:
             timings=timer.seconds,
             watertight=bool(mesh.meta.get("watertight")),
         )
+
+    def generator_version(self, name: str) -> str:
+        """The version of generator ``name`` here (what the registry keys its runs for)."""
+        return self._builder(name).generator.version
+
+    @staticmethod
+    def _checked_key(ticket: JobTicket, version: str) -> str:
+        """The ticket's cache key, if it was keyed for ``version`` of its generator."""
+        if ticket.artifact_key is None or ticket.generator_version != version:
+            raise GeneratorVersionChangedError(
+                f"generator {ticket.request.generator!r} is version {version} here, the run "
+                f"was keyed for {ticket.generator_version}; it is retried",
+                generator=ticket.request.generator,
+                version=version,
+            )
+        return ticket.artifact_key
 
     def _builder(self, name: str) -> ModelBuilder:
         builder = self._builders.get(name)

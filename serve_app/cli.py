@@ -18,7 +18,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from serve_app.commands import COMMANDS, add_commands, run_command
-from serve_app.contracts.params import OUTPUT_FORMATS, Dimensions, GenerationParams
+from serve_app.commands.flags import add_model_flags, model_values
+from serve_app.contracts.params import (
+    OUTPUT_FORMATS,
+    TUNABLE_PARAMETERS,
+    Dimensions,
+    GenerationParams,
+    GeneratorName,
+)
 from serve_app.errors import OrfeasError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators.catalog import SPECS, resolve_params
@@ -35,23 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     gen.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     gen.add_argument("--format", choices=OUTPUT_FORMATS, default="glb")
-    gen.add_argument("--quality", type=int, default=5, help="1 (fast) to 10 (fine); default 5")
-    gen.add_argument("--width", type=float, help="model width (X) in mm")
-    gen.add_argument("--height", type=float, help="model height (Y) in mm")
-    gen.add_argument("--depth", type=float, help="model depth (Z) in mm")
+    add_model_flags(gen, GenerationParams, only=("quality",))
+    add_model_flags(gen, Dimensions)
     gen.add_argument("--models-dir", type=Path, default=Path("models"))
-    gen.add_argument("--generator", choices=sorted(SPECS), default="inflate")
+    gen.add_argument(
+        "--generator", choices=[name.value for name in SPECS], default=GeneratorName.INFLATE
+    )
     gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    hy = gen.add_argument_group("hunyuan3d (defaults from --quality)")
+    hy = gen.add_argument_group("hunyuan3d")
     hy.add_argument("--model-path", type=Path, help="Hunyuan3D-2 model directory")
     hy.add_argument("--dtype", choices=["auto", "float16", "float32", "bfloat16"], default="auto")
-    hy.add_argument("--seed", type=int)
-    hy.add_argument("--steps", type=int, help="denoising steps")
-    hy.add_argument("--guidance-scale", type=float)
-    hy.add_argument("--octree-resolution", type=int)
-    hy.add_argument("--num-chunks", type=int)
-    hy.add_argument("--mc-level", type=float)
-    hy.add_argument("--face-count", type=int)
+    tuning = gen.add_argument_group("generator parameters (defaults from --quality)")
+    add_model_flags(tuning, GenerationParams, only=TUNABLE_PARAMETERS)
     commands.add_parser(
         "hash-key",
         help="read an API key from stdin, print the hash for security.api_key_hashes",
@@ -66,26 +68,18 @@ def _fail(message: str) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
-    if args.generator == "hunyuan3d" and args.model_path is None:
+    if args.generator == GeneratorName.HUNYUAN3D and args.model_path is None:
         return _fail("--generator hunyuan3d needs --model-path DIR (config.yaml + weights)")
     generators: dict[str, object] = {}
     if args.model_path is not None:
-        generators["hunyuan3d"] = {
+        generators[GeneratorName.HUNYUAN3D.value] = {
             "model_path": args.model_path,
             "device": args.device,
             "dtype": args.dtype,
         }
     try:
-        params = GenerationParams(
-            quality=args.quality,
-            dimensions=Dimensions(width=args.width, height=args.height, depth=args.depth),
-            seed=args.seed,
-            steps=args.steps,
-            guidance_scale=args.guidance_scale,
-            octree_resolution=args.octree_resolution,
-            num_chunks=args.num_chunks,
-            mc_level=args.mc_level,
-            face_count=args.face_count,
+        params = GenerationParams.model_validate(
+            {**model_values(args, GenerationParams), "dimensions": model_values(args, Dimensions)}
         )
         config = PipelineConfig.model_validate(
             {

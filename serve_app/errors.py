@@ -181,6 +181,14 @@ class WorkerLostError(ModelUnavailableError):
     """A worker replica died (or stopped renewing its lease) while it held a run; retryable."""
 
 
+class GeneratorVersionChangedError(WorkerLostError):
+    """The replica that took a run has another version of its generator than the run's
+    ticket was keyed for (a rolling update): the run is retried under the new version's key.
+
+    Details: ``generator``, and ``version``, the replica's.
+    """
+
+
 class JobInterruptedError(OrfeasError):
     """A run was cut short by a restart of the service; submitting it again is safe."""
 

@@ -37,13 +37,17 @@ from serve_app.commands.common import (
     describe_error,
     error_fields,
 )
+from serve_app.commands.flags import add_model_flags, model_values
 from serve_app.commands.progress import JobBoard, eta_text, stage_text
 from serve_app.commands.runs import Run, Runner, Starter
 from serve_app.contracts.jobs import JobStatus
-from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.contracts.params import OUTPUT_FORMATS, TUNABLE_PARAMETERS, Dimensions
+from serve_app.contracts.text import TextToImageParams
 from serve_app.schemas.jobs import GenerateOptions
 
 COMMANDS = ("submit", "text", "status", "watch", "cancel", "download")
+#: The flags of GenerateOptions that ``submit`` and ``text --3d`` share.
+MODEL_OPTIONS = ("format", "quality", "generator")
 
 
 def add_commands(commands: Any) -> None:
@@ -54,9 +58,9 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     sub.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
     _model_options(sub)
-    sub.add_argument("--width", type=float, help="model width (X) in mm")
-    sub.add_argument("--height", type=float, help="model height (Y) in mm")
-    sub.add_argument("--depth", type=float, help="model depth (Z) in mm")
+    add_model_flags(sub.add_argument_group("model size, mm"), Dimensions)
+    tuning = sub.add_argument_group("generator parameters (defaults from --quality)")
+    add_model_flags(tuning, GenerateOptions, only=TUNABLE_PARAMETERS)
     add_connection_options(sub)
 
     text = commands.add_parser("text", help="a picture from a prompt (with --3d, a model)")
@@ -64,11 +68,7 @@ def add_commands(commands: Any) -> None:
     text.add_argument("--3d", dest="make_3d", action="store_true", help="go on to a 3D model")
     text.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
     _model_options(text)
-    text.add_argument("--negative-prompt")
-    text.add_argument("--seed", type=int)
-    text.add_argument("--steps", type=int)
-    text.add_argument("--width", type=int, help="picture width in pixels (multiple of 8)")
-    text.add_argument("--height", type=int, help="picture height in pixels (multiple of 8)")
+    add_model_flags(text.add_argument_group("picture"), TextToImageParams, exclude=("prompt",))
     add_connection_options(text)
 
     for name, what in (
@@ -89,9 +89,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="glb")
-    parser.add_argument("--quality", type=int, default=5, help="1 (fast) to 10 (fine)")
-    parser.add_argument("--generator", metavar="NAME", help="default: the service's default")
+    add_model_flags(parser, GenerateOptions, only=MODEL_OPTIONS)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -123,11 +121,13 @@ def api_key_given(args: argparse.Namespace) -> bool:
 
 
 def _options(args: argparse.Namespace, dimensions: bool) -> GenerateOptions:
-    fields: dict[str, Any] = {"format": args.format, "quality": args.quality}
-    if args.generator:
-        fields["generator"] = args.generator
+    """The model options given on the command line (``dimensions`` and the generator
+    parameters only where the command has them: ``text`` uses their names for its
+    picture)."""
+    names = (*MODEL_OPTIONS, *TUNABLE_PARAMETERS) if dimensions else MODEL_OPTIONS
+    fields: dict[str, Any] = model_values(args, GenerateOptions, names)
     if dimensions:
-        fields["dimensions"] = {"width": args.width, "height": args.height, "depth": args.depth}
+        fields["dimensions"] = model_values(args, Dimensions)
     try:
         return GenerateOptions.model_validate(fields)
     except ValidationError as exc:
@@ -182,11 +182,7 @@ def _targets(images: list[Path], out_dir: Path, fmt: str) -> list[Path]:
 
 def text(args: argparse.Namespace, output: Output) -> int:
     options = _options(args, dimensions=False) if args.make_3d else None
-    params = {
-        name: getattr(args, name)
-        for name in ("negative_prompt", "seed", "steps", "width", "height")
-        if getattr(args, name) is not None
-    }
+    params = model_values(args, TextToImageParams)
     fmt = options.format if options else None
     try:  # the prompt and parameters, checked before anything is sent
         calls.text_to_image(args.prompt, options, params)

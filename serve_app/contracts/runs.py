@@ -29,12 +29,20 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class JobTicket:
-    """Everything a worker deployment needs for one run; small, no pixels."""
+    """Everything a worker deployment needs for one run; small, no pixels.
+
+    ``generator_version`` and ``artifact_key`` (the cache key of the run's canonical mesh)
+    are set by the registry when it dispatches the run, the one place the key is computed;
+    the ShapeTexture replica checks that its generator has that version and stores the
+    mesh under that key.
+    """
 
     job_id: str
     run: int
     upload: UploadInfo
     request: RunRequest
+    generator_version: str | None = None
+    artifact_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.contracts.params import GeneratorName
+
 
 class ImageLimits(BaseModel):
     """Limits applied to an input image before its pixels are decoded."""
@@ -66,7 +68,10 @@ class GeneratorsConfig(BaseModel):
 
     def enabled(self) -> list[str]:
         """Names of the enabled generators, inflate first."""
-        return ["inflate"] + (["hunyuan3d"] if self.hunyuan3d is not None else [])
+        names = [GeneratorName.INFLATE.value]
+        if self.hunyuan3d is not None:
+            names.append(GeneratorName.HUNYUAN3D.value)
+        return names
 
 
 class PipelineConfig(BaseModel):
@@ -77,7 +82,8 @@ class PipelineConfig(BaseModel):
     models_dir: Path = Field(default=Path("models"), description="holds u2netp.onnx")
     background_model: Literal["u2netp"] = "u2netp"
     generator: str = Field(
-        default="inflate", description="the default shape generator; one of those enabled"
+        default=GeneratorName.INFLATE.value,
+        description="the default shape generator; one of those enabled",
     )
     generators: GeneratorsConfig = Field(default_factory=GeneratorsConfig)
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -93,7 +99,7 @@ class PipelineConfig(BaseModel):
                 f"generator {self.generator!r} is not enabled; enabled: {', '.join(enabled)}"
                 + (
                     " (hunyuan3d needs generators.hunyuan3d.model_path)"
-                    if self.generator == "hunyuan3d"
+                    if self.generator == GeneratorName.HUNYUAN3D
                     else ""
                 )
             )

@@ -12,7 +12,8 @@ from serve_app.contracts.stages import Stage
 from serve_app.pipeline.background import BackgroundRemover, RembgRemover
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
-from serve_app.pipeline.generators import ShapeGenerator, load_generator
+from serve_app.pipeline.generators import load_generator
+from serve_app.pipeline.generators.base import ShapeGenerator
 from serve_app.pipeline.images import decode_image
 from serve_app.pipeline.scale import fit_to_dimensions
 from serve_app.pipeline.texture import texture_mesh
@@ -59,7 +60,7 @@ class ModelBuilder:
         """The canonical mesh; its ``meta`` says how it was made and whether it is closed."""
         cancel = cancel or CancelToken()
         timer = timer or StageTimer()
-        params = self.generator.resolve(params)
+        params = params.resolved_for(self.generator.name)
         cancel.raise_if_cancelled()
         mesh = timer.run(
             Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel

@@ -16,12 +16,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from serve_app.contracts.runs import ImageTicket, JobTicket, RunResult, StoredImage, TextModel
-from serve_app.errors import ModelNotConfiguredError, ModelUnavailableError
+from serve_app.errors import (
+    GeneratorVersionChangedError,
+    ModelNotConfiguredError,
+    ModelUnavailableError,
+)
 from serve_app.pipeline.text_params import image_cache_key, with_size
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.cache import cache_key
 from serve_app.registry.journal import Ledger, Remembered
 from serve_app.storage import ArtifactStore
@@ -113,7 +118,17 @@ class Workers:
     async def run(self, ticket: JobTicket, current: Callable[[], bool]) -> RunResult | None:
         """The run's result; None when ``current()`` says it ended while the cache was
         checked (a cancel), so nothing was dispatched.
+
+        The ticket is keyed here (the generator's version and the cache key), once, and
+        the ShapeTexture replica stores the mesh under that key. A generator whose version
+        no replica has reported yet is asked for it first.
         """
+        generator = ticket.request.generator
+        version = self.versions.get(generator)
+        if version is None:
+            version = await self._reachable().shape.generator_version.remote(generator)
+            self.versions[generator] = version
+        ticket = self.keyed(ticket, version)
         result = await self._from_cache(ticket)
         if result is not None:
             return result
@@ -121,9 +136,23 @@ class Workers:
             return None
         backends = self._reachable()
         cutout = backends.background.remove.remote(ticket)
-        result = await backends.shape.build.remote(ticket, cutout)
+        try:
+            result = await backends.shape.build.remote(ticket, cutout)
+        except Exception as exc:
+            error = as_orfeas_error(exc)
+            if isinstance(error, GeneratorVersionChangedError):  # retried under the new key
+                self.report(generator, str(error.details["version"]))
+            raise error from None
         self.versions[result.generator] = result.generator_version
         return result
+
+    def keyed(self, ticket: JobTicket, version: str) -> JobTicket:
+        """``ticket`` for ``version`` of its generator, with its canonical mesh's cache key."""
+        request = ticket.request
+        key = cache_key(
+            ticket.upload.sha256, request.params, self.background_model, request.generator, version
+        )
+        return replace(ticket, generator_version=version, artifact_key=key)
 
     async def make_image(
         self, ticket: ImageTicket, current: Callable[[], bool]
@@ -167,14 +196,9 @@ class Workers:
         return StoredImage(key, upload, params, model.version, True, seconds)
 
     async def _from_cache(self, ticket: JobTicket) -> RunResult | None:
-        """A finished result if this exact generation is already stored."""
-        generator = ticket.request.generator
-        version = self.versions.get(generator)
-        if version is None:
-            return None
-        key = cache_key(
-            ticket.upload.sha256, ticket.request.params, self.background_model, generator, version
-        )
+        """A finished result if this exact generation (the keyed ticket's) is stored."""
+        key, version = ticket.artifact_key, ticket.generator_version
+        assert key is not None and version is not None, "the ticket is keyed first"
         meta = await asyncio.to_thread(self.store.mesh_meta, key)
         if meta is None:
             return None
@@ -182,7 +206,7 @@ class Workers:
         return RunResult(
             artifact_key=key,
             formats=(),
-            generator=generator,
+            generator=ticket.request.generator,
             generator_version=version,
             cached=True,
             watertight=watertight if isinstance(watertight, bool) else None,

@@ -10,20 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.contracts.jobs import JOB_ID_PATTERN, JobStatus
 from serve_app.contracts.params import (
-    FACE_COUNT_RANGE,
-    GUIDANCE_RANGE,
-    MC_LEVEL_RANGE,
-    NUM_CHUNKS_RANGE,
-    OCTREE_RANGE,
     OUTPUT_FORMATS,
-    SEED_MAX,
-    STEPS_RANGE,
-    Dimensions,
     GenerationParams,
     OutputFormat,
 )
 from serve_app.contracts.variants import VARIANT_ID_PATTERN, VariantInfo
-from serve_app.pipeline.generators import catalog
 
 JobId = Annotated[
     str,
@@ -68,95 +59,32 @@ class UploadResponse(BaseModel):
     media_type: str
 
 
-def _by_quality(values: tuple[int, ...]) -> str:
-    return "default from quality 1..10: " + ", ".join(str(v) for v in values)
-
-
 GENERATOR_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
-class GenerateOptions(BaseModel):
+class GenerateOptions(GenerationParams):
     """How a job's picture becomes a model: ``POST /api/generate-3d``'s body without
     ``job_id`` (also ``generate_3d`` of ``POST /api/text-to-image``).
 
-    The generator parameters are optional: what is left out comes from the generator's
+    The generator parameters are GenerationParams' own fields (range, default and doc
+    written there once) and optional: what is left out comes from the generator's
     defaults for ``quality``; a parameter the chosen generator does not take is a 422.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     format: OutputFormat = "glb"
-    quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine)")
-    dimensions: Dimensions = Field(default_factory=Dimensions)
     generator: str | None = Field(
         default=None,
         pattern=GENERATOR_NAME,
         description="shape generator, one of those enabled (GET /api/generators): inflate "
         "(silhouette inflation) or hunyuan3d (Hunyuan3D-2); default: the service's default",
     )
-    seed: int | None = Field(
-        default=None,
-        ge=0,
-        le=SEED_MAX,
-        description=f"hunyuan3d: seed of the initial noise (same seed, same mesh); "
-        f"default {catalog.DEFAULT_SEED}",
-    )
-    steps: int | None = Field(
-        default=None,
-        ge=STEPS_RANGE[0],
-        le=STEPS_RANGE[1],
-        description="hunyuan3d: denoising steps; " + _by_quality(catalog.HUNYUAN3D_STEPS),
-    )
-    guidance_scale: float | None = Field(
-        default=None,
-        ge=GUIDANCE_RANGE[0],
-        le=GUIDANCE_RANGE[1],
-        allow_inf_nan=False,
-        description=f"hunyuan3d: classifier-free guidance scale; default "
-        f"{catalog.HUNYUAN3D_GUIDANCE}",
-    )
-    octree_resolution: int | None = Field(
-        default=None,
-        ge=OCTREE_RANGE[0],
-        le=OCTREE_RANGE[1],
-        description="hunyuan3d: surface grid resolution n ((n + 1)³ occupancy queries); "
-        + _by_quality(catalog.HUNYUAN3D_OCTREE),
-    )
-    num_chunks: int | None = Field(
-        default=None,
-        ge=NUM_CHUNKS_RANGE[0],
-        le=NUM_CHUNKS_RANGE[1],
-        description=f"hunyuan3d: occupancy queries decoded per batch (GPU memory against "
-        f"speed); default {catalog.HUNYUAN3D_NUM_CHUNKS}",
-    )
-    mc_level: float | None = Field(
-        default=None,
-        ge=MC_LEVEL_RANGE[0],
-        le=MC_LEVEL_RANGE[1],
-        allow_inf_nan=False,
-        description=f"hunyuan3d: level of the occupancy field taken as the surface; default "
-        f"{catalog.HUNYUAN3D_MC_LEVEL}",
-    )
-    face_count: int | None = Field(
-        default=None,
-        ge=FACE_COUNT_RANGE[0],
-        le=FACE_COUNT_RANGE[1],
-        description="hunyuan3d: triangles after clean-up (at most); "
-        + _by_quality(catalog.HUNYUAN3D_FACES),
-    )
 
     def params(self) -> GenerationParams:
         """The parameters as asked (the generator fills in what is left out)."""
         return GenerationParams(
-            quality=self.quality,
-            dimensions=self.dimensions,
-            seed=self.seed,
-            steps=self.steps,
-            guidance_scale=self.guidance_scale,
-            octree_resolution=self.octree_resolution,
-            num_chunks=self.num_chunks,
-            mc_level=self.mc_level,
-            face_count=self.face_count,
+            **{name: getattr(self, name) for name in GenerationParams.model_fields}
         )
 
 

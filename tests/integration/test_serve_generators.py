@@ -122,3 +122,68 @@ def test_parameters_the_generator_does_not_take_are_refused(api: Api) -> None:
     response = api.generate(job, octree_resolution=4096)
     assert response.status_code == 422
     assert response.json()["error"]["message"].startswith("octree_resolution: ")
+
+
+def test_the_shape_replica_stores_under_the_key_the_registry_computed(api: Api) -> None:
+    """The registry keys each run once (generator version and cache key, in the ticket);
+    the ShapeTexture replica stores the model under that key and refuses a ticket keyed
+    for another version of its generator (the run is then retried under the new key)."""
+    import asyncio
+    import hashlib
+
+    import numpy as np
+    import ray
+    from ray import serve
+
+    from serve_app.contracts.params import GenerationParams
+    from serve_app.contracts.runs import JobTicket, RunRequest, UploadInfo
+    from serve_app.errors import GeneratorVersionChangedError, OrfeasError, WorkerLostError
+    from serve_app.pipeline.types import CutOut
+    from serve_app.ray_errors import as_orfeas_error
+    from serve_app.registry.cache import cache_key
+    from serve_app.storage import ArtifactStore
+
+    wait_until(lambda: generators_ready(api), 60, "both generators loaded")
+    photo = api.unique_photo()
+    job = api.upload(photo)
+    response = api.generate(job, format="stl", quality=3, generator="inflate")
+    assert response.status_code == 202, response.text
+    done = api.wait(job)
+    assert done["status"] == "completed" and not done["cached"], done
+    key = cache_key(
+        hashlib.sha256(photo).hexdigest(),
+        GenerationParams(quality=3),
+        "u2netp",
+        "inflate",
+        done["generator_version"],
+    )
+    store = ArtifactStore(api.service.storage_root)
+    assert store.mesh_path(key).is_file() and store.export_path(key, "stl").is_file()
+
+    upload = UploadInfo(hashlib.sha256(photo).hexdigest(), len(photo), "image/png")
+    request = RunRequest(GenerationParams(quality=3), "stl", "inflate")
+    stale = JobTicket(job, 99, upload, request, "inflate-0", "f" * 64)
+    cutout = CutOut(np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8), bool))
+
+    @ray.remote
+    def ask_the_replica(ticket: JobTicket, cutout: CutOut) -> tuple[str, OrfeasError | None]:
+        """Its generator's version, and its answer to ``ticket`` (from a task of the
+        cluster, so that no handle is left in this process's event loops)."""
+
+        async def ask() -> tuple[str, OrfeasError | None]:
+            shape = serve.get_deployment_handle("ShapeTexture", app_name=APP)
+            version: str = await shape.generator_version.remote("inflate")
+            try:
+                await shape.build.remote(ticket, cutout)
+            except Exception as exc:  # Ray wraps the replica's error
+                return version, as_orfeas_error(exc)
+            return version, None
+
+        return asyncio.run(ask())
+
+    version, error = ray.get(ask_the_replica.remote(stale, cutout), timeout=120)
+    assert version == done["generator_version"]
+    assert isinstance(error, GeneratorVersionChangedError), error
+    assert isinstance(error, WorkerLostError)  # the registry retries such a run
+    assert error.details["version"] == done["generator_version"]
+    assert not store.mesh_path("f" * 64).exists()

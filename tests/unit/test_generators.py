@@ -14,13 +14,16 @@ from pydantic import ValidationError
 from serve_app.api.app import create_api
 from serve_app.api.deps import Services
 from serve_app.config import AppConfig
-from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.params import TUNABLES, GenerationParams
 from serve_app.errors import ValidationFailedError
 from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.generators.catalog import HUNYUAN3D_STEPS, SPECS, resolve_params
+from serve_app.pipeline.generators.catalog import SPECS, resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
 from serve_app.registry.cache import cache_key
 from serve_app.storage import ArtifactStore
+
+#: hunyuan3d's denoising steps per quality 1..10, as GenerationParams' field defines them.
+HUNYUAN3D_STEPS = TUNABLES["steps"].default
 
 HUNYUAN3D = {"hunyuan3d": {"model_path": "/models/hunyuan3d-dit-v2-0"}}
 

@@ -2,35 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from serve_app.contracts.params import GenerationParams
 from serve_app.errors import InvalidInputError
 from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
-
-
-class ShapeGenerator(Protocol):
-    """Makes a mesh from a cut-out.
-
-    The mesh is in image pixel units: +X right, +Y up (minus the image row), +Z towards
-    the camera, so that texturing can project the cut-out straight onto it. ``generate``
-    takes parameters as they come (``resolve`` fills what is unset from the quality) and
-    raises ``JobCancelledError`` soon after ``cancel`` is set.
-    """
-
-    name: str
-    version: str
-
-    def resolve(self, params: GenerationParams) -> GenerationParams: ...
-
-    def generate(
-        self,
-        cutout: CutOut,
-        params: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh: ...
+from serve_app.pipeline.generators.base import ShapeGenerator
+from serve_app.pipeline.generators.catalog import spec
 
 
 def load_generator(name: str, config: PipelineConfig) -> ShapeGenerator:
@@ -40,12 +15,4 @@ def load_generator(name: str, config: PipelineConfig) -> ShapeGenerator:
         raise InvalidInputError(
             f"shape generator {name!r} is not enabled; enabled: {', '.join(enabled)}"
         )
-    if name == "inflate":
-        from serve_app.pipeline.generators.inflate import InflateGenerator
-
-        return InflateGenerator(device=config.device)
-    from serve_app.pipeline.generators.hunyuan3d import Hunyuan3DGenerator
-
-    settings = config.generators.hunyuan3d
-    assert settings is not None  # enabled() lists it only when set
-    return Hunyuan3DGenerator(settings)
+    return spec(name).load(config)

@@ -1,114 +1,80 @@
-"""Which generators exist, the parameters each takes, and their defaults per quality.
+"""Which generators exist, how each is loaded, the parameters each takes and their defaults.
 
 Light (no torch): the ingress resolves a request's parameters here before it is queued, so
 the cache key and the job record hold the parameters the generator will really use; an
-explicit default and an omitted one are the same request.
+explicit default and an omitted one are the same request. Which parameters a generator
+takes, and their defaults by quality, are written once, on the fields of
+:class:`~serve_app.pipeline.types.GenerationParams`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from serve_app.contracts.params import TUNABLE_PARAMETERS, GenerationParams
+from serve_app.contracts.params import GenerationParams, GeneratorName
 from serve_app.errors import ValidationFailedError
 
-INFLATE = "inflate"
-HUNYUAN3D = "hunyuan3d"
-
-#: Denoising steps per quality 1..10 (hy3dgen's own default is 50).
-HUNYUAN3D_STEPS = (5, 10, 15, 20, 30, 30, 40, 40, 50, 50)
-#: Marching-cubes grid per quality 1..10: (n + 1)³ occupancy queries.
-HUNYUAN3D_OCTREE = (128, 128, 192, 192, 256, 256, 320, 320, 384, 384)
-#: Target triangle count after post-processing per quality 1..10.
-HUNYUAN3D_FACES = (
-    10_000,
-    20_000,
-    30_000,
-    40_000,
-    60_000,
-    80_000,
-    100_000,
-    150_000,
-    200_000,
-    300_000,
-)
-HUNYUAN3D_GUIDANCE = 5.0
-HUNYUAN3D_NUM_CHUNKS = 8_000
-HUNYUAN3D_MC_LEVEL = 0.0
-DEFAULT_SEED = 0
+if TYPE_CHECKING:
+    from serve_app.pipeline.config import PipelineConfig
+    from serve_app.pipeline.generators.base import ShapeGenerator
 
 
-def _hunyuan3d_defaults(quality: int) -> dict[str, int | float]:
-    i = quality - 1
-    return {
-        "seed": DEFAULT_SEED,
-        "steps": HUNYUAN3D_STEPS[i],
-        "guidance_scale": HUNYUAN3D_GUIDANCE,
-        "octree_resolution": HUNYUAN3D_OCTREE[i],
-        "num_chunks": HUNYUAN3D_NUM_CHUNKS,
-        "mc_level": HUNYUAN3D_MC_LEVEL,
-        "face_count": HUNYUAN3D_FACES[i],
-    }
+def _load_inflate(config: PipelineConfig) -> ShapeGenerator:
+    from serve_app.pipeline.generators.inflate import InflateGenerator
+
+    return InflateGenerator(device=config.device)
+
+
+def _load_hunyuan3d(config: PipelineConfig) -> ShapeGenerator:
+    from serve_app.pipeline.generators.hunyuan3d import Hunyuan3DGenerator
+
+    settings = config.generators.hunyuan3d
+    assert settings is not None  # enabled() lists it only when set
+    return Hunyuan3DGenerator(settings)
 
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """A generator's name, what it is, and the parameters it takes (defaults by quality)."""
+    """A generator's name, what it is, and how it is loaded (its module is imported then)."""
 
-    name: str
+    name: GeneratorName
     summary: str
-    defaults: Callable[[int], dict[str, int | float]]
+    load: Callable[[PipelineConfig], ShapeGenerator]
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        return tuple(name for name in TUNABLE_PARAMETERS if name in self.defaults(5))
+        """The generation parameters it takes, in the order of GenerationParams' fields."""
+        return GenerationParams.parameters_of(self.name)
 
 
-SPECS: dict[str, GeneratorSpec] = {
-    INFLATE: GeneratorSpec(
-        INFLATE,
-        "silhouette inflation (no weights): a rounded, closed solid from the cut-out",
-        lambda quality: {},
-    ),
-    HUNYUAN3D: GeneratorSpec(
-        HUNYUAN3D,
-        "Tencent Hunyuan3D-2 shape model (hy3dgen), weights from a local directory",
-        _hunyuan3d_defaults,
-    ),
+SPECS: dict[GeneratorName, GeneratorSpec] = {
+    spec.name: spec
+    for spec in (
+        GeneratorSpec(
+            GeneratorName.INFLATE,
+            "silhouette inflation (no weights): a rounded, closed solid from the cut-out",
+            _load_inflate,
+        ),
+        GeneratorSpec(
+            GeneratorName.HUNYUAN3D,
+            "Tencent Hunyuan3D-2 shape model (hy3dgen), weights from a local directory",
+            _load_hunyuan3d,
+        ),
+    )
 }
 
 
 def spec(name: str) -> GeneratorSpec:
     try:
-        return SPECS[name]
-    except KeyError:
+        return SPECS[GeneratorName(name)]
+    except ValueError:
         known = ", ".join(sorted(SPECS))
         raise ValidationFailedError(f"unknown shape generator {name!r}; known: {known}") from None
 
 
-def users_of(parameter: str) -> list[str]:
-    """The generators that take ``parameter``."""
-    return [name for name, s in SPECS.items() if parameter in s.parameters]
-
-
 def resolve_params(generator: str, params: GenerationParams) -> GenerationParams:
-    """``params`` with every parameter ``generator`` takes filled in (defaults from quality).
-
-    A parameter the generator does not take is a 422 naming it, rather than being ignored:
-    it would change nothing but the cache key.
-    """
-    chosen = spec(generator)
-    for name in params.given():
-        if name not in chosen.parameters:
-            users = ", ".join(users_of(name)) or "none"
-            raise ValidationFailedError(
-                f"{name}: not a parameter of generator {generator!r} (used by: {users})",
-                fields=[{"loc": ["body", name], "message": f"not used by {generator!r}"}],
-            )
-    defaults = chosen.defaults(params.quality)
-    update = {
-        name: value if (value := getattr(params, name)) is not None else defaults[name]
-        for name in chosen.parameters
-    }
-    return params.model_copy(update=update)
+    """``params`` with every parameter ``generator`` takes filled in (defaults from quality);
+    a 422 for an unknown generator or a parameter it does not take."""
+    return params.resolved_for(spec(generator).name)

@@ -32,7 +32,7 @@ import torch
 import yaml
 from PIL import Image
 
-from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.params import GenerationParams, GeneratorName
 from serve_app.contracts.stages import Stage as S
 from serve_app.errors import (
     GpuOutOfMemoryError,
@@ -42,7 +42,6 @@ from serve_app.errors import (
     OrfeasError,
 )
 from serve_app.pipeline.config import Hunyuan3DSettings
-from serve_app.pipeline.generators.catalog import HUNYUAN3D, resolve_params
 from serve_app.pipeline.meshclean import clean_mesh
 from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
@@ -186,7 +185,7 @@ class Hunyuan3DGenerator:
     Loads once (at construction); ``generate`` serves one run at a time (the replica's lock).
     """
 
-    name = HUNYUAN3D
+    name = GeneratorName.HUNYUAN3D.value
 
     def __init__(self, settings: Hunyuan3DSettings) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may reach a model hub
@@ -233,9 +232,6 @@ class Hunyuan3DGenerator:
         finally:
             self._release()
 
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        return resolve_params(self.name, params)
-
     def generate(
         self,
         cutout: CutOut,
@@ -243,7 +239,7 @@ class Hunyuan3DGenerator:
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
-        p = self.resolve(params)
+        p = params.resolved_for(self.name)  # a no-op on resolved parameters
         try:
             return self._generate(cutout, p, on_progress, cancel)
         except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first

@@ -18,10 +18,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.params import GenerationParams, GeneratorName
 from serve_app.contracts.stages import Stage as S
 from serve_app.errors import NoSubjectError
-from serve_app.pipeline.generators.catalog import INFLATE, resolve_params
 from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
 #: Target triangle count per quality level.
@@ -57,7 +56,7 @@ def pick_device(device: str) -> torch.device:
 class InflateGenerator:
     """Inflates a silhouette into a closed, rounded mesh. Needs no weights."""
 
-    name = INFLATE
+    name = GeneratorName.INFLATE.value
     version = "inflate-1"
 
     def __init__(self, device: str = "auto", cpu_threads: int = 1) -> None:
@@ -68,9 +67,6 @@ class InflateGenerator:
         #: the same replica (hunyuan3d on the CPU) keeps torch's default.
         self.cpu_threads = cpu_threads
 
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        return resolve_params(self.name, params)
-
     def generate(
         self,
         cutout: CutOut,
@@ -79,7 +75,7 @@ class InflateGenerator:
         cancel: CancelToken,
     ) -> Mesh:
         with self._threads():
-            return self._generate(cutout, self.resolve(params), on_progress, cancel)
+            return self._generate(cutout, params.resolved_for(self.name), on_progress, cancel)
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:

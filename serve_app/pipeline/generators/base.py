@@ -1,0 +1,29 @@
+"""The interface every shape generator satisfies: a cut-out and parameters in, a mesh out."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from serve_app.contracts.params import GenerationParams
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
+
+
+class ShapeGenerator(Protocol):
+    """Makes a mesh from a cut-out.
+
+    The mesh is in image pixel units: +X right, +Y up (minus the image row), +Z towards
+    the camera, so that texturing can project the cut-out straight onto it. ``generate``
+    takes parameters as they come (what is unset, ``catalog.resolve_params`` fills in from
+    the quality) and raises ``JobCancelledError`` soon after ``cancel`` is set.
+    """
+
+    name: str
+    version: str
+
+    def generate(
+        self,
+        cutout: CutOut,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> Mesh: ...
