@@ -1,0 +1,1 @@
+"""Webhooks: a job's or batch's final status POSTed, signed, to the caller's server."""
