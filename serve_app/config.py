@@ -11,6 +11,7 @@ from serve_app.config_policies import RetentionConfig, SecurityConfig
 from serve_app.contracts.text import MAX_GUIDANCE_SCALE, MAX_PIXELS, MAX_STEPS, MIN_SIDE
 from serve_app.meshtools.config import MeshLimits
 from serve_app.pipeline.config import PipelineConfig
+from serve_app.webhooks.config import WebhookConfig
 
 
 class StrictModel(BaseModel):
@@ -301,6 +302,7 @@ class AppConfig(StrictModel):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     text_to_image: TextToImageConfig = Field(default_factory=TextToImageConfig)
     mesh_tools: MeshToolsConfig = Field(default_factory=MeshToolsConfig)
+    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
 
     @model_validator(mode="after")
     def _bounded_queues(self) -> Self:

@@ -32,6 +32,7 @@ from serve_app.contracts.variants import VariantOrder
 from serve_app.errors import JobCancelledError, JobNotFoundError, OrfeasError
 from serve_app.metrics import MetricsSink, MetricsSnapshot, RayMetrics
 from serve_app.registry import retention
+from serve_app.registry.callbacks import Callbacks
 from serve_app.registry.commits import Change, Commits
 from serve_app.registry.feeds import Changes, JobLog
 from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
@@ -42,6 +43,8 @@ from serve_app.registry.table import JobTable
 from serve_app.registry.variants import MeshToolsBackend, Variants
 from serve_app.registry.workers import Backends, Workers
 from serve_app.storage import ArtifactStore
+from serve_app.webhooks.outbox import Outbox
+from serve_app.webhooks.records import Delivery, DeliveryStore, Subscription, TargetKind
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +140,18 @@ class JobRegistry:
         self.calls: Counter[str] = Counter()
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight = self._load_journal()
+        store = DeliveryStore(journal_path(config))
+        self._callbacks = Callbacks(store, Outbox(store, config.webhooks), self._find_snapshot)
 
     def start(self) -> None:
         """Start the watchdog, retention and (after a restart) resume; on the event loop."""
         self._loops = [
             asyncio.create_task(self._supervisor.watchdog(), name="registry-watchdog"),
             asyncio.create_task(self._retention(), name="registry-retention"),
+            asyncio.create_task(self._callbacks.outbox.run(), name="registry-webhooks"),
+            asyncio.create_task(
+                self._callbacks.follow(self._monitor.feed), name="registry-callbacks"
+            ),
         ]
         if self._in_flight:
             resume = self._supervisor.resume(self._in_flight)
@@ -153,6 +162,7 @@ class JobRegistry:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._ledger.journal.close()
+        self._callbacks.store.close()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -167,6 +177,7 @@ class JobRegistry:
         self._supervisor.policy = config.registry
         self._variants.policy = config.mesh_tools
         self._table.max_jobs = config.registry.max_jobs
+        self._callbacks.outbox.config = config.webhooks
         for record in self._ledger.move_to(journal_path(config)):
             if record.job_id not in self._table:
                 self._table.restore(record)
@@ -314,6 +325,19 @@ class JobRegistry:
             return JobNotFoundError(f"no job with id {job_id}", job_id=job_id)
         return self._monitor.read_log(job_id)
 
+    # -- webhooks ------------------------------------------------------------------------
+
+    @served
+    async def subscribe(self, subscription: Subscription) -> None:
+        """POST the end of a job's run or of a batch to a URL (journaled; fired at once if
+        it has ended already)."""
+        self._callbacks.subscribe(subscription)
+
+    @served
+    async def deliveries(self, kind: TargetKind, target_id: str) -> tuple[Delivery, ...]:
+        """The webhook deliveries of a job or batch, oldest first, with their attempts."""
+        return tuple(self._callbacks.deliveries(kind, target_id))
+
     # -- what the ingress replicas follow ----------------------------------------------
 
     @served
@@ -374,6 +398,7 @@ class JobRegistry:
             self._table, self._ledger.journal, self._workers.store, self._config.retention
         )
         self._forget(expired)
+        self._callbacks.forget(expired)
         if expired or result.files:
             logger.info(
                 "retention: %d jobs expired, %d files (%d bytes) removed",
@@ -433,6 +458,11 @@ class JobRegistry:
 
     def _forget(self, job_ids: Iterable[str]) -> None:
         self._monitor.forget(list(job_ids))
+
+    def _find_snapshot(self, job_id: str) -> JobSnapshot | None:
+        """A job from memory or the journal, for the webhooks part."""
+        record = self._table.find(job_id) or self._ledger.load(job_id)
+        return self._monitor.snapshot(record) if record is not None else None
 
 
 class RegistryActor(JobRegistry):

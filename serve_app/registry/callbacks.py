@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from serve_app.contracts.jobs import JobStatus
 from serve_app.registry.feeds import ChangeFeed
-from serve_app.registry.jobs import JobSnapshot, JobStatus
+from serve_app.registry.jobs import JobSnapshot
 from serve_app.webhooks.config import WebhookConfig
 from serve_app.webhooks.outbox import Outbox
 from serve_app.webhooks.records import (

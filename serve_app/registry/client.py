@@ -96,6 +96,8 @@ class RegistryClient:
     list_jobs = Forward(JobRegistry.list_jobs)
     ping = Forward(JobRegistry.ping)
     metrics = Forward(JobRegistry.metrics)
+    subscribe = Forward(JobRegistry.subscribe)
+    deliveries = Forward(JobRegistry.deliveries)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``method``'s answer from the registry; a returned refusal is raised."""
