@@ -76,10 +76,7 @@ def batch_event(subscription: Subscription, jobs: dict[str, JobSnapshot | None])
         entries.append({"index": member.index, "job_id": member.job_id, "status": status,
                         "error": error})  # fmt: skip
     completed = counts.get(str(JobStatus.COMPLETED), 0)
-    if completed == len(entries):
-        outcome = "completed"
-    else:
-        outcome = "partial" if completed else "failed"
+    outcome = "completed" if completed == len(entries) else "partial" if completed else "failed"
     return {
         "event": f"batch.{outcome}",
         "batch_id": subscription.target_id,

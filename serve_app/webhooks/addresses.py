@@ -11,6 +11,7 @@ later (DNS rebinding) cannot turn the request inward.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ def parse_target(url: str, config: WebhookConfig) -> Target:
         raise CallbackRefusedError("callback_url may not carry a user name or password")
     if scheme == "http" and host not in config.http_hosts:
         raise CallbackRefusedError(f"callback_url must use https (http is not allowed for {host})")
-    return Target(url=url, scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80))
+    return Target(
+        url=url, scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80)
+    )
 
 
 def refusal(address: IPAddress, own: tuple[IPNetwork, ...]) -> str | None:
@@ -118,10 +121,8 @@ def own_networks(config: WebhookConfig, nodes: bool = False) -> tuple[IPNetwork,
     ``nodes`` under Ray, every node's (a call to Ray's control store: once, not per request)."""
     networks = [ipaddress.ip_network(n, strict=False) for n in config.blocked_networks]
     hosts: set[str] = set()
-    try:
+    with contextlib.suppress(OSError):
         hosts.update(socket.gethostbyname_ex(socket.gethostname())[2])
-    except OSError:
-        pass
     if nodes:
         try:
             import ray

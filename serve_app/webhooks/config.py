@@ -28,8 +28,7 @@ class WebhookConfig(BaseModel):
     )
     http_hosts: tuple[str, ...] = Field(
         default=(),
-        description="hosts that may be sent to over plain http (every other target must "
-        "be https)",
+        description="hosts that may be sent to over plain http (every other target must be https)",
     )
     internal_hosts: tuple[str, ...] = Field(
         default=(),
@@ -38,7 +37,7 @@ class WebhookConfig(BaseModel):
     )
     blocked_networks: tuple[str, ...] = Field(
         default=(),
-        description='the cluster\'s own networks beyond its nodes\' addresses ("10.42.0.0/16": '
+        description="the cluster's own networks beyond its nodes' addresses (\"10.42.0.0/16\": "
         "pods, services); never sent to unless the host is in internal_hosts",
     )
     max_url_chars: int = Field(default=2048, ge=16, le=8192)

@@ -4,6 +4,7 @@ registry's event loop (asynchronous HTTP: nothing here blocks the loop for a req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -79,10 +80,8 @@ class Outbox:
         if len(self._sending) >= self._config.concurrency:
             timeout = None  # a finished send wakes the loop
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
 
     async def _send(self, http: httpx.AsyncClient, delivery: Delivery) -> None:
         config = self._config

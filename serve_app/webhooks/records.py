@@ -229,7 +229,8 @@ class DeliveryStore:
             "DELETE FROM webhook_subscriptions WHERE kind = ? AND target_id = ?", rows
         )
         self._db.executemany(
-            "DELETE FROM webhook_deliveries WHERE kind = ? AND target_id = ? AND state != 'pending'",
+            "DELETE FROM webhook_deliveries"
+            " WHERE kind = ? AND target_id = ? AND state != 'pending'",
             rows,
         )
 

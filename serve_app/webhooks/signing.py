@@ -39,7 +39,9 @@ def verify(
     return hmac.compare_digest(signature(secret, sent, body), header)
 
 
-def headers(secret: str, timestamp: int, body: bytes, delivery_id: str, event: str) -> dict[str, str]:
+def headers(
+    secret: str, timestamp: int, body: bytes, delivery_id: str, event: str
+) -> dict[str, str]:
     """The headers of one attempt of a delivery."""
     return {
         "Content-Type": "application/json",
