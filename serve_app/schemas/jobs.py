@@ -88,7 +88,28 @@ class GenerateOptions(GenerationParams):
         )
 
 
-class GenerateRequest(GenerateOptions):
+#: Longest ``callback_url`` accepted by the schema (``webhooks.max_url_chars`` may be lower).
+MAX_CALLBACK_URL = 2048
+
+
+class Callback(BaseModel):
+    """An optional webhook: every route that starts a job or batch takes it by using this
+    model, so a new one gets the same field (``POST /api/generate-3d``, text-to-image,
+    batch-generate)."""
+
+    callback_url: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=MAX_CALLBACK_URL,
+        description="https URL the final status is POSTed to when the job (or batch) ends: "
+        "completed, failed or cancelled; signed (Orfeas-Signature: HMAC-SHA256 over "
+        "Orfeas-Timestamp, a dot and the body), retried with backoff; attempts at "
+        "GET /api/jobs/{job_id}/deliveries",
+        examples=["https://example.com/hooks/orfeas"],
+    )
+
+
+class GenerateRequest(GenerateOptions, Callback):
     """``POST /api/generate-3d``: which uploaded job to run, and how."""
 
     job_id: JobId

@@ -16,7 +16,7 @@ from serve_app.meshtools.config import (
     MIN_TARGET_FACES,
     TRANSPARENT,
 )
-from serve_app.schemas.jobs import GenerateOptions, JobId, VariantId
+from serve_app.schemas.jobs import Callback, GenerateOptions, JobId, VariantId
 
 #: Photos (or job ids) in one batch.
 MAX_BATCH = 16
@@ -113,7 +113,7 @@ class PreviewRequest(VariantRequest):
 # -- batches -------------------------------------------------------------------------
 
 
-class BatchJobsRequest(BaseModel):
+class BatchJobsRequest(Callback):
     """``POST /api/batch-generate`` as JSON: run uploaded jobs with one set of options."""
 
     model_config = ConfigDict(extra="forbid")
@@ -161,7 +161,7 @@ class BatchStatus(BaseModel):
 # -- text to image -------------------------------------------------------------------
 
 
-class TextToImageRequest(TextToImageParams):
+class TextToImageRequest(TextToImageParams, Callback):
     """``POST /api/text-to-image``: the picture to make, and optionally the model to make
     of it (``generate_3d``) in the same job."""
 
@@ -174,4 +174,6 @@ class TextToImageRequest(TextToImageParams):
     )
 
     def params(self) -> TextToImageParams:
-        return TextToImageParams.model_validate(self.model_dump(exclude={"generate_3d"}))
+        return TextToImageParams.model_validate(
+            self.model_dump(exclude={"generate_3d", "callback_url"})
+        )

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.sse import EventSourceResponse
 from starlette.datastructures import UploadFile
 
-from serve_app.api import batch_service
+from serve_app.api import batch_service, webhook_service
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
 from serve_app.api.route_params import KEEPALIVE_S, BatchIdPath, error_responses
 from serve_app.api.sse import event_stream, stream_route
 from serve_app.errors import UnsupportedMediaTypeError
 from serve_app.schemas.tools import MAX_BATCH, BatchCreated, BatchJobsRequest, BatchStatus
+from serve_app.webhooks.records import TargetKind
 
 BATCH_PATH = "/api/batch-generate"
 #: A JSON body here lists job ids; it is never large.
@@ -48,6 +49,12 @@ _PHOTOS = {
         "description": "JSON: generate-3d's options (format, quality, "
         "dimensions, generator and its parameters)",
         "example": '{"format": "stl", "quality": 3}',
+    },
+    "callback_url": {
+        "type": "string",
+        "maxLength": 2048,
+        "description": "https URL the batch's final status is POSTed to when it ends "
+        "(signed; see generate-3d's callback_url)",
     },
 }
 _JOBS_EXAMPLE = {
@@ -80,18 +87,36 @@ async def batch_generate(
             images = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
             raw = form.get("params")
             params = raw if isinstance(raw, str) else "{}"
+            url = form.get("callback_url")
+            callback_url = url if isinstance(url, str) and url else None
+            await webhook_service.check_callback(services, viewer, callback_url)
             entries = await batch_service.photo_batch(services, viewer, images, params, client)
         finally:
             await form.close()
     elif kind == "application/json":
         body = parse_json(BatchJobsRequest, await read_small_body(request, MAX_JSON_BYTES))
+        callback_url = body.callback_url
+        await webhook_service.check_callback(services, viewer, callback_url)
         entries = await batch_service.job_batch(services, viewer, body, client)
     else:
         raise UnsupportedMediaTypeError(
             "send multipart/form-data with photos in the field `images`, or "
             'application/json {"job_ids": [...], "params": {...}}'
         )
-    return await batch_service.record(services, viewer, entries)
+    created = await batch_service.record(services, viewer, entries)
+    await webhook_service.subscribe_batch(
+        services, viewer, created.batch_id, entries, callback_url
+    )
+    return created
+
+
+@router.get("/api/batches/{batch_id}/deliveries")
+async def batch_deliveries(
+    batch_id: BatchIdPath, services: ServicesDep, viewer: ViewerDep
+) -> webhook_service.DeliveriesResponse:
+    """The webhook deliveries of the batch's ``callback_url`` (as for a job's)."""
+    await batch_service.manifest_of(services, viewer, batch_id)  # 404 first
+    return await webhook_service.deliveries_of(services, TargetKind.BATCH, batch_id)
 
 
 @router.get("/api/batches/{batch_id}")

@@ -25,6 +25,12 @@ from serve_app.api.job_service import (
 )
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
+from serve_app.api.webhook_service import (
+    DeliveriesResponse,
+    check_callback,
+    deliveries_of,
+    subscribe_job,
+)
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OutputFormat
 from serve_app.errors import JobConflictError
@@ -36,6 +42,7 @@ from serve_app.schemas.jobs import (
     JobStatusResponse,
     UploadResponse,
 )
+from serve_app.webhooks.records import TargetKind
 
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
 
@@ -77,9 +84,22 @@ async def generate_3d(
     share of it.
     """
     run = run_request(body, services.config.pipeline)
+    await check_callback(services, viewer, body.callback_url)
     client = getattr(http.state, "client_id", None)
     job = await submit_run(services, viewer, body.job_id, run, client)
+    await subscribe_job(services, viewer, job, body.callback_url)
     return responses.job_status(job)
+
+
+@router.get("/api/jobs/{job_id}/deliveries", tags=TAGS, responses=CONTROL_ERRORS)
+async def job_deliveries(
+    job_id: JobIdPath, services: ServicesDep, viewer: ViewerDep
+) -> DeliveriesResponse:
+    """The webhook deliveries of the job's ``callback_url``: each attempt's time and the
+    receiver's status code (or why there was none), the state, and when the next try is
+    due (404 unknown job, or another key's)."""
+    await services.jobs.get(job_id, viewer)
+    return await deliveries_of(services, TargetKind.JOB, job_id)
 
 
 @router.get(

@@ -18,6 +18,7 @@ from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.job_service import run_request
 from serve_app.api.route_params import error_responses
+from serve_app.api.webhook_service import check_callback, subscribe_job
 from serve_app.errors import ModelNotConfiguredError
 from serve_app.pipeline.text_params import (
     check_limits,
@@ -135,10 +136,12 @@ async def text_to_image(
     params = with_defaults(params, section.default_steps, section.default_guidance_scale)
     options = body.generate_3d
     then = run_request(options, services.config.pipeline, ("generate_3d",)) if options else None
+    await check_callback(services, viewer, body.callback_url)
     job_id = uuid.uuid4().hex
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit_text(job_id, params, then, viewer.key_id, client)
     services.jobs.apply(job)  # read-your-writes on this replica
+    await subscribe_job(services, viewer, job, body.callback_url)
     logger.info(
         "text job %s: prompt %s, %s", job_id, describe_prompt(params.prompt), job.plan.value
     )
