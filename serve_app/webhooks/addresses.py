@@ -73,8 +73,9 @@ def refusal(address: IPAddress, own: tuple[IPNetwork, ...]) -> str | None:
         ("link-local", address.is_link_local),
         ("unspecified", address.is_unspecified),
         ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
         ("private", address.is_private),
-        ("reserved", address.is_reserved or not address.is_global),
+        ("non-public", not address.is_global),
     )
     return next((kind for kind, hit in kinds if hit), None)
 

@@ -99,6 +99,9 @@ def test_the_job_registry_is_one_package() -> None:
             "serve_app.registry",
             "serve_app.ray_errors",
             "serve_app.storage",
+            "serve_app.webhooks.config",
+            "serve_app.webhooks.outbox",
+            "serve_app.webhooks.records",
         }, (module, outside)
 
 
