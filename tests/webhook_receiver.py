@@ -67,8 +67,9 @@ def running_receiver(script: list[int] | None = None) -> Iterator[Receiver]:
             status = state.answer()
             with state.lock:
                 state.received.append(
-                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                             status)  # fmt: skip
+                    Received(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
+                    )  # fmt: skip
                 )
             self.send_response(status)
             self.send_header("Content-Length", "2")

@@ -63,11 +63,10 @@ def parse_target(url: str, config: WebhookConfig) -> Target:
 
 
 def refusal(address: IPAddress, own: tuple[IPNetwork, ...]) -> str | None:
-    """Why ``address`` may not be sent to, or None when it is a public one."""
+    """Why ``address`` may not be sent to (its kind: loopback, private, cluster...), or
+    None when it is a public address outside the cluster."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if any(address in network for network in own):
-        return "the cluster's own"
     kinds = (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
@@ -77,7 +76,10 @@ def refusal(address: IPAddress, own: tuple[IPNetwork, ...]) -> str | None:
         ("private", address.is_private),
         ("non-public", not address.is_global),
     )
-    return next((kind for kind, hit in kinds if hit), None)
+    found = next((kind for kind, hit in kinds if hit), None)
+    if found is None and any(address in network for network in own):
+        return "cluster"  # one of the cluster's own
+    return found
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
