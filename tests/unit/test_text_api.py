@@ -16,7 +16,7 @@ from serve_app.api.deps import Services
 from serve_app.config import AppConfig
 from serve_app.contracts.text import TextToImageParams
 from serve_app.pipeline.text_params import describe_prompt, image_cache_key
-from serve_app.schemas.jobs import GenerateOptions, GenerateRequest
+from serve_app.schemas.jobs import Callback, GenerateOptions, GenerateRequest
 from serve_app.schemas.tools import TextToImageRequest
 from serve_app.storage import ArtifactStore
 from tests.unit.inprocess import app_config, in_process_service
@@ -174,7 +174,7 @@ def test_describe_prompt_is_a_hash_and_a_length() -> None:
 
 
 def test_generate_3d_options_mirror_generate_3d_without_job_id() -> None:
-    mirrored = set(GenerateRequest.model_fields) - {"job_id"}
+    mirrored = set(GenerateRequest.model_fields) - {"job_id", *Callback.model_fields}
     assert mirrored <= set(GenerateOptions.model_fields)
     for name in mirrored:
         ours, theirs = GenerateOptions.model_fields[name], GenerateRequest.model_fields[name]
