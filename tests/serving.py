@@ -47,6 +47,18 @@ def apply_serve_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+#: Webhooks to a receiver on this machine (the tests' own), retried quickly.
+WEBHOOK_SECRET = "integration-webhook-secret"
+WEBHOOKS = {
+    "secret": WEBHOOK_SECRET,
+    "http_hosts": ["127.0.0.1"],
+    "internal_hosts": ["127.0.0.1"],
+    "first_backoff_s": 0.1,
+    "max_backoff_s": 0.5,
+    "timeout_s": 10,
+}
+
+
 def app_args(storage_root: Path) -> dict[str, Any]:
     """A small graph for a 2-core box: one replica each, fractional CPUs."""
     small = {"num_replicas": 1, "num_cpus": 0.25}
@@ -57,6 +69,7 @@ def app_args(storage_root: Path) -> dict[str, Any]:
         "background_removal": {**small, "max_ongoing_requests": 2},
         "shape_texture": {**small, "max_ongoing_requests": 1},
         "mesh_tools": {"deployment": {**small, "max_ongoing_requests": 2}},
+        "webhooks": WEBHOOKS,
     }
 
 
