@@ -78,6 +78,21 @@ def test_a_completed_job_is_posted_signed_and_retried_after_500s(tmp_path: Path)
         assert body["status_url"] == f"/api/job-status/{job_id}"
 
 
+def test_a_redirect_is_not_followed_and_a_timeout_is_retried(tmp_path: Path) -> None:
+    config = app_config(tmp_path, webhooks=webhooks(timeout_s=0.3))
+    with (
+        running_receiver(script=[307], stalls=2, stall_s=1.0) as receiver,
+        in_process_service(config) as service,
+    ):
+        job_id = service.upload()
+        generate(service, job_id, receiver.url("/h"))
+        record = wait_for(lambda: delivered(service, job_id), "the delivery succeeded")
+        attempts = record["attempts"]
+        assert [a["status_code"] for a in attempts] == [None, None, 307, 200]
+        assert all("no answer within" in a["error"] for a in attempts[:2])
+        assert {p.path for p in receiver.posts()} == {"/h"}  # never /elsewhere
+
+
 def test_a_failed_job_is_posted_with_its_error(tmp_path: Path) -> None:
     config = app_config(tmp_path, webhooks=webhooks())
     with running_receiver() as receiver, in_process_service(config) as service:
