@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import Services
 from serve_app.registry.jobs import JobSnapshot, Viewer
 from serve_app.schemas.tools import BatchEntry
+from serve_app.schemas.webhooks import AttemptResponse, DeliveriesResponse, DeliveryResponse
 from serve_app.webhooks.addresses import (
     CallbackRefusedError,
     checked_address,
@@ -21,53 +21,24 @@ from serve_app.webhooks.addresses import (
 from serve_app.webhooks.records import BatchMember, Delivery, Subscription, TargetKind
 
 
-class AttemptResponse(BaseModel):
-    """One try of a delivery."""
-
-    at: datetime
-    status_code: int | None = Field(description="the receiver's HTTP status; null: no answer")
-    error: str | None = Field(description="what went wrong without an answer (timeout, refused)")
-    seconds: float
-
-
-class DeliveryResponse(BaseModel):
-    """One webhook delivery: its final status POSTed to ``url`` until a 2xx."""
-
-    delivery_id: str = Field(description="the Orfeas-Delivery header of every attempt")
-    event: str = Field(description="job.completed, job.failed, job.cancelled, batch.*")
-    url: str
-    run: int = Field(description="the job's run it reports (0 for a batch)")
-    state: str = Field(description="pending (retried), delivered (a 2xx), failed (given up)")
-    attempts: list[AttemptResponse]
-    next_try_at: datetime | None = Field(description="when the next attempt is due")
-    give_up_at: datetime
-    created_at: datetime
-
-    @classmethod
-    def of(cls, delivery: Delivery) -> DeliveryResponse:
-        return cls(
-            delivery_id=delivery.delivery_id,
-            event=delivery.event,
-            url=delivery.url,
-            run=delivery.run,
-            state=str(delivery.state),
-            attempts=[
-                AttemptResponse(
-                    at=_time(a.at), status_code=a.status_code, error=a.error, seconds=a.seconds
-                )
-                for a in delivery.attempts
-            ],
-            next_try_at=_time(delivery.next_try_at) if delivery.next_try_at else None,
-            give_up_at=_time(delivery.give_up_at),
-            created_at=_time(delivery.created_at),
-        )
-
-
-class DeliveriesResponse(BaseModel):
-    """The webhook deliveries of a job or batch, oldest first."""
-
-    target_id: str
-    deliveries: list[DeliveryResponse]
+def delivery_body(delivery: Delivery) -> DeliveryResponse:
+    """A delivery as ``GET .../deliveries`` shows it."""
+    return DeliveryResponse(
+        delivery_id=delivery.delivery_id,
+        event=delivery.event,
+        url=delivery.url,
+        run=delivery.run,
+        state=str(delivery.state),
+        attempts=[
+            AttemptResponse(
+                at=_time(a.at), status_code=a.status_code, error=a.error, seconds=a.seconds
+            )
+            for a in delivery.attempts
+        ],
+        next_try_at=_time(delivery.next_try_at) if delivery.next_try_at else None,
+        give_up_at=_time(delivery.give_up_at),
+        created_at=_time(delivery.created_at),
+    )
 
 
 def _time(seconds: float) -> datetime:
@@ -119,6 +90,4 @@ async def subscribe_batch(
 
 async def deliveries_of(services: Services, kind: TargetKind, target_id: str) -> DeliveriesResponse:
     found = await services.registry.deliveries(kind, target_id)
-    return DeliveriesResponse(
-        target_id=target_id, deliveries=[DeliveryResponse.of(d) for d in found]
-    )
+    return DeliveriesResponse(target_id=target_id, deliveries=[delivery_body(d) for d in found])

@@ -119,6 +119,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "serve_app.ratelimit",
         "serve_app.ray_errors",
         "serve_app.storage",
+        "serve_app.webhooks",
     ),
     ("serve_app.schemas", "serve_app.work"),
     ("serve_app.client", "serve_app.commands"),

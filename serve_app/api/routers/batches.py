@@ -18,6 +18,7 @@ from serve_app.api.route_params import KEEPALIVE_S, BatchIdPath, error_responses
 from serve_app.api.sse import event_stream, stream_route
 from serve_app.errors import UnsupportedMediaTypeError
 from serve_app.schemas.tools import MAX_BATCH, BatchCreated, BatchJobsRequest, BatchStatus
+from serve_app.schemas.webhooks import DeliveriesResponse
 from serve_app.webhooks.records import TargetKind
 
 BATCH_PATH = "/api/batch-generate"
@@ -113,7 +114,7 @@ async def batch_generate(
 @router.get("/api/batches/{batch_id}/deliveries")
 async def batch_deliveries(
     batch_id: BatchIdPath, services: ServicesDep, viewer: ViewerDep
-) -> webhook_service.DeliveriesResponse:
+) -> DeliveriesResponse:
     """The webhook deliveries of the batch's ``callback_url`` (as for a job's)."""
     await batch_service.manifest_of(services, viewer, batch_id)  # 404 first
     return await webhook_service.deliveries_of(services, TargetKind.BATCH, batch_id)

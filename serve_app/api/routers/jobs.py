@@ -26,7 +26,6 @@ from serve_app.api.job_service import (
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
 from serve_app.api.webhook_service import (
-    DeliveriesResponse,
     check_callback,
     deliveries_of,
     subscribe_job,
@@ -42,6 +41,7 @@ from serve_app.schemas.jobs import (
     JobStatusResponse,
     UploadResponse,
 )
+from serve_app.schemas.webhooks import DeliveriesResponse
 from serve_app.webhooks.records import TargetKind
 
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
