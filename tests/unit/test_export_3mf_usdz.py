@@ -17,6 +17,14 @@ from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.export import export_mesh, srgb_to_linear
 from serve_app.pipeline.runner import Pipeline
 from serve_app.pipeline.types import TexturedMesh
+from tests.formats import (
+    base_materials,
+    colour_group_sizes,
+    lib3mf_model,
+    only_mesh,
+    open_usdz,
+    usd_errors,
+)
 from tests.support import models_dir, photo_bytes
 
 CORE = "{http://schemas.microsoft.com/3dmanufacturing/core/2015/02}"
@@ -35,47 +43,6 @@ def painted(astronaut) -> TexturedMesh:
     """The model with a plain colour in place of its texture, as apply-material makes it."""
     texture = np.array([[RED]], dtype=np.uint8)
     return dataclasses.replace(astronaut, texture=texture, base_color=RED, material="custom")
-
-
-def lib3mf_model(data: bytes, tmp_path) -> lib3mf.Model:
-    """The 3MF read by lib3mf (the 3MF Consortium's library) in strict mode."""
-    path = tmp_path / "model.3mf"
-    path.write_bytes(data)
-    model = lib3mf.get_wrapper().CreateModel()
-    reader = model.QueryReader("3mf")
-    reader.SetStrictModeActive(True)
-    reader.ReadFromFile(str(path))
-    warnings = [reader.GetWarning(i) for i in range(reader.GetWarningCount())]
-    assert warnings == []
-    return model
-
-
-def only_mesh(model: lib3mf.Model) -> lib3mf.MeshObject:
-    meshes = model.GetMeshObjects()
-    found = []
-    while meshes.MoveNext():
-        found.append(meshes.GetCurrentMeshObject())
-    assert len(found) == 1
-    return found[0]
-
-
-def base_materials(model: lib3mf.Model) -> list[tuple[str, tuple[int, int, int]]]:
-    groups = model.GetBaseMaterialGroups()
-    found = []
-    while groups.MoveNext():
-        group = groups.GetCurrentBaseMaterialGroup()
-        for pid in group.GetAllPropertyIDs():
-            c = group.GetDisplayColor(pid)
-            found.append((group.GetName(pid), (c.Red, c.Green, c.Blue)))
-    return found
-
-
-def colour_group_sizes(model: lib3mf.Model) -> list[int]:
-    groups = model.GetColorGroups()
-    sizes = []
-    while groups.MoveNext():
-        sizes.append(groups.GetCurrentColorGroup().GetCount())
-    return sizes
 
 
 def test_3mf_reads_back_in_lib3mf_in_millimetres_z_up_with_its_colours(astronaut, tmp_path):
@@ -128,27 +95,6 @@ def test_3mf_package_parts_read_with_the_standard_library(astronaut):
     assert len(colours) == len(vertices) and all(len(c) == 7 for c in colours)
     (item,) = root.iter(f"{CORE}item")
     assert item.get("objectid") == "3"
-
-
-def usd_errors(stage) -> list[str]:
-    """Every validator USD registers (its compliance checks, usdz ones included), run."""
-    from pxr import UsdValidation
-
-    registry = UsdValidation.ValidationRegistry()
-    context = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators())
-    return [
-        f"{e.GetName()}: {e.GetMessage()}"
-        for e in context.Validate(stage)
-        if e.GetType() == UsdValidation.ValidationErrorType.Error
-    ]
-
-
-def open_usdz(data: bytes, tmp_path):
-    from pxr import Usd
-
-    path = tmp_path / "model.usdz"
-    path.write_bytes(data)
-    return Usd.Stage.Open(str(path))
 
 
 def test_usd_validators_find_errors_in_a_stage_without_metadata(tmp_path):
