@@ -7,7 +7,8 @@ when the document is first asked for:
   keeps its ``$defs`` inside itself, where ``#/$defs/...`` does not resolve in the document:
   the definitions move to ``components/schemas`` and the references follow them;
 - a ``generator`` field accepts only the generators this deployment enabled (its config),
-  so its schema lists them as an enum.
+  so its schema lists them as an enum;
+- apply-material's ``material``, when a name, is one of the presets (an enum).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from serve_app.meshtools.materials import PRESETS
 from serve_app.schemas.jobs import GENERATOR_NAME
 
 _DEFS_PREFIX = "#/$defs/"
@@ -43,6 +45,7 @@ def fix_document(document: dict[str, Any], generators: Sequence[str]) -> None:
     components = document.setdefault("components", {}).setdefault("schemas", {})
     _lift_defs(document, components)
     _name_generators(document, list(generators))
+    _name_presets(components)
 
 
 def _lift_defs(node: Any, components: dict[str, Any]) -> None:
@@ -103,3 +106,11 @@ def _name_generators(node: Any, generators: list[str]) -> None:
         node["enum"] = list(generators)
     for value in node.values():
         _name_generators(value, generators)
+
+
+def _name_presets(components: dict[str, Any]) -> None:
+    """apply-material's ``material``: a preset's name (enum), or the custom object."""
+    material = components.get("MaterialRequest", {}).get("properties", {}).get("material", {})
+    for branch in material.get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["enum"] = list(PRESETS)
