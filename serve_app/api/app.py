@@ -39,5 +39,5 @@ def create_api(services: Services) -> FastAPI:
     for resource in (health, jobs, streams, text, meshtools, variants, batches):
         app.include_router(resource.router)
     install_web(app)
-    install_openapi(app, services.config.pipeline.generators.enabled())
+    install_openapi(app, services.config)
     return app

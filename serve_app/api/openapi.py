@@ -7,7 +7,11 @@ when the document is first asked for:
   keeps its ``$defs`` inside itself, where ``#/$defs/...`` does not resolve in the document:
   the definitions move to ``components/schemas`` and the references follow them;
 - a ``generator`` field accepts only the generators this deployment enabled (its config),
-  so its schema lists them as an enum;
+  so its schema lists them as an enum; and a generator parameter is accepted only when the
+  generator the request runs (named, else the default) takes it, so each such parameter
+  must be null or absent otherwise (``if``/``then`` rules);
+- text-to-image's ``steps`` is bounded by this deployment's ``text_to_image.max_steps``
+  when it has a text-to-image model (without one, every request is a 503);
 - apply-material's ``material``, when a name, is one of the presets (an enum).
 """
 
@@ -18,6 +22,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from serve_app.config import AppConfig
+from serve_app.contracts.params import TUNABLES
 from serve_app.meshtools.materials import PRESETS
 from serve_app.schemas.jobs import GENERATOR_NAME
 
@@ -25,25 +31,31 @@ _DEFS_PREFIX = "#/$defs/"
 _COMPONENTS_PREFIX = "#/components/schemas/"
 
 
-def install_openapi(app: FastAPI, generators: Sequence[str]) -> None:
-    """Make ``app.openapi()`` answer the document with :func:`fix_document` applied."""
+def install_openapi(app: FastAPI, config: AppConfig) -> None:
+    """Make ``app.openapi()`` answer the document with :func:`fix_document` applied for
+    the deployment ``config`` describes."""
     build: Callable[[], dict[str, Any]] = app.openapi
+    pipeline = config.pipeline
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            fix_document(document, generators)
+            fix_document(document, pipeline.generators.enabled(), pipeline.generator)
+            if config.text_to_image.model_path is not None:
+                _bound_steps(document, config.text_to_image.max_steps)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def fix_document(document: dict[str, Any], generators: Sequence[str]) -> None:
-    """Lift nested ``$defs`` into ``components/schemas`` and name the enabled generators,
-    in place."""
+def fix_document(document: dict[str, Any], generators: Sequence[str], default: str) -> None:
+    """Lift nested ``$defs`` into ``components/schemas``, name the enabled generators and
+    tie their parameters to them, in place (``default``: the generator of a request that
+    names none)."""
     components = document.setdefault("components", {}).setdefault("schemas", {})
     _lift_defs(document, components)
+    _tie_parameters(document, list(generators), default)
     _name_generators(document, list(generators))
     _name_presets(components)
 
@@ -106,6 +118,61 @@ def _name_generators(node: Any, generators: list[str]) -> None:
         node["enum"] = list(generators)
     for value in node.values():
         _name_generators(value, generators)
+
+
+def _is_generator_name(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    branches = schema.get("anyOf", [schema])
+    return any(b.get("pattern") == GENERATOR_NAME for b in branches if isinstance(b, dict))
+
+
+def parameter_rules(parameters: Sequence[str], generators: list[str], default: str) -> list[Any]:
+    """JSON Schema rules: each parameter is null or absent unless the request's generator
+    (``generator``, else ``default``) takes it."""
+    rules: list[Any] = []
+    for name in parameters:
+        takers = [g for g in generators if g in TUNABLES[name].users]
+        others = [g for g in generators if g not in takers]
+        if not others:
+            continue  # every enabled generator takes it
+        unset = {"properties": {name: {"type": "null"}}}
+        if not takers:
+            rules.append(unset)
+        elif default in takers:  # unset unless the request names a generator without it
+            named = {"properties": {"generator": {"enum": others}}, "required": ["generator"]}
+            rules.append({"if": named, "then": unset})
+        else:  # unset unless the request names a generator that takes it
+            named = {"properties": {"generator": {"enum": takers}}, "required": ["generator"]}
+            rules.append({"if": {"not": named}, "then": unset})
+    return rules
+
+
+def _tie_parameters(node: Any, generators: list[str], default: str) -> None:
+    """Add :func:`parameter_rules` to each object schema with a generator-name field."""
+    if isinstance(node, list):
+        for item in node:
+            _tie_parameters(item, generators, default)
+        return
+    if not isinstance(node, dict):
+        return
+    properties = node.get("properties")
+    if isinstance(properties, dict) and _is_generator_name(properties.get("generator")):
+        present = [name for name in TUNABLES if name in properties]
+        rules = parameter_rules(present, generators, default)
+        if rules:
+            node["allOf"] = [*node.get("allOf", []), *rules]
+    for value in node.values():
+        _tie_parameters(value, generators, default)
+
+
+def _bound_steps(document: dict[str, Any], max_steps: int) -> None:
+    """Text-to-image's ``steps`` at most ``max_steps`` (this deployment's limit)."""
+    schemas = document.get("components", {}).get("schemas", {})
+    steps = schemas.get("TextToImageRequest", {}).get("properties", {}).get("steps", {})
+    for branch in steps.get("anyOf", [steps]):
+        if branch.get("type") == "integer":
+            branch["maximum"] = min(branch.get("maximum", max_steps), max_steps)
 
 
 def _name_presets(components: dict[str, Any]) -> None:
