@@ -103,6 +103,34 @@ def test_generate_3d_accepts_only_the_enabled_generators(spec: dict[str, Any]) -
     assert not text.is_valid({"prompt": "an owl", "generate_3d": {"generator": "anything"}})
 
 
+def test_generator_parameters_are_accepted_only_with_a_generator_that_takes_them(
+    spec: dict[str, Any],
+) -> None:
+    body = validator(spec, pointer("components", "schemas", "GenerateRequest"))
+    assert body.is_valid({"job_id": JOB, "quality": 3, "seed": None})
+    assert not body.is_valid({"job_id": JOB, "steps": 10})  # inflate alone takes none
+
+
+@pytest.mark.parametrize("default", ["inflate", "hunyuan3d"])
+def test_with_both_generators_a_parameter_follows_the_generator_the_request_runs(
+    tmp_path: Any, default: str
+) -> None:
+    from fastapi.openapi.utils import get_openapi
+
+    from serve_app.api.openapi import fix_document
+
+    with in_process_service(app_config(tmp_path)) as service:
+        app = service.http.app
+        document = get_openapi(title="raw", version="0", routes=app.routes)  # type: ignore[attr-defined]
+    fix_document(document, ["inflate", "hunyuan3d"], default)
+    body = validator(document, pointer("components", "schemas", "GenerateRequest"))
+    assert body.is_valid({"job_id": JOB, "generator": "hunyuan3d", "steps": 10, "seed": 7})
+    assert not body.is_valid({"job_id": JOB, "generator": "inflate", "steps": 10})
+    assert body.is_valid({"job_id": JOB, "steps": 10}) is (default == "hunyuan3d")
+    assert body.is_valid({"job_id": JOB, "generator": None, "seed": 1}) is (default == "hunyuan3d")
+    assert body.is_valid({"job_id": JOB, "generator": "inflate", "quality": 9})
+
+
 def test_apply_material_accepts_a_preset_or_the_custom_object(spec: dict[str, Any]) -> None:
     body = validator(spec, body_schema("/api/apply-material"))
     for name in PRESETS:
