@@ -46,6 +46,27 @@ def z_up(vertices: np.ndarray) -> np.ndarray:
     return out
 
 
+def welded(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3MF's mesh rules: one vertex per position (a seam's copies welded, so each edge is
+    shared by its two triangles) and three distinct vertices per triangle.
+
+    vertices : (n, 3) float → (k, 3) float32, the distinct positions
+    faces    : (m, 3) int → (m', 3) int64 into them, degenerate triangles dropped
+    kept     : (m',) int64, which of ``faces`` remain (their colours stay per corner)
+    """
+    distinct, first, inverse = np.unique(
+        np.asarray(vertices, dtype=np.float32), axis=0, return_index=True, return_inverse=True
+    )
+    order = np.argsort(first)  # the positions in the order they first appear
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    points = distinct[order]
+    merged = rank[inverse.reshape(-1)][np.asarray(faces, dtype=np.int64)]
+    a, b, c = merged[:, 0], merged[:, 1], merged[:, 2]
+    kept = np.flatnonzero((a != b) & (b != c) & (a != c))
+    return points, merged[kept], kept
+
+
 def base_colour(mesh: TexturedMesh) -> tuple[int, int, int]:
     """The model's one colour: the applied plain colour, else the texture's mean (sRGB)."""
     if mesh.base_color is not None:
@@ -82,19 +103,20 @@ def _model_xml(mesh: TexturedMesh) -> str:
         f'  <object id="{OBJECT_ID}" type="model" pid="{BASE_MATERIALS_ID}" pindex="0">'
         "<mesh>\n   <vertices>"
     )
+    points, faces, kept = welded(mesh.vertices, mesh.faces)
     parts.extend(
-        f'<vertex x="{x:.4f}" y="{y:.4f}" z="{z:.4f}"/>' for x, y, z in z_up(mesh.vertices).tolist()
+        f'<vertex x="{x:.4f}" y="{y:.4f}" z="{z:.4f}"/>' for x, y, z in z_up(points).tolist()
     )
     parts.append("</vertices>\n   <triangles>")
-    faces = np.asarray(mesh.faces, dtype=np.int64).tolist()
     if textured:
         group = f'pid="{COLOUR_GROUP_ID}"'
+        corners = np.asarray(mesh.faces, dtype=np.int64)[kept]  # the colour of each corner
         parts.extend(
-            f'<triangle v1="{a}" v2="{b}" v3="{c}" {group} p1="{a}" p2="{b}" p3="{c}"/>'
-            for a, b, c in faces
+            f'<triangle v1="{a}" v2="{b}" v3="{c}" {group} p1="{p}" p2="{q}" p3="{r}"/>'
+            for (a, b, c), (p, q, r) in zip(faces.tolist(), corners.tolist(), strict=True)
         )
     else:
-        parts.extend(f'<triangle v1="{a}" v2="{b}" v3="{c}"/>' for a, b, c in faces)
+        parts.extend(f'<triangle v1="{a}" v2="{b}" v3="{c}"/>' for a, b, c in faces.tolist())
     parts.append("</triangles>\n  </mesh></object>\n </resources>\n")
     parts.append(f' <build><item objectid="{OBJECT_ID}"/></build>\n</model>\n')
     return "".join(parts)

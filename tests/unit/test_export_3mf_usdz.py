@@ -25,6 +25,7 @@ from tests.formats import (
     open_usdz,
     usd_errors,
 )
+from tests.meshes import cube
 from tests.support import models_dir, photo_bytes
 
 CORE = "{http://schemas.microsoft.com/3dmanufacturing/core/2015/02}"
@@ -72,6 +73,30 @@ def test_3mf_of_a_plain_colour_is_that_colour_and_no_colour_group(painted, tmp_p
     assert base_materials(model) == [("custom", RED)]
     assert colour_group_sizes(model) == []
     assert only_mesh(model).GetTriangleCount() == len(painted.faces)
+
+
+def test_3mf_welds_a_seam_and_drops_degenerate_triangles_keeping_corner_colours(tmp_path):
+    """A cube whose first corner is stored twice (a texture seam), one triangle using the
+    copy, and a degenerate triangle: 3MF gets 8 vertices, 12 triangles, a closed solid."""
+    vertices, faces = cube()
+    seam = np.vstack([vertices, vertices[:1]])  # vertex 8 is a copy of vertex 0
+    faces = faces.copy()
+    faces[0, 0] = 8
+    faces = np.vstack([faces, [[0, 8, 1]]])  # 0 and 8 are one point: no triangle
+    uv = np.zeros((9, 2), np.float32)
+    uv[8] = (1.0, 1.0)  # the copy samples the texture's other corner
+    texture = np.zeros((2, 2, 3), np.uint8)
+    texture[0, 1] = (255, 0, 0)  # top right: what uv (1, 1) reads
+    mesh = TexturedMesh(seam.astype(np.float32), faces, uv, texture)
+    model = lib3mf_model(export_mesh(mesh, "3mf"), tmp_path)
+    printed = only_mesh(model)
+    assert (printed.GetVertexCount(), printed.GetTriangleCount()) == (8, 12)
+    points = np.array([v.Coordinates[:] for v in printed.GetVertices()])
+    triangles = np.array([t.Indices[:] for t in printed.GetTriangleIndices()])
+    tm = trimesh.Trimesh(points, triangles, process=False)
+    assert tm.is_watertight and tm.volume == pytest.approx(1000.0)
+    # The corner that used the copy keeps the copy's colour (index 9 = vertex 8, 1-based).
+    assert list(printed.GetTriangleProperties(0).PropertyIDs) == [9, 2, 4]
 
 
 def test_3mf_package_parts_read_with_the_standard_library(astronaut):
