@@ -14,14 +14,16 @@ TEXT_JS = (STATIC_DIR / "js" / "text.js").as_uri()
 
 
 def studio_words(jobs: list[dict[str, object]]) -> list[list[str]]:
-    """[statusText(job), etaText(job)] of each job, from the page's own module."""
+    """[statusText(job), etaText(job), badgeText(job)] of each job, from the page's own
+    module."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not installed: run `make setup`")
     script = (
-        f"import {{ statusText, etaText }} from {json.dumps(TEXT_JS)};\n"
+        f"import {{ badgeText, etaText, statusText }} from {json.dumps(TEXT_JS)};\n"
         "const jobs = JSON.parse(process.argv[1]);\n"
-        "console.log(JSON.stringify(jobs.map((j) => [statusText(j), etaText(j)])));\n"
+        "const words = jobs.map((j) => [statusText(j), etaText(j), badgeText(j)]);\n"
+        "console.log(JSON.stringify(words));\n"
     )
     done = subprocess.run(
         [node, "--input-type=module", "-e", script, json.dumps(jobs)],
@@ -33,18 +35,18 @@ def studio_words(jobs: list[dict[str, object]]) -> list[list[str]]:
     return json.loads(done.stdout)
 
 
-def test_a_queued_job_says_how_many_are_ahead_and_the_wait_in_its_eta() -> None:
+def test_a_queued_job_says_how_many_are_ahead_in_its_status_badge_and_eta() -> None:
     words = studio_words(
         [
             {"status": "queued", "queue_position": 4, "eta_seconds": 150},
             {"status": "queued", "queue_position": 1, "eta_seconds": 12},
             {"status": "queued", "queue_position": None, "eta_seconds": None},
-            {"status": "running", "stage": "shape_generation", "eta_seconds": 12},
+            {"status": "running", "stage": "shape_generation", "eta_seconds": 12, "progress": 41.6},
         ]
     )
     assert words == [
-        ["Queued, 3 ahead.", "About 3 min left, the wait included"],
-        ["Queued, next to start.", "About 12 s left, the wait included"],
-        ["Queued: waiting for a worker…", ""],
-        ["Building the shape…", "About 12 s left"],
+        ["Queued, 3 ahead.", "About 3 min left, the wait included", "queued, 3 ahead"],
+        ["Queued, next to start.", "About 12 s left, the wait included", "queued, next"],
+        ["Queued: waiting for a worker…", "", "queued"],
+        ["Building the shape…", "About 12 s left", "running 42 %"],
     ]

@@ -41,6 +41,16 @@ export function queueText(position) {
   return ahead === 0 ? "Queued, next to start." : `Queued, ${ahead} ahead.`;
 }
 
+/** A job's badge in the list: its status, a running job's percent, a queued one's place. */
+export function badgeText(job) {
+  if (job.status === "running") return `running ${Math.round(job.progress)} %`;
+  if (job.status === "queued" && Number.isInteger(job.queue_position) && job.queue_position > 0) {
+    const ahead = job.queue_position - 1;
+    return ahead === 0 ? "queued, next" : `queued, ${ahead} ahead`;
+  }
+  return job.status;
+}
+
 /** A completed job whose run made a picture from a prompt and no model. */
 export function madePictureOnly(job) {
   return Boolean(job.text_to_image?.made) && Object.keys(job.outputs || {}).length === 0;
