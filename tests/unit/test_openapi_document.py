@@ -71,6 +71,20 @@ def test_every_ref_in_the_document_resolves(spec: dict[str, Any]) -> None:
     assert "$defs" not in str(spec)
 
 
+def test_every_request_example_is_valid_by_its_own_schema(spec: dict[str, Any]) -> None:
+    checked = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media_type, media in content.items():
+                if "example" in media and media_type == "application/json":
+                    where = pointer("paths", path, method, "requestBody", "content", media_type)
+                    errors = list(validator(spec, where + "/schema").iter_errors(media["example"]))
+                    assert errors == [], (path, [e.message for e in errors])
+                    checked.append(path)
+    assert {"/api/batch-generate", "/api/apply-material", "/api/analyze-stl"} <= set(checked)
+
+
 def test_batch_generate_as_json_requires_job_ids_and_checks_its_options(
     spec: dict[str, Any],
 ) -> None:
