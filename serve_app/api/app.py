@@ -7,6 +7,7 @@ from fastapi import FastAPI
 import serve_app
 from serve_app.api.deps import Services
 from serve_app.api.errors import install_error_handlers
+from serve_app.api.openapi import install_openapi
 from serve_app.api.routers import batches, health, jobs, meshtools, streams, text, variants
 from serve_app.api.security import install_security
 from serve_app.schemas.tools import MAX_BATCH
@@ -18,7 +19,7 @@ def create_api(services: Services) -> FastAPI:
     app = FastAPI(
         title="ORFEAS Serve",
         version=serve_app.__version__,
-        description="Photo in, textured 3D model (GLB, OBJ, STL, PLY) out.",
+        description="Photo in, textured 3D model (GLB, OBJ, STL, PLY, 3MF, USDZ) out.",
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -38,4 +39,5 @@ def create_api(services: Services) -> FastAPI:
     for resource in (health, jobs, streams, text, meshtools, variants, batches):
         app.include_router(resource.router)
     install_web(app)
+    install_openapi(app, services.config)
     return app

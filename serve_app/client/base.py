@@ -13,7 +13,14 @@ from serve_app.client.watch import WatchSettings
 
 USER_AGENT = f"orfeas-client/{serve_app.__version__}"
 #: A model's file name when the answer names none.
-_SUFFIXES = {"glb": ".glb", "obj": "_obj.zip", "stl": ".stl", "ply": ".ply"}
+_SUFFIXES = {
+    "glb": ".glb",
+    "obj": "_obj.zip",
+    "stl": ".stl",
+    "ply": ".ply",
+    "3mf": ".3mf",
+    "usdz": ".usdz",
+}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Live progress of jobs: a rich progress bar per job on a terminal, plain lines elsewhere.
 
-A bar shows the job's label, its stage (or queue place, or end), percent, and the
-service's ETA (from measured stage durations, not guessed here). Off a terminal each state,
-stage and end is one line; with ``--json`` each event is a JSON line on stdout.
+A bar shows the job's label, its stage (or its place in the queue, "queued, 3 ahead", or
+its end), percent, and the service's ETA (from measured stage durations and, while queued,
+the work ahead of it; not guessed here). Off a terminal each state, stage, place in the
+queue and end is one line; with ``--json`` each event is a JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -25,11 +26,20 @@ def eta_text(seconds: float | None) -> str:
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def queue_text(position: int | None) -> str:
+    """A queued run's place in words: ``queued, 3 ahead`` (position 4), ``queued, next``."""
+    if not position:
+        return "queued"
+    ahead = position - 1
+    return f"queued, {ahead} ahead" if ahead else "queued, next"
+
+
 def stage_text(event: JobEvent) -> str:
     job = event.job
-    if isinstance(event, JobEnded) or job.status.value in ("uploaded", "queued"):
-        place = f" #{job.queue_position}" if job.queue_position else ""
-        return f"{job.status.value}{place}"
+    if not isinstance(event, JobEnded) and job.status.value == "queued":
+        return queue_text(job.queue_position)
+    if isinstance(event, JobEnded) or job.status.value == "uploaded":
+        return job.status.value
     if job.cancel_requested:
         return "cancelling"
     return job.stage or job.status.value
@@ -48,6 +58,7 @@ class JobBoard:
         self.output = output
         self._labels: dict[str, str] = {}
         self._tasks: dict[str, TaskID] = {}
+        self._said: dict[str, str] = {}  # off a terminal: the last stage text per job
         self._bars: Bars | None = None
         if not output.json and output.console.is_terminal:
             fixed = Column(no_wrap=True)
@@ -90,7 +101,10 @@ class JobBoard:
             self._bars.update(task, completed=event.job.progress, stage=stage_text(event), eta=eta)
             if not isinstance(event, Progress):  # every stage drawn, however short
                 self._bars.refresh()
-        elif isinstance(event, JobState | StageChanged | JobEnded):
+        elif isinstance(event, JobState | StageChanged | JobEnded) or (
+            self._said.get(event.job_id) != stage_text(event)  # a new place in the queue
+        ):
+            self._said[event.job_id] = stage_text(event)
             self.output.note(
                 f"{label}: {stage_text(event)} {event.job.progress:.0f}%"
                 f" (ETA {eta_text(event.job.eta_seconds)})"

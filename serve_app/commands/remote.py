@@ -82,7 +82,9 @@ def add_commands(commands: Any) -> None:
 
     down = commands.add_parser("download", help="a completed job's model")
     down.add_argument("job_id", metavar="JOB")
-    down.add_argument("format", choices=OUTPUT_FORMATS, metavar="FORMAT", help="glb, obj, stl, ply")
+    down.add_argument(
+        "format", choices=OUTPUT_FORMATS, metavar="FORMAT", help=", ".join(OUTPUT_FORMATS)
+    )
     down.add_argument("-o", "--output", type=Path, metavar="PATH", help="a file or directory")
     down.add_argument("--variant", help="a variant id of the job's model")
     add_connection_options(down)

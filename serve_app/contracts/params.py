@@ -12,8 +12,8 @@ from pydantic.fields import FieldInfo
 
 from serve_app.errors import ValidationFailedError
 
-OutputFormat = Literal["glb", "obj", "stl", "ply"]
-OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("glb", "obj", "stl", "ply")
+OutputFormat = Literal["glb", "obj", "stl", "ply", "3mf", "usdz"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("glb", "obj", "stl", "ply", "3mf", "usdz")
 
 MAX_DIMENSION_MM = 10_000.0
 

@@ -1,4 +1,5 @@
-"""Export of the canonical textured mesh to GLB, OBJ (zipped with MTL and PNG), STL and PLY."""
+"""Export of the canonical textured mesh to GLB, OBJ (zipped with MTL and PNG), STL, PLY,
+3MF (:mod:`serve_app.pipeline.threemf`) and USDZ (:mod:`serve_app.pipeline.usdz`)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,36 @@ from trimesh.visual.texture import TextureVisuals
 
 from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
 from serve_app.errors import InvalidInputError
+from serve_app.pipeline.appearance import material_name, srgb_to_linear, vertex_colours
+from serve_app.pipeline.threemf import export_3mf
 from serve_app.pipeline.types import TexturedMesh
+
+__all__ = ["export_mesh", "material_name", "mtl_text", "srgb_to_linear", "vertex_colours"]
 
 MEDIA_TYPES: dict[OutputFormat, str] = {
     "glb": "model/gltf-binary",
     "obj": "application/zip",
     "stl": "model/stl",
     "ply": "application/ply",
+    "3mf": "model/3mf",
+    "usdz": "model/vnd.usdz+zip",
 }
 FILE_NAMES: dict[OutputFormat, str] = {
     "glb": "model.glb",
     "obj": "model_obj.zip",
     "stl": "model.stl",
     "ply": "model.ply",
+    "3mf": "model.3mf",
+    "usdz": "model.usdz",
 }
-#: glTF's unit is the metre; the canonical mesh (and OBJ, STL, PLY) are in millimetres.
+#: glTF's unit is the metre; the canonical mesh (and OBJ, STL, PLY, 3MF, USDZ) are in
+#: millimetres.
 GLB_UNITS_PER_MM = 0.001
 
 
 def export_mesh(mesh: TexturedMesh, fmt: OutputFormat) -> bytes:
-    """Encode ``mesh`` as ``fmt``. GLB is in metres (glTF's unit), the others in millimetres."""
+    """Encode ``mesh`` as ``fmt``. GLB is in metres (glTF's unit), the others in millimetres
+    (3MF with Z up, as printers have it; the others Y up)."""
     if fmt not in OUTPUT_FORMATS:
         raise InvalidInputError(f"unknown format {fmt!r}; use one of {', '.join(OUTPUT_FORMATS)}")
     return _EXPORTERS[fmt](mesh)
@@ -53,17 +64,6 @@ def _jpeg(texture: np.ndarray) -> Image.Image:
     image = Image.open(buf)
     image.load()
     return image
-
-
-def srgb_to_linear(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
-    """An sRGB colour (0..255 per channel) as linear-light factors (0..1), as glTF wants."""
-
-    def channel(c: int) -> float:
-        x = c / 255.0
-        return x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4
-
-    r, g, b = rgb
-    return (channel(r), channel(g), channel(b))
 
 
 def _material(mesh: TexturedMesh, image: Image.Image | None) -> PBRMaterial:
@@ -133,11 +133,6 @@ def _obj(mesh: TexturedMesh) -> bytes:
     return buf.getvalue()
 
 
-def material_name(mesh: TexturedMesh) -> str:
-    """The material's name in GLB and MTL: the applied material's, else ``base``."""
-    return mesh.material or "base"
-
-
 def mtl_text(mesh: TexturedMesh) -> str:
     """The MTL of ``mesh``: classic terms as Blender's importer reads them, and the PBR
     extension's ``Pr``/``Pm``.
@@ -173,15 +168,6 @@ def _stl(mesh: TexturedMesh) -> bytes:
     return _as_bytes(tm.export(file_type="stl"))
 
 
-def vertex_colours(mesh: TexturedMesh) -> np.ndarray:
-    """Base colour sampled at each vertex's UV: (n, 4) uint8 RGBA."""
-    h, w = mesh.texture.shape[:2]
-    cols = np.clip(np.rint(mesh.uv[:, 0] * (w - 1)), 0, w - 1).astype(np.int64)
-    rows = np.clip(np.rint((1.0 - mesh.uv[:, 1]) * (h - 1)), 0, h - 1).astype(np.int64)
-    rgb = mesh.texture[rows, cols]
-    return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
-
-
 def _ply(mesh: TexturedMesh) -> bytes:
     tm = trimesh.Trimesh(
         vertices=mesh.vertices, faces=mesh.faces, vertex_colors=vertex_colours(mesh), process=False
@@ -189,4 +175,10 @@ def _ply(mesh: TexturedMesh) -> bytes:
     return _as_bytes(tm.export(file_type="ply"))
 
 
-_EXPORTERS = {"glb": _glb, "obj": _obj, "stl": _stl, "ply": _ply}
+def _usdz(mesh: TexturedMesh) -> bytes:
+    from serve_app.pipeline.usdz import export_usdz  # USD (pxr) only when converting
+
+    return export_usdz(mesh)
+
+
+_EXPORTERS = {"glb": _glb, "obj": _obj, "stl": _stl, "ply": _ply, "3mf": export_3mf, "usdz": _usdz}

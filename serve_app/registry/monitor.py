@@ -103,6 +103,8 @@ class JobMonitor:
         self._seen: dict[str, _Seen] = {}
         #: Queued runs in submission order → expected seconds of the run.
         self._queue: dict[str, float] = {}
+        #: Jobs whose run is running: the lanes that the queued runs wait for.
+        self._running: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class JobMonitor:
         for job_id in job_ids:
             self._seen.pop(job_id, None)
             self._queue.pop(job_id, None)
+            self._running.discard(job_id)
             self.logs.forget([job_id])
             self.feed.publish(job_id, None)
 
@@ -225,8 +228,24 @@ class JobMonitor:
         if not record.status.active or not record.dispatchable:
             return None
         if record.status is JobStatus.QUEUED:
-            ahead = place.ahead_s if place else 0.0
-            return round(ahead + self._run_seconds(record), 2)
+            return round(self._wait_s(place, now) + self._run_seconds(record), 2)
+        return self._running_eta(record, now)
+
+    def _wait_s(self, place: _Place | None, now: float | None) -> float:
+        """Expected seconds before a queued run starts: the work left in the runs that are
+        running plus the expected seconds of the runs queued ahead of it, shared among the
+        lanes. While runs wait every lane is busy, so the lanes are the running runs."""
+        left, lanes = 0.0, 0
+        for job_id in self._running:
+            running = self._table.find(job_id)
+            if running is not None and running.status is JobStatus.RUNNING and running.dispatchable:
+                left += self._running_eta(running, now)
+                lanes += 1
+        ahead = place.ahead_s if place else 0.0
+        return (left + ahead) / max(1, lanes)
+
+    def _running_eta(self, record: JobRecord, now: float | None) -> float:
+        """Seconds left in a running record's run."""
         stages, stage = record.plan.stages, record.stage
         if stage is None or stage not in stages:
             return round(self._run_seconds(record), 2)
@@ -273,7 +292,10 @@ class JobMonitor:
         if status is not JobStatus.QUEUED:
             self._dequeue(job_id)
         if status is JobStatus.RUNNING:
+            self._running.add(job_id)
             self.log(record, "started", "a worker started the run")
+        else:
+            self._running.discard(job_id)
         if before is not None and before.stage != record.stage and not new_run:
             self._on_stage(record, before.stage)
         if status.terminal and was_active:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,14 @@ def test_studio_generates_and_shows_the_model(page: Any, photo_path: Path) -> No
         page.click(".downloads a[data-format='glb']")
     body = Path(download_info.value.path()).read_bytes()
     assert body[:4] == b"glTF", body[:16]
+    # The printing and AR formats from the same row: zip packages with their own parts.
+    for fmt, first in (("3mf", "[Content_Types].xml"), ("usdz", "model.usdc")):
+        with page.expect_download() as download_info:
+            page.click(f".downloads a[data-format='{fmt}']")
+        download = download_info.value
+        assert download.suggested_filename.endswith(f"_model.{fmt}")
+        with zipfile.ZipFile(download.path()) as package:
+            assert package.namelist()[0] == first
 
 
 def test_no_request_leaves_the_service(

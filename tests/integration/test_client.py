@@ -37,6 +37,7 @@ from serve_app.client import (
 )
 from serve_app.pipeline.text_params import prompt_sha256
 from tests.client import Service, photo
+from tests.formats import base_materials, lib3mf_model, open_usdz, usd_errors
 from tests.gltf_validator import validate_glb
 from tests.meshes import binary_stl, cube
 
@@ -274,6 +275,13 @@ def test_mesh_tools_make_variants_pictures_and_downloads_through_the_client(
     assert len(mesh.faces) == light.faces and mesh.is_watertight
     analysis = client.analyze(job_id=job_id, variant=light.variant_id)
     assert analysis.triangles == light.faces and analysis.printable
+    # A plain colour is the 3MF's base material; the USDZ of a variant passes USD's checks.
+    printed = client.download(job_id, "3mf", tmp_path, variant=red.variant_id)
+    assert printed == tmp_path / f"{job_id}_{red.variant_id[:12]}_model.3mf"
+    model = lib3mf_model(printed.read_bytes(), tmp_path)
+    assert base_materials(model) == [("custom", (0xC0, 0x39, 0x2B))]
+    usdz = client.download(job_id, "usdz", tmp_path, variant=metal.variant_id)
+    assert usd_errors(open_usdz(usdz.read_bytes(), tmp_path)) == []
 
     picture = client.preview(
         job_id, tmp_path / "red.png", variant=red.variant_id, width=96, height=64,

@@ -14,10 +14,20 @@ import trimesh
 from PIL import Image
 
 from tests.client import Api
+from tests.formats import lib3mf_model, only_mesh, open_usdz, usd_errors
 
 pytestmark = pytest.mark.integration
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: Every format a job's model downloads as, with its media type.
+MEDIA_TYPES = {
+    "glb": "model/gltf-binary",
+    "obj": "application/zip",
+    "stl": "model/stl",
+    "ply": "application/ply",
+    "3mf": "model/3mf",
+    "usdz": "model/vnd.usdz+zip",
+}
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
@@ -107,7 +117,7 @@ def test_upload_without_the_image_field_is_422(api: Api) -> None:
     assert_error(response, 422, "validation_error")
 
 
-def test_generate_stl_then_download_every_format_of_the_same_job(api: Api) -> None:
+def test_generate_stl_then_download_every_format_of_the_same_job(api: Api, tmp_path) -> None:
     job_id = api.upload(api.unique_photo())
     response = api.generate(job_id, format="stl", quality=3)
     assert response.status_code == 202, response.text
@@ -116,13 +126,15 @@ def test_generate_stl_then_download_every_format_of_the_same_job(api: Api) -> No
     assert job["status"] == "completed", job
     assert job["progress"] == 100.0
     assert job["download_url"] == f"/download/{job_id}/stl"
-    assert set(job["outputs"]) == {"glb", "obj", "stl", "ply"}
+    assert set(job["outputs"]) == set(MEDIA_TYPES)
 
     files = {}
-    for fmt in ("glb", "obj", "stl", "ply"):
+    for fmt, media_type in MEDIA_TYPES.items():
         response = api.client.get(f"/download/{job_id}/{fmt}")
         assert response.status_code == 200, response.text
-        assert "attachment" in response.headers["content-disposition"]
+        assert response.headers["content-type"] == media_type
+        disposition = response.headers["content-disposition"]
+        assert "attachment" in disposition and f"{job_id}_model" in disposition
         files[fmt] = response.content
 
     stl = trimesh.load(io.BytesIO(files["stl"]), file_type="stl")
@@ -136,6 +148,14 @@ def test_generate_stl_then_download_every_format_of_the_same_job(api: Api) -> No
         names = set(z.namelist())
     assert "model.obj" in names and any(n.endswith(".mtl") for n in names)
     assert any(n.endswith((".png", ".jpg", ".jpeg")) for n in names)
+    # 3MF in millimetres (Z up), read by lib3mf; USDZ passes USD's validators.
+    printed = only_mesh(lib3mf_model(files["3mf"], tmp_path))
+    assert printed.GetTriangleCount() == len(stl.faces)
+    points = np.array([v.Coordinates[:] for v in printed.GetVertices()])
+    np.testing.assert_allclose(np.ptp(points, axis=0), ply.extents[[0, 2, 1]], rtol=1e-3)
+    stage = open_usdz(files["usdz"], tmp_path)
+    assert usd_errors(stage) == []
+    assert len(stage.GetPrimAtPath("/Model/Mesh").GetAttribute("points").Get()) == len(ply.vertices)
     # A second download of a derived format is the same file, not a new conversion.
     assert api.client.get(f"/download/{job_id}/glb").content == files["glb"]
 

@@ -98,7 +98,8 @@ def test_an_unreachable_service_is_exit_1_with_a_json_error(
 def events() -> list[object]:
     tracker = EventTracker()
     states = [
-        job(status="queued", stage=None, queue_position=1),
+        job(status="queued", stage=None, queue_position=4, eta_seconds=95.0),
+        job(status="queued", stage=None, queue_position=1, eta_seconds=30.0),
         job(stage="background_removal", progress=2.0, eta_seconds=70.0),
         job(stage="background_removal", progress=6.0, eta_seconds=65.0),
         job(stage="shape_generation", progress=30.0, eta_seconds=20.4),
@@ -108,7 +109,7 @@ def events() -> list[object]:
     return [e for e in (tracker.update(s) for s in states) if e is not None]
 
 
-def test_off_a_terminal_each_state_stage_and_end_is_one_line() -> None:
+def test_off_a_terminal_each_state_stage_place_in_the_queue_and_end_is_one_line() -> None:
     output = Output(False)
     output.console = Console(file=io.StringIO(), force_terminal=False, width=100)
     with JobBoard(output) as board:
@@ -116,7 +117,8 @@ def test_off_a_terminal_each_state_stage_and_end_is_one_line() -> None:
         for event in events():
             board.show(event)  # type: ignore[arg-type]
     assert output.console.file.getvalue().splitlines() == [  # type: ignore[attr-defined]
-        "photos/cat.jpg: queued #1 0% (ETA -)",
+        "photos/cat.jpg: queued, 3 ahead 0% (ETA 1:35)",
+        "photos/cat.jpg: queued, next 0% (ETA 30 s)",
         "photos/cat.jpg: background_removal 2% (ETA 1:10)",
         "photos/cat.jpg: shape_generation 30% (ETA 20 s)",
         "photos/cat.jpg: failed 30% (ETA -)",
@@ -131,7 +133,8 @@ def test_with_json_each_event_is_a_line_with_the_whole_job(
         for event in events():
             board.show(event)  # type: ignore[arg-type]
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [line["type"] for line in lines] == ["state", "state", "progress", "stage", "ended"]
+    types = ["state", "progress", "state", "progress", "stage", "ended"]
+    assert [line["type"] for line in lines] == types
     assert {line["label"] for line in lines} == {"cat.jpg"}
     assert lines[-1]["job"]["error"]["code"] == "no_subject"
 

@@ -236,6 +236,35 @@ def test_eta_of_a_running_job_counts_down() -> None:
     assert early is not None and later is not None and early > later > 0
 
 
+def test_eta_of_a_queued_job_counts_the_runs_ahead_of_it_shared_by_the_running_lanes() -> None:
+    table, monitor = table_and_monitor()
+    jobs = [f"{i:032x}" for i in range(1, 5)]
+    for job_id in jobs:
+        table.add(job_id, UPLOAD)
+        monitor.changed(table.start_run(job_id, request(quality=10)))
+    run_seconds = monitor.clock.total("inflate", 10)
+    first, second, third, fourth = (table.get(job_id) for job_id in jobs)
+    assert [monitor.snapshot(r).queue_position for r in (first, fourth)] == [1, 4]
+    # Nothing running: one lane, the queued runs ahead one after another.
+    now = time.time()
+    assert monitor.eta(fourth, now) == pytest.approx(4 * run_seconds, abs=0.02)
+
+    # Two runs start: two lanes, and what they have left is shared between them.
+    for job_id, fraction in ((jobs[0], 0.5), (jobs[1], 0.1)):
+        table.report_progress(job_id, 1, Stage.SHAPE_GENERATION, fraction)
+        monitor.changed(table.get(job_id))
+    assert monitor.snapshot(third).queue_position == 1
+    assert monitor.snapshot(fourth).queue_position == 2
+    now = time.time()
+    left = monitor.eta(first, now) + monitor.eta(second, now)  # type: ignore[operator]
+    assert 0 < left < 2 * run_seconds
+    assert monitor.eta(third, now) == pytest.approx(left / 2 + run_seconds, abs=0.02)
+    assert monitor.eta(fourth, now) == pytest.approx(
+        (left + run_seconds) / 2 + run_seconds, abs=0.02
+    )
+    assert monitor.eta(second, now) < monitor.eta(third, now) < monitor.eta(fourth, now)  # type: ignore[operator]
+
+
 def test_the_grafana_dashboard_queries_only_metrics_we_export() -> None:
     import json
     import re

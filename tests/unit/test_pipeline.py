@@ -111,7 +111,7 @@ def test_cli_writes_one_valid_file_per_image(tmp_path, capsys):
     for stem in ("chelsea", "astronaut", "coffee", "cut"):
         assert validate_glb(out / f"{stem}.glb")["numErrors"] == 0
     for stem in ("chelsea", "cut"):
-        for suffix in ("_obj.zip", ".stl", ".ply"):
+        for suffix in ("_obj.zip", ".stl", ".ply", ".3mf", ".usdz"):
             assert (out / f"{stem}{suffix}").stat().st_size > 1000
 
 

@@ -105,9 +105,7 @@ async def batch_generate(
             'application/json {"job_ids": [...], "params": {...}}'
         )
     created = await batch_service.record(services, viewer, entries)
-    await webhook_service.subscribe_batch(
-        services, viewer, created.batch_id, entries, callback_url
-    )
+    await webhook_service.subscribe_batch(services, viewer, created.batch_id, entries, callback_url)
     return created
 
 

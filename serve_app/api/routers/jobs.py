@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.job_service import (
+    MEDIA_TYPES,
     cancel_run,
     completed_job,
     mesh_of,
@@ -44,7 +45,10 @@ from serve_app.schemas.jobs import (
 from serve_app.schemas.webhooks import DeliveriesResponse
 from serve_app.webhooks.records import TargetKind
 
-ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
+ImageUpload = Annotated[
+    UploadFile,
+    File(description="a PNG, JPEG or WebP photo", json_schema_extra={"minLength": 1}),
+]
 
 #: The errors the job routes may answer: most of them; cancel and logs; the thumbnail.
 JOB_ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
@@ -55,7 +59,25 @@ router = APIRouter()
 TAGS: list[str | Enum] = ["jobs"]
 
 
-@router.post("/api/upload-image", tags=TAGS, responses=JOB_ERRORS)
+#: The upload's part: its types, and what a file of another kind gets.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {"image": {"contentType": ", ".join(MEDIA_TYPES.values())}}
+            }
+        }
+    }
+}
+_NOT_A_PICTURE = {**JOB_ERRORS[415], "description": "the file is no PNG, JPEG or WebP picture"}
+
+
+@router.post(
+    "/api/upload-image",
+    tags=TAGS,
+    openapi_extra=_UPLOAD_BODY,
+    responses={**JOB_ERRORS, 415: _NOT_A_PICTURE},
+)
 async def upload_image(
     image: ImageUpload, services: ServicesDep, viewer: ViewerDep
 ) -> UploadResponse:

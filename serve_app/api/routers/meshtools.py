@@ -61,12 +61,24 @@ _ANALYZE_BODY: dict[str, Any] = {
         _MESH_FILE, "file", AnalyzeJobRequest, {"job_id": "3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c"}
     )
 }
+#: The media types of the mesh files analyze-stl reads (the content decides, not the type).
+MESH_MEDIA_TYPES = ("model/stl", "model/obj", "application/ply", "model/gltf-binary")
+_ANALYZE_BODY["requestBody"]["content"]["multipart/form-data"]["encoding"] = {
+    "file": {"contentType": ", ".join(MESH_MEDIA_TYPES)}
+}
+_NOT_A_MESH = {
+    **error_responses(415)[415],
+    "description": "the file is no STL, OBJ, PLY or GLB (judged by its content)",
+}
 
 
 @router.post(
     ANALYZE_PATH,
     openapi_extra=_ANALYZE_BODY,
-    responses={200: {"content": {"application/json": {"example": _ANALYSIS_EXAMPLE}}}},
+    responses={
+        200: {"content": {"application/json": {"example": _ANALYSIS_EXAMPLE}}},
+        415: _NOT_A_MESH,
+    },
 )
 async def analyze_stl(request: Request, services: ServicesDep, viewer: ViewerDep) -> MeshAnalysis:
     """Size, volume, area, topology and printability of a mesh.

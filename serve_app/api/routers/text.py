@@ -123,6 +123,9 @@ async def text_to_image(
     503/429 with Retry-After when the service's queue or the caller's share is full.
     """
     section = services.config.text_to_image
+    # Options the document refuses (an unknown generator) are a 422, configured or not.
+    options = body.generate_3d
+    then = run_request(options, services.config.pipeline, ("generate_3d",)) if options else None
     if section.model_path is None:
         raise ModelNotConfiguredError(
             "text-to-image is not configured on this service: no text-to-image model is "
@@ -134,8 +137,6 @@ async def text_to_image(
     check_limits(params, section.max_pixels, section.max_steps)
     # The seed is drawn here, so a retried or resumed run makes the very same picture.
     params = with_defaults(params, section.default_steps, section.default_guidance_scale)
-    options = body.generate_3d
-    then = run_request(options, services.config.pipeline, ("generate_3d",)) if options else None
     await check_callback(services, viewer, body.callback_url)
     job_id = uuid.uuid4().hex
     client = getattr(http.state, "client_id", None)

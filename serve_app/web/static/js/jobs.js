@@ -2,6 +2,7 @@
 // thumbnail of each completed job's model.
 
 import { apiKey, fetchFile, listJobs, thumbnailUrl } from "./api.js";
+import { badgeText } from "./text.js";
 
 const PAGE_SIZE = 8;
 
@@ -60,7 +61,7 @@ export class JobsList {
     title.title = job.job_id;
     const status = document.createElement("span");
     status.className = `badge badge-${job.status}`;
-    status.textContent = job.status === "running" ? `running ${Math.round(job.progress)} %` : job.status;
+    status.textContent = badgeText(job);
     const meta = document.createElement("span");
     meta.className = "job-meta";
     const origin = job.source === "prompt" ? "prompt" : null;

@@ -19,7 +19,7 @@ export function statusText(job) {
     case "uploaded":
       return "Photo uploaded: press Generate.";
     case "queued":
-      return "Queued: waiting for a worker…";
+      return queueText(job.queue_position);
     case "running":
       return `${stageLabel(job.stage)}…`;
     case "completed":
@@ -32,6 +32,23 @@ export function statusText(job) {
     default:
       return job.status || "";
   }
+}
+
+/** A queued run's place in words: "Queued, 3 ahead." for position 4 (1 is next to start). */
+export function queueText(position) {
+  if (!Number.isInteger(position) || position < 1) return "Queued: waiting for a worker…";
+  const ahead = position - 1;
+  return ahead === 0 ? "Queued, next to start." : `Queued, ${ahead} ahead.`;
+}
+
+/** A job's badge in the list: its status, a running job's percent, a queued one's place. */
+export function badgeText(job) {
+  if (job.status === "running") return `running ${Math.round(job.progress)} %`;
+  if (job.status === "queued" && Number.isInteger(job.queue_position) && job.queue_position > 0) {
+    const ahead = job.queue_position - 1;
+    return ahead === 0 ? "queued, next" : `queued, ${ahead} ahead`;
+  }
+  return job.status;
 }
 
 /** A completed job whose run made a picture from a prompt and no model. */
@@ -58,6 +75,10 @@ export function seconds(value) {
 }
 
 export function etaText(job) {
+  if (job.status === "queued" && job.eta_seconds != null) {
+    // The service's estimate counts the runs ahead of this one and what the running ones have left.
+    return `About ${seconds(job.eta_seconds)} left, the wait included`;
+  }
   if (job.status === "running") {
     return job.eta_seconds == null ? "Estimating the time left…" : `About ${seconds(job.eta_seconds)} left`;
   }
