@@ -122,6 +122,10 @@ def thumbnail_order(mesh_key: str) -> PreviewOrder:
     """The view every job's thumbnail shows: 256 × 256, from the front right and above, on
     a transparent background."""
     return PreviewOrder(
-        mesh_key=mesh_key, width=256, height=256, azimuth_deg=30.0, elevation_deg=20.0,
+        mesh_key=mesh_key,
+        width=256,
+        height=256,
+        azimuth_deg=30.0,
+        elevation_deg=20.0,
         background=TRANSPARENT,
     )
