@@ -19,9 +19,9 @@ from PIL import Image
 from scipy import ndimage
 
 from serve_app.contracts.params import GenerationParams, GeneratorName
-from serve_app.contracts.stages import Stage as S
 from serve_app.errors import NoSubjectError
-from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
+from serve_app.pipeline.generators.base import ShapeGenerator, ShapeProgress
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh
 
 #: Target triangle count per quality level.
 FACE_BUDGET = {
@@ -53,7 +53,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class InflateGenerator:
+class InflateGenerator(ShapeGenerator):
     """Inflates a silhouette into a closed, rounded mesh. Needs no weights."""
 
     name = GeneratorName.INFLATE.value
@@ -67,30 +67,23 @@ class InflateGenerator:
         #: the same replica (hunyuan3d on the CPU) keeps torch's default.
         self.cpu_threads = cpu_threads
 
-    def generate(
-        self,
-        cutout: CutOut,
-        params: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh:
-        params = params.resolved_for(self.name)
+    def make(self, cutout: CutOut, params: GenerationParams, progress: ShapeProgress) -> Mesh:
         with self._threads():
-            on_progress(S.SHAPE_GENERATION, 0.0)
+            progress(0.0)
             grid, scale, origin = working_mask(cutout, FACE_BUDGET[params.quality])
-            cancel.raise_if_cancelled()
+            progress.check()
             interior = corner_interior(grid)
             u = solve_poisson(
                 torch.from_numpy(interior).to(self.device),
-                on_progress=lambda f: on_progress(S.SHAPE_GENERATION, 0.05 + 0.75 * f),
-                cancel=cancel,
+                on_progress=lambda f: progress(0.05 + 0.75 * f),
+                cancel=progress.cancel,
             )
             heights = INFLATION * 2.0 * torch.sqrt(torch.clamp(u, min=0.0))
             vertices, faces = height_field_mesh(grid, interior, heights)
-            cancel.raise_if_cancelled()
-            on_progress(S.SHAPE_GENERATION, 0.85)
+            progress.check()
+            progress(0.85)
             vertices = taubin_smooth(vertices, faces, SMOOTHING_ITERATIONS)
-            on_progress(S.SHAPE_GENERATION, 1.0)
+            progress(1.0)
             # grid corner (row, col) → image pixel coordinates, +Y up
             v = vertices.cpu().numpy().astype(np.float64)
             out = np.empty_like(v)
