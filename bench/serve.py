@@ -137,6 +137,14 @@ class OneJob:
         await asyncio.sleep(timeout_s)
         return Changes(epoch="bare", seq=since)
 
+    async def get(self, job_id: str):  # noqa: ANN201
+        """What the view asks when its snapshots are stale (a loaded machine's slow loop)."""
+        from serve_app.errors import JobNotFoundError
+
+        if job_id != BARE_JOB_ID:
+            raise JobNotFoundError(f"no job with id {job_id}", job_id=job_id)
+        return self.job
+
     async def sync(self, offset: int, limit: int):  # noqa: ANN201
         from serve_app.registry.actor import SyncPage
 

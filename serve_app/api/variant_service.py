@@ -47,7 +47,5 @@ async def preview(services: Services, viewer: Viewer, body: PreviewRequest) -> P
     """The stored PNG of the view ``body`` asks of the job's model (or of its variant)."""
     job = await completed_job(services, viewer, body.job_id)
     key = (await mesh_of(services, job, body.variant))[0]
-    order = PreviewOrder(
-        key, body.width, body.height, body.azimuth_deg, body.elevation_deg, body.background
-    )
+    order = PreviewOrder(mesh_key=key, **body.view_of())
     return await preview_file(services, order)

@@ -274,10 +274,7 @@ class AsyncOrfeasClient:
             if response.is_success:
                 return call.read(response)
             error = error_from_response(response)
-            wait = attempts.delay(error)
-            if wait is None:
-                raise error
-            await asyncio.sleep(wait)
+            await asyncio.sleep(attempts.next_wait(error))
 
     @asynccontextmanager
     async def _stream(
@@ -309,10 +306,7 @@ class AsyncOrfeasClient:
                 error = error_from_response(response)
             finally:
                 await response.aclose()
-            wait = attempts.delay(error)
-            if wait is None:
-                raise error
-            await asyncio.sleep(wait)
+            await asyncio.sleep(attempts.next_wait(error))
 
     async def _fetch(
         self, url: str, params: Mapping[str, str], path: PathLike | None, default: str

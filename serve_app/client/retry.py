@@ -105,3 +105,10 @@ class Attempts:
                 wait,
             )
         return wait
+
+    def next_wait(self, error: ApiError) -> float:
+        """:meth:`delay`, raising ``error`` where it gives up."""
+        wait = self.delay(error)
+        if wait is None:
+            raise error
+        return wait

@@ -275,10 +275,7 @@ class OrfeasClient:
             if response.is_success:
                 return call.read(response)
             error = error_from_response(response)
-            wait = attempts.delay(error)
-            if wait is None:
-                raise error
-            time.sleep(wait)
+            time.sleep(attempts.next_wait(error))
 
     @contextmanager
     def _stream(
@@ -310,10 +307,7 @@ class OrfeasClient:
                 error = error_from_response(response)
             finally:
                 response.close()
-            wait = attempts.delay(error)
-            if wait is None:
-                raise error
-            time.sleep(wait)
+            time.sleep(attempts.next_wait(error))
 
     def _fetch(
         self, url: str, params: Mapping[str, str], path: PathLike | None, default: str

@@ -14,9 +14,12 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.meshtools.config import MAX_SIDE, MIN_SIDE, TRANSPARENT
 
 #: Bumped when a recipe's meaning changes (an operation's algorithm, the mesh layout).
 VARIANT_SCHEMA = 1
@@ -66,26 +69,49 @@ def _canonical(value: Any) -> Any:
 
 #: Bumped when a preview of the same mesh and view would look different (lights, framing).
 PREVIEW_SCHEMA = 1
+BACKGROUND_PATTERN = rf"^(#[0-9a-fA-F]{{6}}|{TRANSPARENT})$"
 
 
-@dataclass(frozen=True)
-class PreviewOrder:
+class PreviewView(BaseModel):
+    """How a preview shows a model: ``width`` × ``height`` pixels, seen from
+    ``azimuth_deg``/``elevation_deg`` (see ``serve_app.meshtools.preview.render_preview``),
+    on ``background``. The body of ``POST /api/preview-3d`` adds which model."""
+
+    width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
+    height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
+    azimuth_deg: float = Field(
+        default=30.0,
+        ge=-3600,
+        le=3600,
+        allow_inf_nan=False,
+        description="about the vertical axis: 0 from the front, 90 from the right",
+    )
+    elevation_deg: float = Field(
+        default=20.0, ge=-90, le=90, allow_inf_nan=False, description="-90 below .. 90 above"
+    )
+    background: str = Field(
+        default="#ffffff",
+        pattern=BACKGROUND_PATTERN,
+        description='"#rrggbb", or "transparent" (a PNG with alpha)',
+    )
+
+    def view_of(self) -> dict[str, Any]:
+        """The view's fields alone (without those a subclass adds)."""
+        return self.model_dump(include=set(PreviewView.model_fields))
+
+
+class PreviewOrder(PreviewView):
     """A picture of the canonical mesh stored under ``mesh_key`` (a job's model or a
-    variant): ``width`` × ``height`` pixels, seen from ``azimuth_deg``/``elevation_deg``
-    (see ``serve_app.meshtools.preview.render_preview``), on ``background``."""
+    variant), as its :class:`PreviewView` fields show it."""
+
+    model_config = ConfigDict(frozen=True)
 
     mesh_key: str
-    width: int = 512
-    height: int = 512
-    azimuth_deg: float = 30.0
-    elevation_deg: float = 20.0
-    background: str = "#ffffff"
 
     def view(self) -> str:
         """32 hex: the view's content address (the mesh's is ``mesh_key``); angles that
         differ by whole turns, and colours that differ in case, are one view."""
-        recipe = {**asdict(self), "schema": PREVIEW_SCHEMA}
-        del recipe["mesh_key"]
+        recipe = {**self.view_of(), "schema": PREVIEW_SCHEMA}
         recipe["azimuth_deg"] = self.azimuth_deg % 360.0
         recipe["background"] = self.background.lower()
         blob = json.dumps(_canonical(recipe), sort_keys=True, separators=(",", ":"))
@@ -95,4 +121,11 @@ class PreviewOrder:
 def thumbnail_order(mesh_key: str) -> PreviewOrder:
     """The view every job's thumbnail shows: 256 × 256, from the front right and above, on
     a transparent background."""
-    return PreviewOrder(mesh_key, 256, 256, 30.0, 20.0, "transparent")
+    return PreviewOrder(
+        mesh_key=mesh_key,
+        width=256,
+        height=256,
+        azimuth_deg=30.0,
+        elevation_deg=20.0,
+        background=TRANSPARENT,
+    )

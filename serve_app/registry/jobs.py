@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from serve_app.contracts.jobs import JobStatus
@@ -47,6 +47,15 @@ class JobSnapshot:
     image: StoredImage | None = None
     #: Variants of the completed run's model, oldest first.
     variants: tuple[VariantInfo, ...] = ()
+
+
+#: The snapshot's fields it takes from the record as they are; ``JobRecord.snapshot`` sets
+#: the others (a rounded progress, copies of the mutable ones; no queue place or version).
+_AS_RECORDED = tuple(
+    f.name
+    for f in fields(JobSnapshot)
+    if f.name not in {"progress", "stage_durations", "variants", "queue_position", "version"}
+)
 
 
 @dataclass
@@ -99,26 +108,9 @@ class JobRecord:
 
     def snapshot(self) -> JobSnapshot:
         return JobSnapshot(
-            job_id=self.job_id,
-            status=self.status,
-            run=self.run,
-            stage=self.stage,
+            **{name: getattr(self, name) for name in _AS_RECORDED},
             progress=round(self.progress, 1),
-            eta_seconds=self.eta_seconds,
-            error=self.error,
-            upload=self.upload,
-            request=self.request,
-            result=self.result,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
             stage_durations=dict(self.stage_durations),
-            cancel_requested=self.cancel_requested,
-            owner=self.owner,
-            plan=self.plan,
-            text=self.text,
-            image=self.image,
             variants=tuple(self.variants.values()),
         )
 

@@ -9,18 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.contracts.meshtools import CustomMaterial, Material
 from serve_app.contracts.text import TextToImageParams
-from serve_app.meshtools.config import (
-    MAX_SIDE,
-    MAX_TARGET_FACES,
-    MIN_SIDE,
-    MIN_TARGET_FACES,
-    TRANSPARENT,
-)
+from serve_app.meshtools.config import MAX_TARGET_FACES, MIN_TARGET_FACES
+from serve_app.meshtools.variants import PreviewView
 from serve_app.schemas.jobs import Callback, GenerateOptions, JobId, VariantId
 
 #: Photos (or job ids) in one batch.
 MAX_BATCH = 16
-BACKGROUND_PATTERN = rf"^(#[0-9a-fA-F]{{6}}|{TRANSPARENT})$"
 
 
 # -- analysis and materials ------------------------------------------------------------
@@ -53,8 +47,8 @@ class VariantRequest(BaseModel):
     )
 
 
-class OptimizeRequest(VariantRequest):
-    """``POST /api/optimize-mesh``: fewer faces, the model kept closed and textured."""
+class OptimizeParams(BaseModel):
+    """What an optimize variant is made with: its recipe's parameters."""
 
     target_faces: int = Field(
         ge=MIN_TARGET_FACES, le=MAX_TARGET_FACES, description="at most this many triangles"
@@ -64,6 +58,14 @@ class OptimizeRequest(VariantRequest):
         description="first remove duplicate and degenerate faces, split non-manifold parts, "
         "close holes of up to 100 edges and wind the faces outwards",
     )
+
+
+class OptimizeRequest(OptimizeParams, VariantRequest):
+    """``POST /api/optimize-mesh``: fewer faces, the model kept closed and textured."""
+
+    def params(self) -> dict[str, Any]:
+        """The recipe's parameters: the :class:`OptimizeParams` fields."""
+        return self.model_dump(include=set(OptimizeParams.model_fields))
 
 
 class MaterialRequest(VariantRequest):
@@ -88,26 +90,8 @@ class VariantMade(BaseModel):
     downloads: dict[str, str]
 
 
-class PreviewRequest(VariantRequest):
+class PreviewRequest(PreviewView, VariantRequest):
     """``POST /api/preview-3d``: a picture of the textured model, lit and framed."""
-
-    width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
-    height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
-    azimuth_deg: float = Field(
-        default=30.0,
-        ge=-3600,
-        le=3600,
-        allow_inf_nan=False,
-        description="about the vertical axis: 0 from the front, 90 from the right",
-    )
-    elevation_deg: float = Field(
-        default=20.0, ge=-90, le=90, allow_inf_nan=False, description="-90 below .. 90 above"
-    )
-    background: str = Field(
-        default="#ffffff",
-        pattern=BACKGROUND_PATTERN,
-        description='"#rrggbb", or "transparent" (a PNG with alpha)',
-    )
 
 
 # -- batches -------------------------------------------------------------------------

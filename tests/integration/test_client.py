@@ -150,7 +150,7 @@ class Cut(httpx.SyncByteStream):
         seen = 0
         for chunk in self.stream:
             yield chunk
-            seen += chunk.count(b"\ndata: ")
+            seen += sum(line.startswith(b"data: ") for line in chunk.split(b"\n"))
             if seen >= self.after:
                 raise httpx.ReadError("the network dropped the stream")
 

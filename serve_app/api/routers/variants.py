@@ -70,9 +70,8 @@ async def optimize_mesh(
     404 unknown job or variant (or another key's job), 409 not completed, 422 a target the
     model cannot reach and stay closed, 503 the mesh tools busy or over their time.
     """
-    params = {"target_faces": body.target_faces, "repair": body.repair}
     return await variant_service.make_variant(
-        services, viewer, body, VariantOperation.OPTIMIZE, params
+        services, viewer, body, VariantOperation.OPTIMIZE, body.params()
     )
 
 

@@ -1,20 +1,40 @@
-"""The interface every shape generator satisfies: a cut-out and parameters in, a mesh out."""
+"""The base every shape generator extends: a cut-out and parameters in, a mesh out."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage
 from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
 
-class ShapeGenerator(Protocol):
+@dataclass(frozen=True)
+class ShapeProgress:
+    """A generator's progress and cancel checks, for the one stage it runs."""
+
+    on_progress: ProgressCallback
+    cancel: CancelToken
+
+    def __call__(self, fraction: float) -> None:
+        """Report ``fraction`` (0 to 1) of the shape-generation stage."""
+        self.on_progress(Stage.SHAPE_GENERATION, fraction)
+
+    def check(self) -> None:
+        """Raise ``JobCancelledError`` if the run was cancelled."""
+        self.cancel.raise_if_cancelled()
+
+
+class ShapeGenerator(ABC):
     """Makes a mesh from a cut-out.
 
     The mesh is in image pixel units: +X right, +Y up (minus the image row), +Z towards
     the camera, so that texturing can project the cut-out straight onto it. ``generate``
-    takes parameters as they come (what is unset, ``catalog.resolve_params`` fills in from
-    the quality) and raises ``JobCancelledError`` soon after ``cancel`` is set.
+    takes parameters as they come and resolves them for the generator (what is unset,
+    ``catalog.resolve_params`` fills in from the quality; a no-op on resolved ones); a
+    generator's ``make`` gets them resolved and raises ``JobCancelledError`` soon after
+    ``cancel`` is set (``progress.check()``).
     """
 
     name: str
@@ -26,4 +46,10 @@ class ShapeGenerator(Protocol):
         params: GenerationParams,
         on_progress: ProgressCallback,
         cancel: CancelToken,
-    ) -> Mesh: ...
+    ) -> Mesh:
+        resolved = params.resolved_for(self.name)
+        return self.make(cutout, resolved, ShapeProgress(on_progress, cancel))
+
+    @abstractmethod
+    def make(self, cutout: CutOut, params: GenerationParams, progress: ShapeProgress) -> Mesh:
+        """The mesh of ``cutout`` made with ``params`` (resolved for this generator)."""

@@ -33,7 +33,6 @@ import yaml
 from PIL import Image
 
 from serve_app.contracts.params import GenerationParams, GeneratorName
-from serve_app.contracts.stages import Stage as S
 from serve_app.errors import (
     GpuOutOfMemoryError,
     ModelUnavailableError,
@@ -42,8 +41,9 @@ from serve_app.errors import (
     OrfeasError,
 )
 from serve_app.pipeline.config import Hunyuan3DSettings
+from serve_app.pipeline.generators.base import ShapeGenerator, ShapeProgress
 from serve_app.pipeline.meshclean import clean_mesh
-from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
+from serve_app.pipeline.types import CutOut, Mesh
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-class Hunyuan3DGenerator:
+class Hunyuan3DGenerator(ShapeGenerator):
     """Hunyuan3D-2's shape model behind the shape-generator interface.
 
     Loads once (at construction); ``generate`` serves one run at a time (the replica's lock).
@@ -232,16 +232,9 @@ class Hunyuan3DGenerator:
         finally:
             self._release()
 
-    def generate(
-        self,
-        cutout: CutOut,
-        params: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh:
-        p = params.resolved_for(self.name)  # a no-op on resolved parameters
+    def make(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Mesh:
         try:
-            return self._generate(cutout, p, on_progress, cancel)
+            return self._generate(cutout, p, progress)
         except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first
             failure = detach_frames(exc)
         finally:
@@ -255,23 +248,17 @@ class Hunyuan3DGenerator:
             ) from None
         raise failure
 
-    def _generate(
-        self,
-        cutout: CutOut,
-        p: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh:
+    def _generate(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Mesh:
         assert p.steps is not None and p.octree_resolution is not None
         assert p.num_chunks is not None and p.face_count is not None and p.seed is not None
-        on_progress(S.SHAPE_GENERATION, 0.0)
-        cancel.raise_if_cancelled()
+        progress(0.0)
+        progress.check()
         image = Image.fromarray(np.ascontiguousarray(cutout.rgba), "RGBA")
         steps = p.steps
 
         def after_step(step: int, timestep: Any, outputs: Any) -> None:
-            on_progress(S.SHAPE_GENERATION, _lerp(DENOISE_BAND, (step + 1) / steps))
-            cancel.raise_if_cancelled()
+            progress(_lerp(DENOISE_BAND, (step + 1) / steps))
+            progress.check()
 
         queries = (p.octree_resolution + 1) ** 3
         total_chunks = max(1, math.ceil(queries / p.num_chunks))
@@ -279,8 +266,8 @@ class Hunyuan3DGenerator:
 
         def before_chunk(module: Any, args: Any, kwargs: Any) -> None:
             nonlocal chunks
-            cancel.raise_if_cancelled()
-            on_progress(S.SHAPE_GENERATION, _lerp(DECODE_BAND, min(1.0, chunks / total_chunks)))
+            progress.check()
+            progress(_lerp(DECODE_BAND, min(1.0, chunks / total_chunks)))
             chunks += 1
 
         # A CPU generator makes the same initial noise on every device (diffusers' randn_tensor).
@@ -317,14 +304,14 @@ class Hunyuan3DGenerator:
                 seed=p.seed,
                 mc_level=p.mc_level,
             )
-        cancel.raise_if_cancelled()
-        on_progress(S.SHAPE_GENERATION, CLEAN_START)
+        progress.check()
+        progress(CLEAN_START)
         vertices, faces = clean_mesh(
             mesh.vertices, mesh.faces, p.face_count, self.settings.postprocess
         )
         if len(faces) == 0:
             raise NoSurfaceError("the shape model's surface vanished in clean-up")
-        on_progress(S.SHAPE_GENERATION, 1.0)
+        progress(1.0)
         return Mesh(vertices=place_over_subject(vertices, cutout), faces=faces)
 
     def _release(self) -> None:

@@ -19,9 +19,9 @@ from PIL import Image
 from scipy import ndimage
 
 from serve_app.contracts.params import GenerationParams, GeneratorName
-from serve_app.contracts.stages import Stage as S
 from serve_app.errors import NoSubjectError
-from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
+from serve_app.pipeline.generators.base import ShapeGenerator, ShapeProgress
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh
 
 #: Target triangle count per quality level.
 FACE_BUDGET = {
@@ -53,7 +53,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class InflateGenerator:
+class InflateGenerator(ShapeGenerator):
     """Inflates a silhouette into a closed, rounded mesh. Needs no weights."""
 
     name = GeneratorName.INFLATE.value
@@ -67,15 +67,30 @@ class InflateGenerator:
         #: the same replica (hunyuan3d on the CPU) keeps torch's default.
         self.cpu_threads = cpu_threads
 
-    def generate(
-        self,
-        cutout: CutOut,
-        params: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh:
+    def make(self, cutout: CutOut, params: GenerationParams, progress: ShapeProgress) -> Mesh:
         with self._threads():
-            return self._generate(cutout, params.resolved_for(self.name), on_progress, cancel)
+            progress(0.0)
+            grid, scale, origin = working_mask(cutout, FACE_BUDGET[params.quality])
+            progress.check()
+            interior = corner_interior(grid)
+            u = solve_poisson(
+                torch.from_numpy(interior).to(self.device),
+                on_progress=lambda f: progress(0.05 + 0.75 * f),
+                cancel=progress.cancel,
+            )
+            heights = INFLATION * 2.0 * torch.sqrt(torch.clamp(u, min=0.0))
+            vertices, faces = height_field_mesh(grid, interior, heights)
+            progress.check()
+            progress(0.85)
+            vertices = taubin_smooth(vertices, faces, SMOOTHING_ITERATIONS)
+            progress(1.0)
+            # grid corner (row, col) → image pixel coordinates, +Y up
+            v = vertices.cpu().numpy().astype(np.float64)
+            out = np.empty_like(v)
+            out[:, 0] = v[:, 0] / scale + origin[1]
+            out[:, 1] = -(-v[:, 1] / scale + origin[0])
+            out[:, 2] = v[:, 2] / scale
+            return Mesh(vertices=out.astype(np.float32), faces=faces.cpu().numpy().astype(np.int64))
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
@@ -89,36 +104,6 @@ class InflateGenerator:
             yield
         finally:
             torch.set_num_threads(before)
-
-    def _generate(
-        self,
-        cutout: CutOut,
-        params: GenerationParams,
-        on_progress: ProgressCallback,
-        cancel: CancelToken,
-    ) -> Mesh:
-        on_progress(S.SHAPE_GENERATION, 0.0)
-        grid, scale, origin = working_mask(cutout, FACE_BUDGET[params.quality])
-        cancel.raise_if_cancelled()
-        interior = corner_interior(grid)
-        u = solve_poisson(
-            torch.from_numpy(interior).to(self.device),
-            on_progress=lambda f: on_progress(S.SHAPE_GENERATION, 0.05 + 0.75 * f),
-            cancel=cancel,
-        )
-        heights = INFLATION * 2.0 * torch.sqrt(torch.clamp(u, min=0.0))
-        vertices, faces = height_field_mesh(grid, interior, heights)
-        cancel.raise_if_cancelled()
-        on_progress(S.SHAPE_GENERATION, 0.85)
-        vertices = taubin_smooth(vertices, faces, SMOOTHING_ITERATIONS)
-        on_progress(S.SHAPE_GENERATION, 1.0)
-        # grid corner (row, col) → image pixel coordinates, +Y up
-        v = vertices.cpu().numpy().astype(np.float64)
-        out = np.empty_like(v)
-        out[:, 0] = v[:, 0] / scale + origin[1]
-        out[:, 1] = -(-v[:, 1] / scale + origin[0])
-        out[:, 2] = v[:, 2] / scale
-        return Mesh(vertices=out.astype(np.float32), faces=faces.cpu().numpy().astype(np.int64))
 
 
 def working_mask(cutout: CutOut, face_budget: int) -> tuple[np.ndarray, float, tuple[float, float]]:

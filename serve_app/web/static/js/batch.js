@@ -1,6 +1,7 @@
 // A batch of photos: one request for all, then its jobs followed together until they end.
 
 import * as api from "./api.js";
+import { element, openButton, statusBadge } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 1000;
@@ -68,30 +69,14 @@ export class BatchView {
   }
 
   item(job) {
-    const li = document.createElement("li");
-    li.className = "batch-job";
+    const li = element("li", "batch-job");
     li.dataset.status = job.status;
-    const name = document.createElement("span");
-    name.className = "job-id";
-    name.textContent = `#${job.index + 1} ${job.job_id ? job.job_id.slice(0, 8) : ""}`;
-    const status = document.createElement("span");
-    status.className = `badge badge-${job.status}`;
-    status.textContent = job.status === "running" ? `running ${Math.round(job.progress)} %` : job.status;
-    li.append(name, status);
-    if (job.error && job.status !== "completed") {
-      const why = document.createElement("span");
-      why.className = "job-meta";
-      why.textContent = job.error.message;
-      li.append(why);
-    }
+    const name = element("span", "job-id", `#${job.index + 1} ${job.job_id ? job.job_id.slice(0, 8) : ""}`);
+    li.append(name, statusBadge(job));
+    if (job.error && job.status !== "completed") li.append(element("span", "job-meta", job.error.message));
     if (job.job_id) {
-      const open = document.createElement("button");
-      open.type = "button";
-      open.className = "small secondary";
-      open.textContent = "Open";
-      open.setAttribute("aria-label", `Open job ${job.job_id.slice(0, 8)} of the batch`);
-      open.addEventListener("click", () => this.onOpen(job.job_id));
-      li.append(open);
+      const label = `Open job ${job.job_id.slice(0, 8)} of the batch`;
+      li.append(openButton("small secondary", label, () => this.onOpen(job.job_id)));
     }
     return li;
   }

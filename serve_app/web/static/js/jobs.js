@@ -2,7 +2,7 @@
 // thumbnail of each completed job's model.
 
 import { apiKey, fetchFile, listJobs, thumbnailUrl } from "./api.js";
-import { badgeText } from "./text.js";
+import { element, openButton, statusBadge } from "./dom.js";
 
 const PAGE_SIZE = 8;
 
@@ -52,29 +52,21 @@ export class JobsList {
   }
 
   item(job) {
-    const li = document.createElement("li");
-    li.className = "job";
+    const li = element("li", "job");
     li.dataset.jobId = job.job_id;
-    const title = document.createElement("span");
-    title.className = "job-id";
-    title.textContent = job.job_id.slice(0, 8);
+    const title = element("span", "job-id", job.job_id.slice(0, 8));
     title.title = job.job_id;
-    const status = document.createElement("span");
-    status.className = `badge badge-${job.status}`;
-    status.textContent = badgeText(job);
-    const meta = document.createElement("span");
-    meta.className = "job-meta";
     const origin = job.source === "prompt" ? "prompt" : null;
-    meta.textContent = [origin, job.generator, job.format && job.format.toUpperCase(), job.quality && `q${job.quality}`, when(job)]
-      .filter(Boolean)
-      .join(" · ");
-    const open = document.createElement("button");
-    open.type = "button";
-    open.className = "small";
-    open.textContent = "Open";
-    open.setAttribute("aria-label", `Open job ${job.job_id.slice(0, 8)} (${job.status})`);
-    open.addEventListener("click", () => this.onOpen(job));
-    li.append(thumbnail(job, this), title, status, meta, open);
+    const meta = element(
+      "span",
+      "job-meta",
+      [origin, job.generator, job.format && job.format.toUpperCase(), job.quality && `q${job.quality}`, when(job)]
+        .filter(Boolean)
+        .join(" · "),
+    );
+    const label = `Open job ${job.job_id.slice(0, 8)} (${job.status})`;
+    const open = openButton("small", label, () => this.onOpen(job));
+    li.append(thumbnail(job, this), title, statusBadge(job), meta, open);
     return li;
   }
 
