@@ -8,9 +8,12 @@ One ASGI middleware, in front of every route, so no route can forget it:
   ``mesh_tools.max_upload_bytes``, a batch of photos 16 times the image limit (each plus
   multipart framing), every other request ``security.max_body_bytes``.
 - **API keys** (when ``security.api_key_hashes`` or ``admin_key_hashes`` is set):
-  ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (WebSockets, which browsers
-  cannot give headers, may pass ``?api_key=``). Keys are compared by their SHA-256; the
-  config never holds a key. A key sees only the jobs it uploaded; an admin key sees all.
+  ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Browsers cannot give a WebSocket
+  headers, so a WebSocket may offer the key as a subprotocol, ``orfeas.key.<base64url of
+  the key>`` beside ``orfeas.v1`` (which the server answers with); the ``?api_key=`` query
+  of old clients is still taken but discouraged (proxy logs record URLs). Keys are compared
+  by their SHA-256; the config never holds a key. A key sees only the jobs it uploaded;
+  an admin key sees all.
 - **Rate limits**: token buckets per key and per client address, shared by every ingress
   replica through the RateLimiter actor; over the limit is a 429 with ``Retry-After``.
 - **CORS**: Starlette's CORSMiddleware with the configured origins only.
@@ -23,6 +26,8 @@ and whose jobs it may see in ``request.state.viewer``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -54,6 +59,10 @@ UPLOAD_PATH = "/api/upload-image"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 #: WebSocket close code for a refused connection (policy violation).
 WS_POLICY_VIOLATION = 1008
+#: The WebSocket subprotocol the service speaks (and answers with when it is offered).
+WS_SUBPROTOCOL = "orfeas.v1"
+#: A WebSocket subprotocol that carries an API key: this prefix, then the key in base64url.
+WS_KEY_PROTOCOL_PREFIX = "orfeas.key."
 
 
 class Limiter(Protocol):
@@ -102,17 +111,41 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def presented_key(scope: Scope, headers: dict[str, str]) -> str | None:
-    """The key the client sent: bearer token, X-API-Key, or (WebSocket only) ``api_key``."""
+    """The key the client sent: bearer token, X-API-Key, or (WebSocket only) a key
+    subprotocol, or else the discouraged ``api_key`` query parameter."""
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     if headers.get("x-api-key"):
         return headers["x-api-key"].strip() or None
     if scope["type"] == "websocket":
+        for protocol in scope.get("subprotocols", ()):
+            if protocol.startswith(WS_KEY_PROTOCOL_PREFIX):
+                return _decode_key_protocol(protocol[len(WS_KEY_PROTOCOL_PREFIX) :])
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         values = query.get("api_key")
         return values[0] if values else None
     return None
+
+
+def key_protocol(key: str) -> str:
+    """The WebSocket subprotocol that carries ``key`` (what the studio offers)."""
+    encoded = base64.urlsafe_b64encode(key.encode()).decode("ascii").rstrip("=")
+    return WS_KEY_PROTOCOL_PREFIX + encoded
+
+
+def _decode_key_protocol(encoded: str) -> str | None:
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return key or None
+
+
+def accepted_subprotocol(scope: Scope) -> str | None:
+    """The subprotocol to answer a WebSocket with: ours when offered (a browser that offers
+    subprotocols fails a handshake answered without one), never the one carrying a key."""
+    return WS_SUBPROTOCOL if WS_SUBPROTOCOL in scope.get("subprotocols", ()) else None
 
 
 class TrustedProxies:
