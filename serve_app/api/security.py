@@ -7,6 +7,9 @@ One ASGI middleware, in front of every route, so no route can forget it:
   uploads get ``pipeline.limits.max_upload_bytes``, mesh files for analysis
   ``mesh_tools.max_upload_bytes``, a batch of photos 16 times the image limit (each plus
   multipart framing), every other request ``security.max_body_bytes``.
+- **Body pace**: a body that sends nothing for ``security.body_idle_timeout_s`` is a 408;
+  one client (key or address) may have ``security.max_concurrent_uploads`` file uploads in
+  flight on a replica, more are a 429 with ``Retry-After`` (``serve_app.api.body_guard``).
 - **API keys** (when ``security.api_key_hashes`` or ``admin_key_hashes`` is set):
   ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Browsers cannot give a WebSocket
   headers, so a WebSocket may offer the key as a subprotocol, ``orfeas.key.<base64url of
@@ -39,6 +42,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from serve_app.api.body_guard import UploadSlots, idle_timeout
 from serve_app.api.errors import CarriedError, render_error
 from serve_app.config_policies import RateLimit, SecurityConfig
 from serve_app.errors import OrfeasError, PayloadTooLargeError, RateLimitedError, UnauthorizedError
@@ -211,17 +215,26 @@ class SecurityMiddleware:
             for path, limit in {UPLOAD_PATH: upload_limit_bytes, **(path_limits or {})}.items()
         }
         self.limiter = limiter
+        self.uploads = UploadSlots(config.max_concurrent_uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        uploader = None
         try:
             receive = await self._admit(scope, receive)
+            if scope["type"] == "http" and route_path(scope) in self.file_limits:
+                uploader = scope["state"]["client_id"]
+                self.uploads.take(uploader)
         except OrfeasError as error:
             await _refuse(scope, receive, send, error)
             return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if uploader is not None:
+                self.uploads.release(uploader)
 
     async def _admit(self, scope: Scope, receive: Receive) -> Receive:
         """Check the request; note who it is from; the ``receive`` that counts its body."""
@@ -247,7 +260,7 @@ class SecurityMiddleware:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
-        return _counting(receive, limit)
+        return idle_timeout(_counting(receive, limit), self.config.body_idle_timeout_s)
 
     async def _take_token(self, key_id: str | None, address: str) -> None:
         wants: list[tuple[str, RateLimit]] = []
