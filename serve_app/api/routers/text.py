@@ -103,7 +103,7 @@ ACCEPTED_EXAMPLE: dict[str, Any] = {
             "description": "the job, queued: its status as GET /api/job-status/{job_id} shows it",
             "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
         },
-        **error_responses(404, 422, 429, 503),
+        **error_responses(404, 422, 429, 503, 507),
     },
 )
 async def text_to_image(
