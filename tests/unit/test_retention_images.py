@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from serve_app.policy import RetentionConfig
+from serve_app.config_policies import RetentionConfig
 from serve_app.registry.retention import scan_store, sweep
 from serve_app.storage import ArtifactStore
 

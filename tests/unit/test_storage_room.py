@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.errors import StorageFullError
-from serve_app.remote import as_orfeas_error
+from serve_app.ray_errors import as_orfeas_error
 from serve_app.storage import ArtifactStore
 from tests.support import encode, photo
 from tests.unit.inprocess import app_config, in_process_service
