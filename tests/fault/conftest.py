@@ -31,7 +31,7 @@ ADMIN_KEY = "fault-admin-key"
 OWNER_KEYS = ("fault-owner-key-a", "fault-owner-key-b")
 MAX_ACTIVE_JOBS = 16
 MAX_ACTIVE_PER_CLIENT = 2
-BODY_IDLE_TIMEOUT_S = 3.0
+BODY_IDLE_TIMEOUT_S = 5.0
 MAX_CONCURRENT_UPLOADS = 2
 #: The tests' own polls: within ``per_key_rate`` (10 per second), so they are never refused.
 POLL_S = 0.1
