@@ -67,6 +67,7 @@ class ShapeTexture:
         with RunReporter(self._registry, ticket, Stage.SHAPE_GENERATION, interval) as reporter:
             with self._lock:
                 mesh = builder.build(cutout, params, reporter.on_progress, reporter.cancel, timer)
+            reporter.on_progress(Stage.EXPORT, 0.0)  # storing the model is part of export
             self._store.put_mesh(key, mesh.to_bytes())
             data = timer.run(
                 Stage.EXPORT,

@@ -17,4 +17,7 @@ done < configs/serve.env
 
 echo "run: starting ORFEAS Serve with configs/local.yaml"
 echo "run: studio http://127.0.0.1:8000/  API docs http://127.0.0.1:8000/api/docs"
+# Ray turns on token authentication for a local cluster: its dashboard asks for the token.
+echo "run: Ray dashboard http://127.0.0.1:8265/ (Serve page: #/serve); it asks for Ray's token:"
+echo "run:   .venv/bin/ray get-auth-token    (prints it, once the service has started)"
 exec "$SERVE" run configs/local.yaml "$@"

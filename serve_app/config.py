@@ -113,6 +113,12 @@ class StorageConfig(StrictModel):
     """Where artifacts live: a local directory, or a shared mount on a cluster."""
 
     root: Path = Field(default=Path("data"), description="ArtifactStore root directory")
+    min_free_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="free space the root's file system keeps: below it, readiness reports "
+        "storage failing and new uploads and jobs are refused 507 storage_full",
+    )
 
 
 class ActorOptions(StrictModel):

@@ -48,6 +48,17 @@ class SecurityConfig(_Strict):
         description="peers whose X-Forwarded-For is believed (HAProxy, a load balancer): "
         'addresses or CIDR networks ("10.0.0.0/8")',
     )
+    body_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a request whose body sends nothing for this long is answered 408",
+    )
+    max_concurrent_uploads: int = Field(
+        default=4,
+        gt=0,
+        description="file uploads (images, meshes, batches) one client (key or address) may "
+        "send at once to one ingress replica; more are answered 429 with Retry-After",
+    )
 
     @field_validator("api_key_hashes", "admin_key_hashes")
     @classmethod

@@ -140,6 +140,21 @@ class RateLimitedError(OrfeasError):
     code = "rate_limited"
 
 
+class RequestTimeoutError(OrfeasError):
+    """A request's body stopped arriving: nothing came for the configured idle time."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class StorageFullError(OrfeasError):
+    """The artifact store has no room (below its free-space floor, or a write found the disk
+    full); nothing partial was kept. Retryable once space is freed."""
+
+    status_code = 507
+    code = "storage_full"
+
+
 class UnauthorizedError(OrfeasError):
     status_code = 401
     code = "unauthorized"

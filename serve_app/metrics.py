@@ -93,6 +93,15 @@ SPECS: tuple[MetricSpec, ...] = (
 
 Labels = tuple[str, ...]
 
+#: The counters labelled by generator, each shown as zero for every known one from the start.
+GENERATOR_COUNTERS: tuple[MetricSpec, ...] = (
+    JOBS_SUBMITTED,
+    JOBS_COMPLETED,
+    JOBS_FAILED,
+    JOBS_CANCELLED,
+    CACHE_HITS,
+)
+
 
 @dataclass
 class HistogramSeries:
@@ -147,6 +156,13 @@ class ServiceMetrics:
         }
         for spec in (UPLOADS, UPLOAD_BYTES, QUEUE_DEPTH, ACTIVE_JOBS):
             self._values[spec.name][()] = 0.0
+
+    def declare(self, spec: MetricSpec, *labels: str) -> None:
+        """Show ``spec``'s series for ``labels`` (zero until its first event), so dashboards
+        and alerts see it before anything happens. Only here: Ray's counters take no zero."""
+        if len(labels) != len(spec.labels):
+            raise ValueError(f"{spec.name} takes labels {spec.labels}, not {labels}")
+        self._values[spec.name].setdefault(labels, 0.0)
 
     def inc(self, spec: MetricSpec, *labels: str, value: float = 1.0) -> None:
         series = self._values[spec.name]

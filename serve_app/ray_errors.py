@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from serve_app.errors import (
@@ -9,6 +10,7 @@ from serve_app.errors import (
     JobCancelledError,
     OrfeasError,
     ServiceOverloadedError,
+    StorageFullError,
     WorkerLostError,
 )
 
@@ -27,6 +29,9 @@ def as_orfeas_error(exc: BaseException, unexpected: OrfeasError | None = None) -
     cause = _root_cause(exc)
     if isinstance(cause, OrfeasError):
         return _plain(cause)
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A write outside the store (a temporary file, say) found the disk full.
+        return StorageFullError("no space left on the service's disk", retryable=True)
     from ray import exceptions as ray_exc
     from ray.serve import exceptions as serve_exc
 

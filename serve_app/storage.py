@@ -14,14 +14,19 @@ A variant of a job's model is a canonical mesh like any other, under its variant
 
 Writes go to a temporary file in the same directory and are renamed into place, so a
 reader sees a whole file or none; concurrent writers of the same content are harmless.
+A write that finds the file system full removes its temporary file and raises
+``StorageFullError`` (507 ``storage_full``, retryable); ``check_room`` refuses new work
+while the free space is below the configured floor, before the disk is full.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,10 +34,12 @@ from typing import Any
 from serve_app.contracts.jobs import check_job_id
 from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
 from serve_app.contracts.runs import UploadInfo
-from serve_app.errors import ArtifactNotFoundError
+from serve_app.errors import ArtifactNotFoundError, StorageFullError
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _VIEW_RE = re.compile(r"^[0-9a-f]{32}$")
+#: What a write that found no room fails with.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def sha256_hex(data: bytes) -> str:
@@ -260,6 +267,23 @@ class ArtifactStore:
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
             pass
 
+    def free_bytes(self) -> int:
+        """Free space on the root's file system, for an unprivileged writer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
+
+    def check_room(self, min_free_bytes: int) -> None:
+        """Raise StorageFullError (507) while the free space is below ``min_free_bytes``
+        (``storage.min_free_bytes``: new work leaves that much free)."""
+        free = self.free_bytes()
+        if free < min_free_bytes:
+            raise storage_full(
+                f"the artifact store is nearly full ({free} bytes free, keeps "
+                f"{min_free_bytes}); new uploads and jobs wait until space is freed",
+                free_bytes=free,
+                min_free_bytes=min_free_bytes,
+            )
+
     def _upload_path(self, sha256: str) -> Path:
         sha256 = _digest(sha256)
         return self.root / "uploads" / sha256[:2] / sha256
@@ -280,13 +304,30 @@ def _touch(path: Path) -> bool:
     return True
 
 
+def storage_full(message: str, **details: object) -> StorageFullError:
+    """The error of a store with no room: retryable once space is freed."""
+    return StorageFullError(message, retryable=True, **details)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` whole or not at all; StorageFullError when there is no room."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        _raise_if_full(exc)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_if_full(exc)
         raise
+
+
+def _raise_if_full(exc: OSError) -> None:
+    if exc.errno in NO_ROOM:
+        raise storage_full("the artifact store is full: the file could not be written") from exc

@@ -38,6 +38,7 @@ async def upload_photo(services: Services, image: UploadFile, owner: str | None)
     if len(data) > limit:
         raise PayloadTooLargeError(f"the image is larger than {limit} bytes", limit_bytes=limit)
     kind = await run_in_threadpool(check_image, data, limits)
+    await check_room(services)
     job_id = uuid.uuid4().hex
     upload = await run_in_threadpool(
         services.store.put_upload, job_id, data, MEDIA_TYPES[kind], owner
@@ -53,9 +54,16 @@ async def submit_run(
     """Start ``run`` of the job (404 for another key's job, as if unknown; 409 already
     active; 503 or 429 when the queue or the client's share of it is full)."""
     await services.jobs.get(job_id, viewer)
+    await check_room(services)
     job = await services.registry.submit(job_id, run, client)
     services.jobs.apply(job)  # read-your-writes on this replica
     return job
+
+
+async def check_room(services: Services) -> None:
+    """507 ``storage_full`` while the store's free space is below ``storage.min_free_bytes``:
+    new uploads and runs are refused before the disk is full, not after."""
+    await run_in_threadpool(services.store.check_room, services.config.storage.min_free_bytes)
 
 
 async def cancel_run(services: Services, viewer: Viewer, job_id: str) -> JobSnapshot:

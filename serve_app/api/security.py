@@ -7,10 +7,16 @@ One ASGI middleware, in front of every route, so no route can forget it:
   uploads get ``pipeline.limits.max_upload_bytes``, mesh files for analysis
   ``mesh_tools.max_upload_bytes``, a batch of photos 16 times the image limit (each plus
   multipart framing), every other request ``security.max_body_bytes``.
+- **Body pace**: a body that sends nothing for ``security.body_idle_timeout_s`` is a 408;
+  one client (key or address) may have ``security.max_concurrent_uploads`` file uploads in
+  flight on a replica, more are a 429 with ``Retry-After`` (``serve_app.api.body_guard``).
 - **API keys** (when ``security.api_key_hashes`` or ``admin_key_hashes`` is set):
-  ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (WebSockets, which browsers
-  cannot give headers, may pass ``?api_key=``). Keys are compared by their SHA-256; the
-  config never holds a key. A key sees only the jobs it uploaded; an admin key sees all.
+  ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Browsers cannot give a WebSocket
+  headers, so a WebSocket may offer the key as a subprotocol, ``orfeas.key.<base64url of
+  the key>`` beside ``orfeas.v1`` (which the server answers with); the ``?api_key=`` query
+  of old clients is still taken but discouraged (proxy logs record URLs). Keys are compared
+  by their SHA-256; the config never holds a key. A key sees only the jobs it uploaded;
+  an admin key sees all.
 - **Rate limits**: token buckets per key and per client address, shared by every ingress
   replica through the RateLimiter actor; over the limit is a 429 with ``Retry-After``.
 - **CORS**: Starlette's CORSMiddleware with the configured origins only.
@@ -23,6 +29,8 @@ and whose jobs it may see in ``request.state.viewer``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -34,6 +42,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from serve_app.api.body_guard import UploadSlots, idle_timeout
 from serve_app.api.errors import CarriedError, render_error
 from serve_app.config_policies import RateLimit, SecurityConfig
 from serve_app.errors import OrfeasError, PayloadTooLargeError, RateLimitedError, UnauthorizedError
@@ -54,6 +63,10 @@ UPLOAD_PATH = "/api/upload-image"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 #: WebSocket close code for a refused connection (policy violation).
 WS_POLICY_VIOLATION = 1008
+#: The WebSocket subprotocol the service speaks (and answers with when it is offered).
+WS_SUBPROTOCOL = "orfeas.v1"
+#: A WebSocket subprotocol that carries an API key: this prefix, then the key in base64url.
+WS_KEY_PROTOCOL_PREFIX = "orfeas.key."
 
 
 class Limiter(Protocol):
@@ -102,17 +115,41 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def presented_key(scope: Scope, headers: dict[str, str]) -> str | None:
-    """The key the client sent: bearer token, X-API-Key, or (WebSocket only) ``api_key``."""
+    """The key the client sent: bearer token, X-API-Key, or (WebSocket only) a key
+    subprotocol, or else the discouraged ``api_key`` query parameter."""
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     if headers.get("x-api-key"):
         return headers["x-api-key"].strip() or None
     if scope["type"] == "websocket":
+        for protocol in scope.get("subprotocols", ()):
+            if protocol.startswith(WS_KEY_PROTOCOL_PREFIX):
+                return _decode_key_protocol(protocol[len(WS_KEY_PROTOCOL_PREFIX) :])
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         values = query.get("api_key")
         return values[0] if values else None
     return None
+
+
+def key_protocol(key: str) -> str:
+    """The WebSocket subprotocol that carries ``key`` (what the studio offers)."""
+    encoded = base64.urlsafe_b64encode(key.encode()).decode("ascii").rstrip("=")
+    return WS_KEY_PROTOCOL_PREFIX + encoded
+
+
+def _decode_key_protocol(encoded: str) -> str | None:
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return key or None
+
+
+def accepted_subprotocol(scope: Scope) -> str | None:
+    """The subprotocol to answer a WebSocket with: ours when offered (a browser that offers
+    subprotocols fails a handshake answered without one), never the one carrying a key."""
+    return WS_SUBPROTOCOL if WS_SUBPROTOCOL in scope.get("subprotocols", ()) else None
 
 
 class TrustedProxies:
@@ -178,17 +215,26 @@ class SecurityMiddleware:
             for path, limit in {UPLOAD_PATH: upload_limit_bytes, **(path_limits or {})}.items()
         }
         self.limiter = limiter
+        self.uploads = UploadSlots(config.max_concurrent_uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        uploader = None
         try:
             receive = await self._admit(scope, receive)
+            if scope["type"] == "http" and route_path(scope) in self.file_limits:
+                uploader = scope["state"]["client_id"]
+                self.uploads.take(uploader)
         except OrfeasError as error:
             await _refuse(scope, receive, send, error)
             return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if uploader is not None:
+                self.uploads.release(uploader)
 
     async def _admit(self, scope: Scope, receive: Receive) -> Receive:
         """Check the request; note who it is from; the ``receive`` that counts its body."""
@@ -214,7 +260,7 @@ class SecurityMiddleware:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
-        return _counting(receive, limit)
+        return idle_timeout(_counting(receive, limit), self.config.body_idle_timeout_s)
 
     async def _take_token(self, key_id: str | None, address: str) -> None:
         wants: list[tuple[str, RateLimit]] = []

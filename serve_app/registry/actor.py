@@ -125,6 +125,7 @@ class JobRegistry:
         self._config = config
         self._table = JobTable(config.registry.max_jobs)
         self._monitor = JobMonitor(self._table, sink=sink)
+        self._declare_metric_labels(config)
         self._ledger = Ledger(journal_path(config))
         self._commits = Commits(self._ledger, self._monitor)
         self._workers = Workers(
@@ -178,10 +179,15 @@ class JobRegistry:
         self._variants.policy = config.mesh_tools
         self._table.max_jobs = config.registry.max_jobs
         self._callbacks.outbox.config = config.webhooks
+        self._declare_metric_labels(config)
         for record in self._ledger.move_to(journal_path(config)):
             if record.job_id not in self._table:
                 self._table.restore(record)
         self._forget(self._table.evict())
+
+    def _declare_metric_labels(self, config: AppConfig) -> None:
+        text = config.text_to_image.model_path is not None
+        self._monitor.declare_labels(config.pipeline.generators.enabled(), text_to_image=text)
 
     @served
     async def attach(self, backends: Backends) -> None:

@@ -17,6 +17,7 @@ from serve_app.contracts.stages import PLAN_BANDS, Stage
 from serve_app.metrics import (
     ACTIVE_JOBS,
     CACHE_HITS,
+    GENERATOR_COUNTERS,
     JOBS_CANCELLED,
     JOBS_COMPLETED,
     JOBS_FAILED,
@@ -118,6 +119,14 @@ class JobMonitor:
 
     def read_log(self, job_id: str) -> JobLog:
         return self.logs.read(job_id)
+
+    def declare_labels(self, generators: Iterable[str], text_to_image: bool) -> None:
+        """Show the generator-labelled counters as zero for every enabled generator (and
+        text-to-image's label when a model is configured) before their first event."""
+        labels = [*generators, *([TEXT_TO_IMAGE_LABEL] if text_to_image else [])]
+        for spec in GENERATOR_COUNTERS:
+            for label in labels:
+                self.metrics.declare(spec, label)
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         self._update_gauges()

@@ -8,7 +8,8 @@ its job records it, is young). A job's files are its upload, its model's canonic
 and its variants' meshes, with the formats and previews derived from each. Files that no
 job refers to and that are older than the TTL (left by a failed request, or a variant of a
 run that was replaced) go too. Queued or running jobs are never expired, and the
-files they refer to are never removed. A batch's manifest goes once none of its jobs is left.
+files they refer to are never removed. A batch's manifest goes once none of its jobs is left,
+and a text-to-image cache index (``images/``) once the upload it points to is gone.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class StoreScan:
     job_dirs: dict[str, float] = field(default_factory=dict)  # job id → mtime
     #: batch manifest → (its mtime, its job ids)
     batches: dict[Path, tuple[float, frozenset[str]]] = field(default_factory=dict)
+    #: text-to-image cache index → (its mtime, the upload hash it points to; None: unreadable)
+    image_indexes: dict[Path, tuple[float, str | None]] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -139,7 +142,25 @@ def scan_store(store: ArtifactStore) -> StoreScan:
         for entry in os.scandir(batches):
             if _JOB_ID.fullmatch(entry.name.removesuffix(".json")) and entry.is_file():
                 scan.batches[Path(entry.path)] = (entry.stat().st_mtime, _batch_jobs(entry.path))
+    for dirpath, _, names in os.walk(store.root / "images"):
+        for name in names:
+            if _HEX64.fullmatch(name.removesuffix(".json")) and name.endswith(".json"):
+                path = Path(dirpath) / name
+                try:
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                scan.image_indexes[path] = (mtime, _indexed_upload(path))
     return scan
+
+
+def _indexed_upload(path: Path) -> str | None:
+    """The upload hash a text-to-image cache index points to (None if it cannot be read)."""
+    try:
+        sha = json.loads(path.read_bytes())["sha256"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return sha if isinstance(sha, str) and _HEX64.fullmatch(sha) else None
 
 
 def _batch_jobs(path: str) -> frozenset[str]:
@@ -223,6 +244,12 @@ def sweep(
             jobs += 1
     for path, (mtime, members) in scan.batches.items():
         if now - mtime >= config.grace_s and not members & job_ids:  # its jobs are all gone
+            path.unlink(missing_ok=True)
+            files += 1
+    for path, (mtime, sha) in scan.image_indexes.items():
+        if now - mtime < config.grace_s:  # being written beside its upload
+            continue
+        if sha is None or not (root / "uploads" / sha[:2] / sha).is_file():
             path.unlink(missing_ok=True)
             files += 1
     return Sweep(jobs=jobs, files=files, bytes=removed_bytes)

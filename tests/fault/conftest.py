@@ -31,6 +31,8 @@ ADMIN_KEY = "fault-admin-key"
 OWNER_KEYS = ("fault-owner-key-a", "fault-owner-key-b")
 MAX_ACTIVE_JOBS = 16
 MAX_ACTIVE_PER_CLIENT = 2
+BODY_IDLE_TIMEOUT_S = 5.0
+MAX_CONCURRENT_UPLOADS = 2
 #: The tests' own polls: within ``per_key_rate`` (10 per second), so they are never refused.
 POLL_S = 0.1
 
@@ -80,6 +82,9 @@ def fault_args(storage_root: Path) -> dict[str, Any]:
         # tests' clients play the load balancer before it and name themselves in
         # X-Forwarded-For (see ``forwarded_for``).
         "trusted_proxies": ["127.0.0.1"],
+        # Short, so a stalled body is answered within the tests' bounds.
+        "body_idle_timeout_s": BODY_IDLE_TIMEOUT_S,
+        "max_concurrent_uploads": MAX_CONCURRENT_UPLOADS,
     }
     return args
 

@@ -137,11 +137,7 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
             )
     except Exception as exc:  # readiness reports, it does not raise
         checks["registry"] = CheckResult(ok=False, detail=type(exc).__name__)
-    try:
-        await run_in_threadpool(services.store.check_writable)
-        checks["storage"] = CheckResult(ok=True)
-    except OSError as exc:
-        checks["storage"] = CheckResult(ok=False, detail=f"storage root not writable: {exc}")
+    checks["storage"] = await _storage_check(services)
     model = background_model_file(services.config.pipeline)
     checks["background_model"] = CheckResult(
         ok=model.is_file(), detail=None if model.is_file() else f"missing: {model}"
@@ -154,3 +150,20 @@ async def _readiness_checks(services: Services) -> dict[str, CheckResult]:
         except Exception as exc:  # readiness reports, it does not raise
             checks["deployments"] = CheckResult(ok=False, detail=type(exc).__name__)
     return checks
+
+
+async def _storage_check(services: Services) -> CheckResult:
+    """Writable, and above the free-space floor under which new work is refused."""
+    try:
+        await run_in_threadpool(services.store.check_writable)
+    except OSError as exc:
+        return CheckResult(ok=False, detail=f"storage root not writable: {exc}")
+    floor = services.config.storage.min_free_bytes
+    free = await run_in_threadpool(services.store.free_bytes)
+    if free < floor:
+        return CheckResult(
+            ok=False,
+            detail=f"storage nearly full: {free} bytes free, below the floor of {floor} "
+            "(storage.min_free_bytes); new uploads and jobs are refused",
+        )
+    return CheckResult(ok=True, detail=f"{free} bytes free")

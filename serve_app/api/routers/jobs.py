@@ -54,6 +54,8 @@ ImageUpload = Annotated[
 JOB_ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
 CONTROL_ERRORS = error_responses(404, 409, 422, 503)
 RENDER_ERRORS = error_responses(400, 401, 404, 409, 413, 422, 429, 503)
+#: An upload or a run also answers 408 (its body stalled) and 507 (``storage_full``).
+WRITE_ERRORS = {**JOB_ERRORS, **error_responses(408, 507)}
 
 router = APIRouter()
 TAGS: list[str | Enum] = ["jobs"]
@@ -76,7 +78,7 @@ _NOT_A_PICTURE = {**JOB_ERRORS[415], "description": "the file is no PNG, JPEG or
     "/api/upload-image",
     tags=TAGS,
     openapi_extra=_UPLOAD_BODY,
-    responses={**JOB_ERRORS, 415: _NOT_A_PICTURE},
+    responses={**WRITE_ERRORS, 415: _NOT_A_PICTURE},
 )
 async def upload_image(
     image: ImageUpload, services: ServicesDep, viewer: ViewerDep
@@ -97,7 +99,7 @@ async def upload_image(
     )
 
 
-@router.post("/api/generate-3d", tags=TAGS, status_code=202, responses=JOB_ERRORS)
+@router.post("/api/generate-3d", tags=TAGS, status_code=202, responses=WRITE_ERRORS)
 async def generate_3d(
     body: GenerateRequest, services: ServicesDep, viewer: ViewerDep, http: Request
 ) -> JobStatusResponse:

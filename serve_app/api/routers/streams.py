@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from serve_app.api.deps import Services, ServicesDep, ViewerDep, viewer_of
 from serve_app.api.job_updates import Update, job_updates
 from serve_app.api.route_params import KEEPALIVE_S, JobIdPath, KeepaliveQuery, error_responses
+from serve_app.api.security import accepted_subprotocol
 from serve_app.api.sse import KEEPALIVE, event_stream, stream_route
 from serve_app.contracts.jobs import is_job_id
 from serve_app.errors import JobNotFoundError, OrfeasError
@@ -68,7 +69,7 @@ async def job_socket(websocket: WebSocket, job_id: str, keepalive_s: float = KEE
     Closes 4422 for a malformed id and 4404 for an unknown job.
     """
     services: Services = websocket.app.state.services
-    await websocket.accept()
+    await websocket.accept(subprotocol=accepted_subprotocol(websocket.scope))
     if not is_job_id(job_id):
         await websocket.close(WS_BAD_JOB_ID, "job_id must be 32 lowercase hex characters")
         return

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Request
 
 from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
-from serve_app.api.job_service import run_request
+from serve_app.api.job_service import check_room, run_request
 from serve_app.api.route_params import error_responses
 from serve_app.api.webhook_service import check_callback, subscribe_job
 from serve_app.errors import ModelNotConfiguredError
@@ -103,7 +103,7 @@ ACCEPTED_EXAMPLE: dict[str, Any] = {
             "description": "the job, queued: its status as GET /api/job-status/{job_id} shows it",
             "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
         },
-        **error_responses(404, 422, 429, 503),
+        **error_responses(404, 422, 429, 503, 507),
     },
 )
 async def text_to_image(
@@ -138,6 +138,7 @@ async def text_to_image(
     # The seed is drawn here, so a retried or resumed run makes the very same picture.
     params = with_defaults(params, section.default_steps, section.default_guidance_scale)
     await check_callback(services, viewer, body.callback_url)
+    await check_room(services)
     job_id = uuid.uuid4().hex
     client = getattr(http.state, "client_id", None)
     job = await services.registry.submit_text(job_id, params, then, viewer.key_id, client)

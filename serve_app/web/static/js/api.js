@@ -3,7 +3,8 @@
 // Addresses are relative to the page's base (the application's route prefix). When the
 // service asks for API keys, the key the user gave is kept in sessionStorage (this tab
 // only) and sent as `Authorization: Bearer` on every request; browsers cannot give a
-// WebSocket headers, so `socketUrl` puts it in the `api_key` query parameter instead.
+// WebSocket headers, so `socketProtocols` offers it as a subprotocol token instead (not in
+// the URL, where proxy logs would record it).
 
 const KEY_STORAGE = "orfeas.apiKey";
 let unauthorizedHandler = null;
@@ -231,13 +232,22 @@ export function imageUrl(jobId) {
   return `api/jobs/${jobId}/image`;
 }
 
-/** The job's live-events WebSocket address (with the API key, as the server accepts it). */
+/** The job's live-events WebSocket address (no key in it). */
 export function socketUrl(jobId) {
   const url = new URL(`ws/jobs/${jobId}`, document.baseURI);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const key = apiKey();
-  if (key) url.searchParams.set("api_key", key);
   return url.href;
+}
+
+/** The WebSocket subprotocols to offer: the service's own, and the API key as a token
+ * (`orfeas.key.` + the key in base64url); the server answers with `orfeas.v1`. */
+export function socketProtocols() {
+  const key = apiKey();
+  if (!key) return ["orfeas.v1"];
+  const bytes = new TextEncoder().encode(key);
+  const base64 = btoa(String.fromCharCode(...bytes));
+  const token = base64.replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return ["orfeas.v1", `orfeas.key.${token}`];
 }
 
 /** Fetch a file the server keeps (with the API key): `{ blob, filename }`. */

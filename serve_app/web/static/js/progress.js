@@ -5,7 +5,7 @@
 // cannot open, or ends before the job does, hands over to the next one; polling goes on
 // until the job ends.
 
-import { ApiError, apiKey, jobStatus, socketUrl } from "./api.js";
+import { ApiError, apiKey, jobStatus, socketProtocols, socketUrl } from "./api.js";
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const OPEN_TIMEOUT_MS = 4000;
@@ -88,7 +88,7 @@ function viaWebSocket(jobId, { update, fail }) {
   }
   let socket;
   try {
-    socket = new WebSocket(socketUrl(jobId));
+    socket = new WebSocket(socketUrl(jobId), socketProtocols());
   } catch (err) {
     queueMicrotask(() => fail(`WebSocket refused: ${err.message}`));
     return () => {};
