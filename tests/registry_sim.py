@@ -222,6 +222,13 @@ class Submissions:
     refused: int = 0
     #: (monotonic time sent, seconds) of every submit call.
     latencies: list[tuple[float, float]] = field(default_factory=list)
+    #: From the first submit to the last answer.
+    seconds: float = 0.0
+
+    @property
+    def kept_per_s(self) -> float:
+        """Accepted submits per second, from the first submit to the last answer."""
+        return len(self.accepted) / self.seconds if self.seconds else 0.0
 
     def window(self, start: float, end: float) -> list[float]:
         return [s for sent, s in self.latencies if start <= sent < end]
@@ -254,6 +261,7 @@ async def submit_at_rate(
         tasks.append(asyncio.create_task(one(n)))
         n += 1
     await asyncio.gather(*tasks)
+    out.seconds = loop.time() - start
 
 
 def actor_pid(actor: ActorHandle) -> int:
@@ -284,7 +292,8 @@ class Setting:
 
 @dataclass(frozen=True)
 class Figures:
-    """What one setting measured (rates per second of the measured window)."""
+    """What one setting measured: rates per second of the measured window, except
+    ``submits_per_s``, the accepted submits over the whole time of submitting."""
 
     setting: Setting
     submits_per_s: float
@@ -447,7 +456,7 @@ async def _measure(
     )
     return Figures(
         setting=setting,
-        submits_per_s=len(out.window(begin.at, end.at)) / wall,
+        submits_per_s=out.kept_per_s,
         refused=out.refused,
         submit=Latencies.of(out.window(begin.at, end.at)),
         beats_per_s=per_s("heartbeat"),
