@@ -37,8 +37,8 @@ from tests.serving import apply_serve_environment, start_ray_serve, stop_ray_ser
 
 HEADER = (
     "| W | submits/s asked | job s | submits/s kept | submit p50 / p99 ms | beats/s "
-    "| beat p50 / p99 ms | feed lag p50 / p99 ms | feed calls/s | registry CPU "
-    "| journal writes/s | lost | expired | within |"
+    "| beat p50 / p99 ms | beats late p99 ms | feed lag p50 / p99 ms | feed calls/s "
+    "| registry CPU | fleet CPU | journal writes/s | lost | expired | within |"
 )
 
 
@@ -51,9 +51,10 @@ def row(f: Figures) -> str:
     return (
         f"| {s.workers} | {s.rate:g} | {s.job_s:.1f} | {f.submits_per_s:.1f} "
         f"| {ms(f.submit.p50_s)} / {ms(f.submit.p99_s)} | {f.beats_per_s:.0f} "
-        f"| {ms(f.beat.p50_s)} / {ms(f.beat.p99_s)} "
+        f"| {ms(f.beat.p50_s)} / {ms(f.beat.p99_s)} | {ms(f.beat_late_p99_s)} "
         f"| {ms(f.feed_lag.p50_s)} / {ms(f.feed_lag.p99_s)} | {f.feed_calls_per_s:.0f} "
-        f"| {f.cpu_share:.2f} | {f.journal_writes_per_s:.0f} | {f.lost} | {f.expired} "
+        f"| {f.cpu_share:.2f} | {f.fleet_cpu_share:.2f} | {f.journal_writes_per_s:.0f} "
+        f"| {f.lost} | {f.expired} "
         f"| {'yes' if f.within() else 'no'} |"
     )
 

@@ -92,6 +92,7 @@ class SimWorker:
         #: How late each beat was sent against its schedule (the simulator's own lag).
         self._late: list[float] = []
         self._stopped = 0
+        self._cpu_s = time.process_time()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._registry = ray.get_actor(config["registry"], namespace=config["namespace"])
@@ -138,13 +139,15 @@ class SimWorker:
 
     async def stats(self, reset: bool) -> dict[str, Any]:
         """Beat latencies and lateness since the last reset; ``reset`` starts a new window."""
+        cpu_s = time.process_time()
         figures = {
             "beats": Latencies.of(self._latencies),
             "late_p99_s": percentile(self._late, 0.99),
             "stopped": self._stopped,
+            "cpu_s": cpu_s - self._cpu_s,
         }
         if reset:
-            self._latencies, self._late, self._stopped = [], [], 0
+            self._latencies, self._late, self._stopped, self._cpu_s = [], [], 0, cpu_s
         return figures
 
 
@@ -307,6 +310,8 @@ class Figures:
     feed_calls_per_s: float
     #: CPU seconds the registry actor used per second (1.0: one whole core).
     cpu_share: float
+    #: CPU seconds per second of the process of the simulated GPU workers.
+    fleet_cpu_share: float
     journal_writes_per_s: float
     accepted: int
     #: Accepted runs that did not complete once the fleet drained.
@@ -465,6 +470,7 @@ async def _measure(
         feed_lag=lags,
         feed_calls_per_s=per_s("changes"),
         cpu_share=(end.cpu_s - begin.cpu_s) / wall,
+        fleet_cpu_share=gpu["cpu_s"] / wall,
         journal_writes_per_s=(end.journal_writes - begin.journal_writes) / wall,
         accepted=len(out.accepted),
         lost=lost,
