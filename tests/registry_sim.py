@@ -31,21 +31,16 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.runs import JobTicket, RunRequest, RunResult, UploadInfo
+from serve_app.contracts.stages import Stage
 from serve_app.errors import JobCancelledError, OrfeasError
-from serve_app.pipeline.types import GenerationParams, Stage
 from serve_app.registry.actor import SyncPage
 from serve_app.registry.client import RegistryClient
 from serve_app.registry.feeds import Changes
-from serve_app.registry.jobs import (
-    JobPage,
-    JobSnapshot,
-    JobStatus,
-    JobTicket,
-    RunRequest,
-    RunResult,
-    UploadInfo,
-    Viewer,
-)
+from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
+from serve_app.registry.leases import Beat
 from serve_app.registry.view import JobView
 
 NAMESPACE = "orfeas"
@@ -81,12 +76,11 @@ class SimWorker:
     """Simulated workers: each ongoing ``build`` is one busy GPU worker; no model work.
 
     Configured through Serve's ``user_config`` (``reconfigure``): the registry's name and
-    namespace, the heartbeat interval and the job length.
+    namespace and the job length; the registry's answers say how often to beat.
     """
 
     def __init__(self) -> None:
         self._registry: ActorHandle | None = None
-        self._interval_s = 0.25
         self._job_s = 1.0
         self._latencies: list[float] = []
         #: How late each beat was sent against its schedule (the simulator's own lag).
@@ -96,7 +90,6 @@ class SimWorker:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._registry = ray.get_actor(config["registry"], namespace=config["namespace"])
-        self._interval_s = float(config["interval_s"])
         self._job_s = float(config["job_s"])
 
     async def remove(self, ticket: JobTicket) -> str:
@@ -106,20 +99,19 @@ class SimWorker:
         return ticket.upload.sha256
 
     async def build(self, ticket: JobTicket, cutout: str) -> RunResult:
-        """Shape, texture and export for the job's length, beating every interval."""
+        """Shape, texture and export for the job's length, beating as often as the
+        registry's last answer asks."""
         loop = asyncio.get_running_loop()
-        start, interval, job_s = loop.time(), self._interval_s, self._job_s
-        await self._beat(ticket, MODEL_STAGES[0], 0.0)
-        beat = 1
-        while beat * interval < job_s:
-            due = start + beat * interval
+        start = loop.time()
+        end = start + self._job_s
+        due = start + await self._beat(ticket, MODEL_STAGES[0], 0.0)
+        while due < end:
             await asyncio.sleep(max(0.0, due - loop.time()))
             self._late.append(max(0.0, loop.time() - due))
-            done = beat * interval / job_s * len(MODEL_STAGES)
+            done = (due - start) / self._job_s * len(MODEL_STAGES)
             index = min(len(MODEL_STAGES) - 1, int(done))
-            await self._beat(ticket, MODEL_STAGES[index], done - index)
-            beat += 1
-        await asyncio.sleep(max(0.0, start + job_s - loop.time()))
+            due += await self._beat(ticket, MODEL_STAGES[index], done - index)
+        await asyncio.sleep(max(0.0, end - loop.time()))
         await self._beat(ticket, MODEL_STAGES[-1], 1.0)
         return RunResult(
             artifact_key=ticket.upload.sha256,
@@ -128,14 +120,18 @@ class SimWorker:
             generator_version="sim",
         )
 
-    async def _beat(self, ticket: JobTicket, stage: Stage, fraction: float) -> None:
+    async def _beat(self, ticket: JobTicket, stage: Stage, fraction: float) -> float:
+        """One heartbeat; the seconds until the next one, as the registry asks."""
         assert self._registry is not None, "reconfigure names the registry"
         sent = time.perf_counter()
-        stop = await self._registry.heartbeat.remote(ticket.job_id, ticket.run, stage, fraction)
+        beat: Beat = await self._registry.heartbeat.remote(
+            ticket.job_id, ticket.run, stage, fraction
+        )
         self._latencies.append(time.perf_counter() - sent)
-        if stop is True:
+        if beat.stop:
             self._stopped += 1
             raise JobCancelledError("the job was cancelled")
+        return beat.interval_s
 
     async def stats(self, reset: bool) -> dict[str, Any]:
         """Beat latencies and lateness since the last reset; ``reset`` starts a new window."""
@@ -394,7 +390,6 @@ class SimCluster:
         config = {
             "registry": registry,
             "namespace": NAMESPACE,
-            "interval_s": setting.interval_s,
             "job_s": setting.job_s,
         }
         common: dict[str, Any] = {
