@@ -28,12 +28,16 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.registry_sim import Figures, Setting, SimCluster  # noqa: E402
 from tests.serving import apply_serve_environment, start_ray_serve, stop_ray_serve  # noqa: E402
+
+#: A heartbeat budget no fleet reaches: every worker beats at the configured interval.
+UNBOUNDED = 1e9
 
 HEADER = (
     "| W | submits/s asked | job s | submits/s kept | submit p50 / p99 ms | beats/s "
@@ -42,14 +46,15 @@ HEADER = (
 )
 
 
-def row(f: Figures) -> str:
+def row(f: Figures, label: str = "") -> str:
     s = f.setting
 
     def ms(value: float) -> str:
         return f"{value * 1e3:.1f}"
 
+    workers = f"{s.workers} {label}".strip()
     return (
-        f"| {s.workers} | {s.rate:g} | {s.job_s:.1f} | {f.submits_per_s:.1f} "
+        f"| {workers} | {s.rate:g} | {s.job_s:.1f} | {f.submits_per_s:.1f} "
         f"| {ms(f.submit.p50_s)} / {ms(f.submit.p99_s)} | {f.beats_per_s:.0f} "
         f"| {ms(f.beat.p50_s)} / {ms(f.beat.p99_s)} | {ms(f.beat_late_p99_s)} "
         f"| {ms(f.feed_lag.p50_s)} / {ms(f.feed_lag.p99_s)} | {f.feed_calls_per_s:.0f} "
@@ -74,6 +79,12 @@ def main() -> int:
     parser.add_argument("--busy", type=float, default=0.9, help="share of the fleet at work")
     parser.add_argument("--max-job-s", type=float, default=20.0)
     parser.add_argument("--all", action="store_true", help="every rate, past a failure too")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="each setting twice, back to back: as before the heartbeat budget and the "
+        "views' poll gap (rows 'before'), then as configured ('after')",
+    )
     args = parser.parse_args()
 
     apply_serve_environment()
@@ -99,8 +110,12 @@ def main() -> int:
                         interval_s=args.interval_s,
                         lease_s=args.lease_s,
                     )
+                    if args.compare:
+                        before = replace(setting, beat_budget_per_s=UNBOUNDED, poll_gap_s=0.0)
+                        old = cluster.run(before, Path(tmp) / f"w{n}-r{rate:g}-before")
+                        print(row(old, "before"), flush=True)
                     figures = cluster.run(setting, Path(tmp) / f"w{n}-r{rate:g}")
-                    print(row(figures), flush=True)
+                    print(row(figures, "after" if args.compare else ""), flush=True)
                     if figures.within():
                         ceilings[workers] = rate
                     elif not args.all:

@@ -36,12 +36,11 @@ from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.runs import JobTicket, RunRequest, RunResult, UploadInfo
 from serve_app.contracts.stages import Stage
 from serve_app.errors import JobCancelledError, OrfeasError
-from serve_app.registry.actor import SyncPage
 from serve_app.registry.client import RegistryClient
 from serve_app.registry.feeds import Changes
-from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
+from serve_app.registry.jobs import JobSnapshot
 from serve_app.registry.leases import Beat
-from serve_app.registry.view import JobView
+from serve_app.registry.view import POLL_GAP_S, JobView
 
 NAMESPACE = "orfeas"
 REQUEST = RunRequest(params=GenerationParams(quality=2), format="glb", generator="inflate")
@@ -147,44 +146,37 @@ class SimWorker:
         return figures
 
 
-class _TimedFeed:
-    """The registry's feed calls for one job view, noting when each change arrives."""
+class _TimedClient(RegistryClient):
+    """A job view's registry client that notes how long each change took to arrive."""
 
-    def __init__(self, client: RegistryClient, lags: list[float]) -> None:
-        self._client = client
+    def __init__(self, actor: ActorHandle, lags: list[float]) -> None:
+        super().__init__(actor)
         self._lags = lags
 
-    async def changes(self, epoch: str | None, since: int, timeout_s: float) -> Changes:
-        reply = await self._client.changes(epoch, since, timeout_s)
-        now = time.time()
-        for change in reply.changes:
-            job = change.snapshot
-            # A queued job republished for its new place keeps its old ``updated_at``.
-            if job is not None and job.queue_position is None:
-                self._lags.append(max(0.0, now - job.updated_at))
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        reply = await super().call(method, *args, **kwargs)
+        if isinstance(reply, Changes):
+            now = time.time()
+            for change in reply.changes:
+                job = change.snapshot
+                # A queued job republished for its new place keeps its old ``updated_at``.
+                if job is not None and job.queue_position is None:
+                    self._lags.append(max(0.0, now - job.updated_at))
         return reply
-
-    async def sync(self, offset: int, limit: int) -> SyncPage:
-        return await self._client.sync(offset, limit)
-
-    async def get(self, job_id: str) -> JobSnapshot:
-        return await self._client.get(job_id)
-
-    async def list_jobs(
-        self, offset: int, limit: int, status: JobStatus | None, viewer: Viewer
-    ) -> JobPage:
-        return await self._client.list_jobs(offset, limit, status, viewer)
 
 
 class SimIngress:
     """R ingress replicas' job views, in one actor, each following the change feed; it also
     asks the simulated fleet for its figures."""
 
-    async def __init__(self, registry: str, replicas: int, staleness_s: float) -> None:
-        client = RegistryClient(ray.get_actor(registry, namespace=NAMESPACE))
+    async def __init__(  # type: ignore[misc]
+        self, registry: str, replicas: int, staleness_s: float, poll_gap_s: float
+    ) -> None:
+        actor = ray.get_actor(registry, namespace=NAMESPACE)
         self._lags: list[float] = []
         self._views = [
-            JobView(_TimedFeed(client, self._lags), staleness_s) for _ in range(replicas)
+            JobView(_TimedClient(actor, self._lags), staleness_s, poll_gap_s=poll_gap_s)
+            for _ in range(replicas)
         ]
         for view in self._views:
             view.start()
@@ -287,6 +279,9 @@ class Setting:
     replicas: int = 2
     interval_s: float = 0.25
     lease_s: float = 10.0
+    #: The registry's heartbeat budget (None: its default); the views' poll gap.
+    beat_budget_per_s: float | None = None
+    poll_gap_s: float = POLL_GAP_S
 
 
 @dataclass(frozen=True)
@@ -340,6 +335,8 @@ def registry_args(storage_root: Path, name: str, setting: Setting) -> dict[str, 
         "max_active_jobs": 1_000,
         "max_active_per_client": 1_000,
     }
+    if setting.beat_budget_per_s is not None:
+        args["registry"]["heartbeat_budget_per_s"] = setting.beat_budget_per_s
     return args
 
 
@@ -367,7 +364,7 @@ class SimCluster:
             ingress = (
                 ray.remote(SimIngress)
                 .options(num_cpus=0)
-                .remote(name, setting.replicas, staleness_s)
+                .remote(name, setting.replicas, staleness_s, setting.poll_gap_s)
             )
             return asyncio.run(_measure(actor, ingress, backends, setting))
         finally:
@@ -421,8 +418,8 @@ async def _counters(actor: ActorHandle, pid: int) -> _Counters:
     at = time.monotonic()
     times = psutil.Process(pid).cpu_times()
     calls = await actor.served_calls.remote()
-    durability = await actor.durability.remote()
-    return _Counters(at, times.user + times.system, calls, int(durability["journal_writes"]))
+    health = await actor.ping.remote()
+    return _Counters(at, times.user + times.system, calls, health.journal_writes)
 
 
 async def _measure(
@@ -478,15 +475,15 @@ async def _outcome(actor: ActorHandle, accepted: list[str], setting: Setting) ->
     """(runs not completed, jobs whose lease expired or run was retried) once drained."""
     deadline = time.monotonic() + 2 * setting.job_s + setting.lease_s + 30
     while time.monotonic() < deadline:
-        jobs = (await actor.ping.remote())["jobs"]
+        jobs = (await actor.ping.remote()).jobs
         if not jobs.get(str(JobStatus.QUEUED)) and not jobs.get(str(JobStatus.RUNNING)):
             break
         await asyncio.sleep(0.5)
-    snapshots = await asyncio.gather(*(actor.get.remote(j) for j in accepted))
+    snapshots: list[Any] = await asyncio.gather(*(actor.get.remote(j) for j in accepted))
     lost = sum(
         not isinstance(s, JobSnapshot) or s.status is not JobStatus.COMPLETED for s in snapshots
     )
-    logs = await asyncio.gather(*(actor.job_log.remote(j) for j in accepted))
+    logs: list[Any] = await asyncio.gather(*(actor.job_log.remote(j) for j in accepted))
     expired = sum(
         any(e.event in ("lease_expired", "retried") for e in log.entries)
         or (isinstance(s, JobSnapshot) and s.run > 1)
@@ -497,7 +494,7 @@ async def _outcome(actor: ActorHandle, accepted: list[str], setting: Setting) ->
 
 async def _views_agree(actor: ActorHandle, ingress: ActorHandle, accepted: list[str]) -> bool:
     """Whether every view comes to hold the registry's status of every accepted job."""
-    snapshots = await asyncio.gather(*(actor.get.remote(j) for j in accepted))
+    snapshots: list[Any] = await asyncio.gather(*(actor.get.remote(j) for j in accepted))
     truth = {s.job_id: str(s.status) for s in snapshots if isinstance(s, JobSnapshot)}
     for _ in range(50):
         views = await ingress.statuses.remote(accepted)

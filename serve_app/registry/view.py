@@ -62,10 +62,12 @@ class JobView:
         source: RegistryClient,
         staleness_s: float,
         clock: Callable[[], float] = time.monotonic,
+        poll_gap_s: float = POLL_GAP_S,
     ) -> None:
         self.staleness_s = staleness_s
         #: Seconds on a clock that only moves forward (freshness is measured on it).
         self.clock = clock
+        self.poll_gap_s = poll_gap_s
         self._source = source
         self._jobs: dict[str, JobSnapshot] = {}
         #: (created_at, job_id) of every job, ascending: the same order on every replica,
@@ -191,7 +193,7 @@ class JobView:
             if reply.complete:
                 self._heard_at = asked
                 if reply.changes:
-                    await asyncio.sleep(max(0.0, asked + POLL_GAP_S - time.monotonic()))
+                    await asyncio.sleep(max(0.0, asked + self.poll_gap_s - self.clock()))
 
     def _take(self, change: Change) -> None:
         if change.snapshot is None:
