@@ -60,7 +60,7 @@ def row(f: Figures, label: str = "") -> str:
         f"| {ms(f.beat.p50_s)} / {ms(f.beat.p99_s)} | {ms(f.beat_late_p99_s)} "
         f"| {ms(f.feed_lag.p50_s)} / {ms(f.feed_lag.p99_s)} | {f.feed_calls_per_s:.0f} "
         f"| {f.cpu_share:.2f} | {f.fleet_cpu_share:.2f} | {f.journal_writes_per_s:.0f} "
-        f"| {f.lost} | {f.expired} "
+        f"| {f.lost}{' ' + str(f.lost_by) if f.lost else ''} | {f.expired} "
         f"| {'yes' if f.within() else 'no'} |"
     )
 
@@ -134,8 +134,9 @@ def main() -> int:
                         break
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         print("ceiling (highest rate within p99 100 ms, nothing lost, rate kept):")
-        for workers, rate in ceilings.items():
-            print(f"  W={workers}: " + (f"{rate:g} submits/s" if rate else "below the lowest"))
+        for workers, ceiling in ceilings.items():
+            kept = f"{ceiling:g} submits/s" if ceiling else "below the lowest"
+            print(f"  W={workers}: {kept}")
     finally:
         cluster.close()
         stop_ray_serve()

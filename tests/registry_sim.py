@@ -23,6 +23,7 @@ import hashlib
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,7 +257,8 @@ async def submit_at_rate(
 
 
 def actor_pid(actor: ActorHandle) -> int:
-    return int(ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30))
+    pid: Any = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    return int(pid)
 
 
 def journal_of(storage_root: Path) -> Path:
@@ -307,6 +309,8 @@ class Figures:
     accepted: int
     #: Accepted runs that did not complete once the fleet drained.
     lost: int
+    #: Those runs by how they stood: their status, and error code if they failed.
+    lost_by: dict[str, int]
     #: Jobs whose lease expired or whose run was retried (a worker presumed lost).
     expired: int
     #: Whether every ingress view ended with the registry's status of every job.
@@ -394,8 +398,9 @@ class SimCluster:
             "ray_actor_options": {"num_cpus": 0},
             "user_config": config,
         }
-        cutter = serve.deployment(SimWorker, name="SimCutter", max_ongoing_requests=10_000)
-        gpu = serve.deployment(SimWorker, name="SimGpu", max_ongoing_requests=setting.workers)
+        deployment: Any = serve.deployment
+        cutter = deployment(SimWorker, name="SimCutter", max_ongoing_requests=10_000)
+        gpu = deployment(SimWorker, name="SimGpu", max_ongoing_requests=setting.workers)
         handles = []
         for deployment, app in ((cutter, "cutter"), (gpu, "gpu")):
             name = f"{self.prefix}-{app}"
@@ -444,7 +449,7 @@ async def _measure(
     def per_s(method: str) -> float:
         return (end.calls.get(method, 0) - begin.calls.get(method, 0)) / wall
 
-    lost, expired = await _outcome(actor, out.accepted, setting)
+    lost_by, expired = await _outcome(actor, out.accepted, setting)
     agree = await _views_agree(actor, ingress, out.accepted)
     beat_latencies = Latencies(
         gpu["beats"].count + cutter["beats"].count,
@@ -465,14 +470,18 @@ async def _measure(
         fleet_cpu_share=gpu["cpu_s"] / wall,
         journal_writes_per_s=(end.journal_writes - begin.journal_writes) / wall,
         accepted=len(out.accepted),
-        lost=lost,
+        lost=sum(lost_by.values()),
+        lost_by=lost_by,
         expired=expired,
         views_agree=agree,
     )
 
 
-async def _outcome(actor: ActorHandle, accepted: list[str], setting: Setting) -> tuple[int, int]:
-    """(runs not completed, jobs whose lease expired or run was retried) once drained."""
+async def _outcome(
+    actor: ActorHandle, accepted: list[str], setting: Setting
+) -> tuple[dict[str, int], int]:
+    """(runs not completed by status and error, jobs whose lease expired or run was
+    retried) once the fleet drained."""
     deadline = time.monotonic() + 2 * setting.job_s + setting.lease_s + 30
     while time.monotonic() < deadline:
         jobs = (await actor.ping.remote()).jobs
@@ -480,16 +489,19 @@ async def _outcome(actor: ActorHandle, accepted: list[str], setting: Setting) ->
             break
         await asyncio.sleep(0.5)
     snapshots: list[Any] = await asyncio.gather(*(actor.get.remote(j) for j in accepted))
-    lost = sum(
-        not isinstance(s, JobSnapshot) or s.status is not JobStatus.COMPLETED for s in snapshots
-    )
+    lost: Counter[str] = Counter()
+    for s in snapshots:
+        if not isinstance(s, JobSnapshot):
+            lost[type(s).__name__] += 1
+        elif s.status is not JobStatus.COMPLETED:
+            lost[f"{s.status} {(s.error or {}).get('code', '')}".strip()] += 1
     logs: list[Any] = await asyncio.gather(*(actor.job_log.remote(j) for j in accepted))
     expired = sum(
         any(e.event in ("lease_expired", "retried") for e in log.entries)
         or (isinstance(s, JobSnapshot) and s.run > 1)
         for log, s in zip(logs, snapshots, strict=True)
     )
-    return lost, expired
+    return dict(lost), expired
 
 
 async def _views_agree(actor: ActorHandle, ingress: ActorHandle, accepted: list[str]) -> bool:
