@@ -92,6 +92,10 @@ class SimWorker:
         self._registry = ray.get_actor(config["registry"], namespace=config["namespace"])
         self._job_s = float(config["job_s"])
 
+    async def generator_version(self, name: str) -> str:
+        """What a ShapeTexture replica answers before a generator's first run (cache keys)."""
+        return "sim"
+
     async def remove(self, ticket: JobTicket) -> str:
         """The background-removal stage: its first beat, and the beat that hands it over."""
         await self._beat(ticket, Stage.BACKGROUND_REMOVAL, 0.0)
@@ -114,10 +118,10 @@ class SimWorker:
         await asyncio.sleep(max(0.0, end - loop.time()))
         await self._beat(ticket, MODEL_STAGES[-1], 1.0)
         return RunResult(
-            artifact_key=ticket.upload.sha256,
+            artifact_key=ticket.artifact_key or ticket.upload.sha256,
             formats=(ticket.request.format,),
             generator=ticket.request.generator,
-            generator_version="sim",
+            generator_version=ticket.generator_version or "sim",
         )
 
     async def _beat(self, ticket: JobTicket, stage: Stage, fraction: float) -> float:
