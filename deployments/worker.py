@@ -15,6 +15,7 @@ from serve_app.contracts.runs import ImageTicket, JobTicket
 from serve_app.contracts.stages import Stage
 from serve_app.errors import OrfeasError
 from serve_app.pipeline.types import CancelToken
+from serve_app.registry.leases import Beat
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ def lower_priority(niceness: int) -> None:
 
 
 class RunReporter:
-    """Sends ``(stage, fraction)`` of one run to the registry every ``interval_s``.
+    """Sends ``(stage, fraction)`` of one run to the registry every ``interval_s``, or as
+    often as the registry's last answer asked (less often while it holds many leases).
 
     Stages call ``on_progress``, which only records the latest value; a background
     thread sends it, so a slow registry never slows the model. A new stage is sent at
@@ -108,9 +110,10 @@ class RunReporter:
         ticket = self._ticket
         try:
             ref: Any = self._registry.heartbeat.remote(ticket.job_id, ticket.run, stage, fraction)
-            stop: object = ray.get(ref, timeout=max(5.0, 8 * self._interval_s))
+            beat: Beat = ray.get(ref, timeout=max(5.0, 8 * self._interval_s))
         except Exception as exc:  # a missed beat is not fatal; the next one may pass
             logger.warning("heartbeat for job %s failed: %s", ticket.job_id, exc)
             return
-        if stop is True:
+        self._interval_s = beat.interval_s
+        if beat.stop:
             self.cancel.cancel()

@@ -153,6 +153,13 @@ class RegistryConfig(StrictModel):
     actor: ActorOptions = Field(default_factory=ActorOptions)
     max_jobs: int = Field(default=10_000, ge=1, description="jobs kept in memory")
     heartbeat_interval_s: float = Field(default=0.25, gt=0, le=10)
+    heartbeat_budget_per_s: float = Field(
+        default=400.0,
+        gt=0,
+        description="heartbeats per second the registry asks of all running workers together: "
+        "with more leases than budget × heartbeat_interval_s, each beats every "
+        "leases / budget seconds instead (a cancel waits for that beat)",
+    )
     journal_path: Path | None = Field(
         default=None,
         description="SQLite journal of every job change; default <storage.root>/registry/"

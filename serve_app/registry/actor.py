@@ -37,6 +37,7 @@ from serve_app.registry.commits import Change, Commits
 from serve_app.registry.feeds import Changes, JobLog
 from serve_app.registry.jobs import JobPage, JobSnapshot, Viewer
 from serve_app.registry.journal import Ledger
+from serve_app.registry.leases import Beat
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.supervisor import Supervisor, SupervisorStats
 from serve_app.registry.table import JobTable
@@ -282,8 +283,9 @@ class JobRegistry:
         return self._monitor.snapshot(record)
 
     @served
-    async def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
-        """A worker's progress report; True tells it to stop (cancelled, or not its run)."""
+    async def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> Beat:
+        """A worker's progress report; the answer says whether it stops (cancelled, or not
+        its run) and when it beats next."""
         return self._supervisor.heartbeat(job_id, run, stage, fraction)
 
     @served
@@ -304,7 +306,7 @@ class JobRegistry:
         run = record.run
         self._commits.commit(record)
         if record.status.active:
-            grace_s = CANCEL_GRACE_BEATS * self._config.registry.heartbeat_interval_s
+            grace_s = CANCEL_GRACE_BEATS * self._supervisor.beat_interval()
             if not await self._monitor.wait_until_ended(record, grace_s):
                 error = JobCancelledError("the job was cancelled")
                 if self._table.fail(job_id, run, error) is not None:

@@ -98,8 +98,12 @@ class ChangeFeed:
             return Changes(self.epoch, self.seq, reset=True)
         if since == self.seq:
             await self.wait(since, timeout_s)
-        skip = since - self._first() + 1
-        batch = tuple(itertools.islice(self._ring, skip, skip + limit))
+        behind = self.seq - since
+        if behind <= limit:  # the usual reader, near the end: no walk over the whole ring
+            batch = tuple(itertools.islice(reversed(self._ring), behind))[::-1]
+        else:
+            skip = since - self._first() + 1
+            batch = tuple(itertools.islice(self._ring, skip, skip + limit))
         seq = batch[-1].seq if batch else since
         return Changes(self.epoch, seq, batch, complete=seq == self.seq)
 

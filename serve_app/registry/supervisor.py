@@ -11,9 +11,11 @@ runs on the actor's one event loop.
 - **Admission**: at most ``max_active_jobs`` active runs (503 beyond) and
   ``max_active_per_client`` per client (429 beyond), both with a Retry-After.
 - **Leases**: a dispatched run's lease lasts ``queue_timeout_s`` until its worker's first
-  heartbeat, then ``lease_s`` per beat. A lost worker is noticed when its handle call
-  fails, or when its lease expires (the watchdog); the run is retried up to
-  ``max_retries`` times, then failed with a retryable ``model_unavailable`` error.
+  heartbeat, then ``lease_s`` per beat (at least four of the beats the registry asks for:
+  with many leases, it asks for fewer, see ``serve_app.registry.leases``). A lost worker
+  is noticed when its handle call fails, or when its lease expires (the watchdog); the
+  run is retried up to ``max_retries`` times, then failed with a retryable
+  ``model_unavailable`` error.
 - **Resume**: runs that were queued or running when the registry went are dispatched
   again as a new run (their old workers, if alive, are told to stop at their next beat),
   or, if no worker deployment answers within ``resume_timeout_s``, fail as ``interrupted``.
@@ -42,7 +44,7 @@ from serve_app.errors import (
 from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.commits import Change, Commits
 from serve_app.registry.jobs import JobRecord
-from serve_app.registry.leases import Lease, LeaseBook
+from serve_app.registry.leases import Beat, Lease, LeaseBook
 from serve_app.registry.monitor import JobMonitor
 from serve_app.registry.table import JobTable
 from serve_app.registry.workers import Workers
@@ -52,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: Stages after which a run passes to another deployment: its lease waits for a free
 #: worker again once they report their end.
 HANDOVER_STAGES = frozenset({Stage.TEXT_TO_IMAGE, Stage.BACKGROUND_REMOVAL})
+#: A lease lasts at least this many beats at the interval the registry asks for.
+LEASE_BEATS = 4
 
 
 class Requeue(StrEnum):
@@ -147,8 +151,15 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         self._dispatches[job_id] = _Dispatch(run=run, task=task)
 
-    def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> bool:
-        """A worker's progress report; True tells it to stop (cancelled, or not its run).
+    def beat_interval(self) -> float:
+        """How often each worker is asked to beat: the configured interval, or longer when
+        the leases at that interval would send more than the budget of beats per second."""
+        policy = self.policy
+        return max(policy.heartbeat_interval_s, self.leases.held / policy.heartbeat_budget_per_s)
+
+    def heartbeat(self, job_id: str, run: int, stage: Stage, fraction: float) -> Beat:
+        """A worker's progress report; the answer says whether it stops (cancelled, or not
+        its run) and when it beats next.
 
         Renews the run's lease, or hands it on when a stage that passes the run to another
         deployment (text to image, background removal) is done.
@@ -156,14 +167,18 @@ class Supervisor:
         stop = self._table.report_progress(job_id, run, stage, fraction)
         record = self._table.current(job_id, run)
         if record is None:
-            return stop
+            return Beat(stop, self.beat_interval())
         now = time.monotonic()
         if stage in HANDOVER_STAGES and fraction >= 1.0:
             self.leases.hand_over(job_id, run, self.policy.queue_timeout_s, now)
+            interval = self.beat_interval()
         else:
             self.leases.renew(job_id, run, self.policy.lease_s, now)
+            interval = self.beat_interval()  # this worker's lease counted
+            if LEASE_BEATS * interval > self.policy.lease_s:
+                self.leases.renew(job_id, run, LEASE_BEATS * interval, now)
         self._commits.commit(record, Change.PROGRESS)
-        return stop
+        return Beat(stop, interval)
 
     def _held_by(self, client: str) -> int:
         """How many active runs ``client`` submitted."""

@@ -6,7 +6,9 @@ memory. Status reads, job lists and the live streams of the replica are answered
 without a registry call. Freshness:
 
 - A change reaches every replica one feed round trip after the registry made it
-  (milliseconds): the registry answers a waiting poll as soon as it publishes.
+  (milliseconds): the registry answers a waiting poll as soon as it publishes. A replica
+  polls again no sooner than ``POLL_GAP_S`` after a poll that brought changes, so under
+  load a change may wait that much longer and one reply carries many.
 - The replica that made a change (an upload, a submit, a cancel) applies the registry's
   answer at once, so its own next read shows it (read-your-writes).
 - The view counts as fresh while its last feed reply was asked for no more than
@@ -43,6 +45,10 @@ SYNC_PAGE = 1000
 RETRY_S = 0.5
 #: A poll waits at most this share of ``staleness_s``, so an idle view stays fresh.
 WAIT_SHARE = 0.4
+#: Shortest time between two polls that brought changes: under load one reply carries
+#: every change of this long (a feed call per replica at most this often, not one per
+#: heartbeat), for this much more lag.
+POLL_GAP_S = 0.05
 
 #: What a listener is sent: the job's next snapshot, or None once the registry forgot it.
 Update = JobSnapshot | None
@@ -56,10 +62,12 @@ class JobView:
         source: RegistryClient,
         staleness_s: float,
         clock: Callable[[], float] = time.monotonic,
+        poll_gap_s: float = POLL_GAP_S,
     ) -> None:
         self.staleness_s = staleness_s
         #: Seconds on a clock that only moves forward (freshness is measured on it).
         self.clock = clock
+        self.poll_gap_s = poll_gap_s
         self._source = source
         self._jobs: dict[str, JobSnapshot] = {}
         #: (created_at, job_id) of every job, ascending: the same order on every replica,
@@ -184,6 +192,8 @@ class JobView:
             self._seq = reply.seq
             if reply.complete:
                 self._heard_at = asked
+                if reply.changes:
+                    await asyncio.sleep(max(0.0, asked + self.poll_gap_s - self.clock()))
 
     def _take(self, change: Change) -> None:
         if change.snapshot is None:

@@ -222,7 +222,7 @@ class LocalTextWorker:
             heartbeat = self.registry.heartbeat(
                 ticket.job_id, ticket.run, Stage.TEXT_TO_IMAGE, fraction
             )
-            if asyncio.run_coroutine_threadsafe(heartbeat, self.loop).result(timeout=10):
+            if asyncio.run_coroutine_threadsafe(heartbeat, self.loop).result(timeout=10).stop:
                 cancel.cancel()
 
         def on_step(done: int, total: int) -> None:
