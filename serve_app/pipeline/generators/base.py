@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from serve_app.contracts.params import GenerationParams
@@ -19,6 +20,9 @@ class ShapeGenerator(Protocol):
 
     name: str
     version: str
+    #: Defaults this loaded generator uses in place of the catalog's, at every quality
+    #: (hunyuan3d: its checkpoint's variant's and its device's; inflate: none).
+    overrides: Mapping[str, int | float]
 
     def generate(
         self,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -58,6 +60,7 @@ class InflateGenerator:
 
     name = GeneratorName.INFLATE.value
     version = "inflate-1"
+    overrides: Mapping[str, int | float] = MappingProxyType({})
 
     def __init__(self, device: str = "auto", cpu_threads: int = 1) -> None:
         self.device = pick_device(device)
@@ -66,6 +69,9 @@ class InflateGenerator:
         #: replica for cores. Set per call, not for the process, so another generator in
         #: the same replica (hunyuan3d on the CPU) keeps torch's default.
         self.cpu_threads = cpu_threads
+        #: One run at a time: all of inflate's work is on its device, and the thread
+        #: count is set per call.
+        self._lock = threading.Lock()
 
     def generate(
         self,
@@ -74,7 +80,7 @@ class InflateGenerator:
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
-        with self._threads():
+        with self._lock, self._threads():
             return self._generate(cutout, params.resolved_for(self.name), on_progress, cancel)
 
     @contextlib.contextmanager
