@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -254,7 +255,7 @@ class Hunyuan3DGenerator:
         )
         #: The defaults this replica uses in place of the catalog's: its checkpoint's
         #: variant's, on its device (the ingress resolves with the same, from config).
-        self.overrides = overrides(settings.variant, device_kind)
+        self.overrides: Mapping[str, int | float] = overrides(settings.variant, device_kind)
         self.version = self._version()
         self._device_lock = threading.Lock()
         logger.info(
