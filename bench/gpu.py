@@ -3,6 +3,7 @@
     python bench/gpu.py                          # a CUDA machine: tests, then the tables
     python bench/gpu.py --cpu-only               # no CUDA needed: the same path, CPU only
     python bench/gpu.py --skip-tests --octree 64,128,256,384 --repeats 5
+    python bench/gpu.py --decoders               # then dense against FlashVDM (bench/decoders.py)
 
 It runs the pipeline, not Serve: no Ray, FastAPI, rembg or onnxruntime is imported. Besides
 torch, numpy, scipy, pillow, pyyaml, scikit-image, opencv, pytest, transformers, safetensors
@@ -50,6 +51,7 @@ GPU_TESTS = (
     "tests/unit/test_torchvision_compat.py",
     "tests/unit/test_inflate.py",
     "tests/unit/test_hunyuan3d.py",
+    "tests/unit/test_hunyuan3d_fastpath.py",
     "tests/unit/test_text_to_image.py",
 )
 
@@ -243,6 +245,12 @@ def main() -> int:
     parser.add_argument("--qualities", default="1,2,3,4,5,6,7,8,9,10", help="inflate")
     parser.add_argument("--octree", default="64,128,256", help="hunyuan3d resolutions")
     parser.add_argument("--threads", type=int, default=CPU_THREADS, help="hunyuan3d on CPU")
+    parser.add_argument(
+        "--decoders",
+        action="store_true",
+        help="also dense against FlashVDM at octree 128/256/384, tiny and published-size VAE",
+    )
+    parser.add_argument("--budget-s", default="120", help="--decoders: longest run to make")
     args = parser.parse_args()
     CPU_THREADS = args.threads
 
@@ -283,6 +291,12 @@ def main() -> int:
         model = build_tiny_hunyuan3d(Path(tmp) / "hunyuan3d-dit-tiny")
         octrees = [int(o) for o in args.octree.split(",")]
         bench_hunyuan3d(model, variants, octrees, args.repeats, postprocess, cutout)
+    if args.decoders:
+        from bench import decoders
+
+        torch.set_num_threads(CPU_THREADS)
+        options = ["--published", "--octree", "128,256,384", "--budget-s", args.budget_s]
+        decoders.main(options + (["--cpu-only"] if args.cpu_only else []))
     return status
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from deployments.worker import RunReporter, lower_priority
@@ -25,8 +24,12 @@ logger = logging.getLogger(__name__)
 class ShapeTexture:
     """Shape → texture → export for one job; writes its artifacts to the store itself.
 
-    Every enabled generator is loaded once per replica and used by one request at a time
-    (a lock, on top of ``max_ongoing_requests``). A generator that cannot load (a missing
+    Every enabled generator is loaded once per replica (one model copy). A replica may take
+    two runs at once (``max_ongoing_requests`` 2): each generator serializes its own device
+    section (hunyuan3d: conditioning, denoising, volume decoding; inflate: all of it) with a
+    lock, and the CPU tail of a run (surface extraction, clean-up, texturing, export) runs
+    outside it, so one job's tail overlaps the next job's GPU work while the GPU holds one
+    run's memory at a time. A generator that cannot load (a missing
     model directory, say) is reported to the registry with the reason, which ``/api/health``
     shows; its jobs fail with that reason while the other generators keep serving.
     Returns only small metadata, never mesh bytes.
@@ -51,7 +54,6 @@ class ShapeTexture:
                 continue
             self._builders[name] = ModelBuilder(generator)
         self._report_generators()
-        self._lock = threading.Lock()
         self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
     def build(self, ticket: JobTicket, cutout: CutOut) -> RunResult:
@@ -65,8 +67,7 @@ class ShapeTexture:
         timer = StageTimer()
         interval = self._config.registry.heartbeat_interval_s
         with RunReporter(self._registry, ticket, Stage.SHAPE_GENERATION, interval) as reporter:
-            with self._lock:
-                mesh = builder.build(cutout, params, reporter.on_progress, reporter.cancel, timer)
+            mesh = builder.build(cutout, params, reporter.on_progress, reporter.cancel, timer)
             reporter.on_progress(Stage.EXPORT, 0.0)  # storing the model is part of export
             self._store.put_mesh(key, mesh.to_bytes())
             data = timer.run(

@@ -89,7 +89,9 @@ def generate(args: argparse.Namespace) -> int:
                 "device": args.device,
             }
         )
-        params = resolve_params(args.generator, params)
+        # Checked here (a parameter the generator does not take is an error); the generator
+        # fills in the rest with its own defaults: its checkpoint's variant, its device.
+        resolve_params(args.generator, params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

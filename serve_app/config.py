@@ -236,8 +236,9 @@ def _default_background() -> DeploymentOptions:
 
 
 def _default_shape() -> DeploymentOptions:
+    # Two runs per replica: one job's CPU tail overlaps the next one's GPU section.
     return DeploymentOptions(
-        num_cpus=1.0, max_ongoing_requests=1, graceful_shutdown_timeout_s=300.0
+        num_cpus=1.0, max_ongoing_requests=2, graceful_shutdown_timeout_s=300.0
     )
 
 

@@ -7,6 +7,11 @@ config is inline, so nothing names a hub model. With random weights the decoded 
 field need not cross level 0; the geometry decoder's output bias is set to minus the median
 field of a reference latent, so the level set exists for any seed. Used by the tests and
 ``bench/gpu.py``.
+
+``variant="turbo"`` (or ``"fast"``) writes a guidance-distilled denoiser (``guidance_embed``)
+as the published ``-turbo`` (with its consistency scheduler) and ``-fast`` folders do;
+``build_tiny_vae(directory)`` writes a separately published VAE's layout
+(``hunyuan3d-vae-v2-0-turbo``: ``config.yaml`` with ``target`` and ``params``, unprefixed keys).
 """
 
 from __future__ import annotations
@@ -91,12 +96,39 @@ TINY_CONFIG: dict[str, Any] = {
 
 WEIGHTS = "model.fp16.safetensors"
 
+#: The scheduler of the published -turbo checkpoints (step-distilled: phased consistency).
+TURBO_SCHEDULER = {
+    "target": "hy3dgen.shapegen.schedulers.ConsistencyFlowMatchEulerDiscreteScheduler",
+    "params": {"num_train_timesteps": 1000, "pcm_timesteps": 100},
+}
 
-def build_tiny_hunyuan3d(directory: Path, seed: int = 0, level_offset: float = 0.0) -> Path:
+
+def tiny_config(variant: str = "standard") -> dict[str, Any]:
+    """:data:`TINY_CONFIG` for a checkpoint kind: fast and turbo are guidance-distilled."""
+    import copy
+
+    config = copy.deepcopy(TINY_CONFIG)
+    if variant in ("fast", "turbo"):
+        config["model"]["params"]["guidance_embed"] = True
+    if variant == "turbo":
+        config["scheduler"] = copy.deepcopy(TURBO_SCHEDULER)
+    return config
+
+
+def build_tiny_hunyuan3d(
+    directory: Path,
+    seed: int = 0,
+    level_offset: float = 0.0,
+    variant: str = "standard",
+    focus: float = 1.0,
+) -> Path:
     """Write a tiny random Hunyuan3D-2 (config.yaml + model.fp16.safetensors) to ``directory``.
 
     ``level_offset`` is added to the decoded field: a large one moves the whole field off
-    level 0, so the model finds no surface at all.
+    level 0, so the model finds no surface at all. ``focus`` multiplies the geometry
+    decoder's query and key norms (its attention logits by ``focus``²): above 1, each point
+    attends to few latents, as in a trained decoder, where random weights attend to all
+    almost evenly.
     """
     import torch
     import yaml
@@ -108,11 +140,14 @@ def build_tiny_hunyuan3d(directory: Path, seed: int = 0, level_offset: float = 0
     from hy3dgen.shapegen.models import Hunyuan3DDiT, ShapeVAE, SingleImageEncoder
 
     torch.manual_seed(seed)
-    params = TINY_CONFIG
+    params = tiny_config(variant)
     model = Hunyuan3DDiT(**params["model"]["params"])
     vae = ShapeVAE(**params["vae"]["params"])
     conditioner = SingleImageEncoder(**params["conditioner"]["params"])
     with torch.no_grad():
+        attention = vae.geo_decoder.cross_attn_decoder.attn.attention
+        attention.q_norm.weight *= focus
+        attention.k_norm.weight *= focus
         _centre_level_set(vae)
         vae.geo_decoder.output_proj.bias += level_offset
     tensors: dict[str, torch.Tensor] = {}
@@ -121,6 +156,30 @@ def build_tiny_hunyuan3d(directory: Path, seed: int = 0, level_offset: float = 0
             tensors[f"{prefix}.{key}"] = value.detach().to(torch.float16).contiguous()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    save_file(tensors, str(directory / WEIGHTS))
+    return directory
+
+
+def build_tiny_vae(directory: Path, seed: int = 1) -> Path:
+    """Write a tiny random ShapeVAE alone (config.yaml with ``target`` and ``params``, and
+    model.fp16.safetensors with unprefixed keys), its latents the tiny denoiser's."""
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from serve_app.pipeline.generators.torchvision_compat import import_shapegen
+
+    import_shapegen()
+    from hy3dgen.shapegen.models import ShapeVAE
+
+    torch.manual_seed(seed)
+    config = {"target": TINY_CONFIG["vae"]["target"], "params": dict(TINY_CONFIG["vae"]["params"])}
+    vae = ShapeVAE(**config["params"])
+    with torch.no_grad():
+        _centre_level_set(vae)
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in vae.state_dict().items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     save_file(tensors, str(directory / WEIGHTS))
     return directory
 

@@ -80,7 +80,7 @@ async def photo_batch(
             limit=MAX_BATCH,
         )
     options = parse_json(GenerateOptions, raw_params or "{}", "params")
-    run = run_request(options, services.config.pipeline, ("params",))
+    run = run_request(options, services.config, ("params",))
     return [
         await _photo(services, viewer, index, image, run, client)
         for index, image in enumerate(images)
@@ -91,7 +91,7 @@ async def job_batch(
     services: Services, viewer: Viewer, body: BatchJobsRequest, client: str | None
 ) -> list[BatchEntry]:
     """Each uploaded job of ``body`` admitted with its options."""
-    run = run_request(body.params, services.config.pipeline, ("params",))
+    run = run_request(body.params, services.config, ("params",))
     return [
         await _admit(services, viewer, i, job_id, run, client)
         for i, job_id in enumerate(body.job_ids)

@@ -5,12 +5,14 @@ variants."""
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve_app.api.deps import Services
 from serve_app.contracts.jobs import JobStatus
+from serve_app.contracts.params import GeneratorName
 from serve_app.contracts.runs import RunRequest
 from serve_app.contracts.variants import VariantInfo
 from serve_app.errors import (
@@ -19,12 +21,14 @@ from serve_app.errors import (
     ValidationFailedError,
     VariantNotFoundError,
 )
-from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.generators import catalog, hunyuan3d_profile
 from serve_app.pipeline.images import check_image
 from serve_app.pipeline.types import TexturedMesh
 from serve_app.registry.jobs import JobSnapshot, Viewer
 from serve_app.schemas.jobs import GenerateOptions
+
+if TYPE_CHECKING:
+    from serve_app.config import AppConfig
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -76,11 +80,13 @@ async def cancel_run(services: Services, viewer: Viewer, job_id: str) -> JobSnap
 
 
 def run_request(
-    options: GenerateOptions, pipeline: PipelineConfig, where: tuple[str, ...] = ()
+    options: GenerateOptions, config: AppConfig, where: tuple[str, ...] = ()
 ) -> RunRequest:
-    """The run ``options`` ask for, its generator's parameters resolved: a 422 for a
+    """The run ``options`` ask for, its generator's parameters resolved (with this
+    deployment's defaults: hunyuan3d's variant and the replicas' device): a 422 for a
     generator that is not enabled or a parameter it does not take. ``where`` is the
     options' place in the body (``generate_3d`` of a text-to-image request)."""
+    pipeline = config.pipeline
     generator = options.generator or pipeline.generator
     enabled = pipeline.generators.enabled()
     if generator not in enabled:
@@ -90,8 +96,19 @@ def run_request(
             enabled=enabled,
             fields=[{"loc": ["body", *where, "generator"], "message": "not an enabled generator"}],
         )
-    params = catalog.resolve_params(generator, options.params())
+    params = catalog.resolve_params(
+        generator, options.params(), deployment_overrides(config, generator)
+    )
     return RunRequest(params=params, format=options.format, generator=generator)
+
+
+def deployment_overrides(config: AppConfig, generator: str) -> dict[str, int | float]:
+    """The defaults this deployment's replicas use in place of the catalog's for
+    ``generator`` (hunyuan3d: its variant's, and octree 128 on replicas without CUDA)."""
+    settings = config.pipeline.generators.hunyuan3d
+    if generator != GeneratorName.HUNYUAN3D or settings is None:
+        return {}
+    return hunyuan3d_profile.deployment_overrides(settings, config.shape_texture.num_gpus)
 
 
 async def completed_job(services: Services, viewer: Viewer, job_id: str) -> JobSnapshot:

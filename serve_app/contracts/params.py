@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Self
@@ -152,9 +153,13 @@ class GenerationParams(BaseModel):
         """The generator parameters ``generator`` takes, in the order of the fields."""
         return tuple(name for name, meta in cls.tunables().items() if generator in meta.users)
 
-    def resolved_for(self, generator: str) -> Self:
+    def resolved_for(
+        self, generator: str, overrides: Mapping[str, int | float] | None = None
+    ) -> Self:
         """These parameters with every one ``generator`` takes filled in (defaults from
-        quality); resolving twice changes nothing.
+        quality, or from ``overrides`` where it names one: a deployment's own, such as
+        hunyuan3d's for its checkpoint's variant and its device); resolving twice changes
+        nothing.
 
         A parameter the generator does not take is a 422 naming it, rather than being
         ignored: it would change nothing but the cache key.
@@ -170,10 +175,11 @@ class GenerationParams(BaseModel):
                     f"{users or 'none'})",
                     fields=[{"loc": ["body", name], "message": f"not used by {generator!r}"}],
                 )
+        chosen = overrides or {}
         update = {
             name: value
             if (value := getattr(self, name)) is not None
-            else tunables[name].at(self.quality)
+            else chosen.get(name, tunables[name].at(self.quality))
             for name in takes
         }
         return self.model_copy(update=update)

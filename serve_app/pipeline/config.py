@@ -54,6 +54,34 @@ class Hunyuan3DSettings(BaseModel):
         description="mesh clean-up and face reduction: pymeshlab (floaters, degenerate "
         "faces, quadric decimation) or fast-simplification (same steps with trimesh)",
     )
+    variant: Literal["standard", "fast", "turbo"] = Field(
+        default="standard",
+        description="the checkpoint's kind, which sets the defaults per quality: standard "
+        "(hunyuan3d-dit-v2-0, -mini), fast (guidance-distilled, -fast) or turbo "
+        "(step-distilled, -turbo: 5 steps at every quality)",
+    )
+    vae_path: Path | None = Field(
+        default=None,
+        description="a separately published VAE directory (config.yaml and "
+        "model.fp16.safetensors, e.g. hunyuan3d-vae-v2-0-turbo), loaded in place of the "
+        "checkpoint's own; never downloaded",
+    )
+    decoder: Literal["flashvdm", "dense", "auto"] = Field(
+        default="auto",
+        description="volume decoding: flashvdm (hierarchical, adaptive key-value selection), "
+        "dense (every grid point), or auto: the one measured faster on the replica's device "
+        "for this VAE (flashvdm on CUDA; on the CPU dense for a small VAE)",
+    )
+    topk_mode: Literal["mean", "merge"] = Field(
+        default="mean",
+        description="flashvdm: how the keys each block of queries attends to are chosen "
+        "(hy3dgen's topk_mode)",
+    )
+    adaptive_kv_selection: bool = Field(
+        default=True,
+        description="flashvdm: attend to the selected keys only (off: hierarchical decoding "
+        "over every key)",
+    )
 
 
 class GeneratorsConfig(BaseModel):
@@ -110,9 +138,10 @@ class PipelineConfig(BaseModel):
         update: dict[str, object] = {"models_dir": _absolute(self.models_dir, base)}
         hunyuan3d = self.generators.hunyuan3d
         if hunyuan3d is not None:
-            hunyuan3d = hunyuan3d.model_copy(
-                update={"model_path": _absolute(hunyuan3d.model_path, base)}
-            )
+            paths: dict[str, object] = {"model_path": _absolute(hunyuan3d.model_path, base)}
+            if hunyuan3d.vae_path is not None:
+                paths["vae_path"] = _absolute(hunyuan3d.vae_path, base)
+            hunyuan3d = hunyuan3d.model_copy(update=paths)
             update["generators"] = self.generators.model_copy(update={"hunyuan3d": hunyuan3d})
         return self.model_copy(update=update)
 

@@ -60,7 +60,7 @@ class ModelBuilder:
         """The canonical mesh; its ``meta`` says how it was made and whether it is closed."""
         cancel = cancel or CancelToken()
         timer = timer or StageTimer()
-        params = params.resolved_for(self.generator.name)
+        params = params.resolved_for(self.generator.name, self.generator.overrides)
         cancel.raise_if_cancelled()
         mesh = timer.run(
             Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel

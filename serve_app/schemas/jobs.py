@@ -125,6 +125,15 @@ class GeneratorInfo(BaseModel):
     version: str | None = Field(description="what the cache key and job results carry")
     error: str | None = Field(description="why it could not be loaded, if it could not")
     parameters: list[str] = Field(description="the generate-3d parameters it takes")
+    device: str = Field(
+        description="where this deployment's replicas run it: cpu, cuda, or auto (CUDA "
+        "where the replica has it)"
+    )
+    defaults: list[dict[str, int | float]] = Field(
+        description="its parameters' defaults at quality 1..10 here (hunyuan3d: for the "
+        "checkpoint's variant and the replicas' device; without CUDA octree_resolution 128)"
+    )
+    note: str | None = Field(default=None, description="what sets those defaults, in words")
 
 
 class GeneratorsResponse(BaseModel):

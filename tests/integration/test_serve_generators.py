@@ -1,4 +1,5 @@
-"""Both generators behind one service: a hunyuan3d job and an inflate job over HTTP.
+"""Both generators behind one service: a hunyuan3d job and an inflate job over HTTP, two
+hunyuan3d jobs at once on one replica, and a missing VAE directory in readiness.
 
 The application runs beside the session's main one (its own registry, storage and route
 prefix) with ``hunyuan3d`` enabled as the default, on a tiny random Hunyuan3D-2 that this
@@ -37,6 +38,7 @@ def api(
         "hunyuan3d": {"model_path": str(tiny_hunyuan3d), "device": "cpu"}
     }
     args["registry"] = {"name": "job_registry_generators"}
+    args["shape_texture"]["max_ongoing_requests"] = 2  # as shipped: two runs overlap
     deploy(args, name=APP, route_prefix=PREFIX)
     try:
         with httpx.Client(base_url=ray_serve + PREFIX, timeout=60.0) as client:
@@ -57,7 +59,9 @@ def test_health_reports_both_generators_loaded(api: Api) -> None:
     body = wait_until(lambda: generators_ready(api), 60, "both generators loaded")
     assert body["status"] == "ok"
     assert body["checks"]["generator:inflate"]["detail"] == "inflate-1"
-    assert body["checks"]["generator:hunyuan3d"]["detail"].startswith("hunyuan3d-1+hy3dgen2.0.2+")
+    version = body["checks"]["generator:hunyuan3d"]["detail"]
+    assert version.startswith("hunyuan3d-2+hy3dgen2.0.2+")
+    assert "+vae-own+dense+standard+float32" in version  # auto: dense, a tiny VAE on the CPU
     listing = api.client.get("/api/generators").json()
     assert listing["default"] == "hunyuan3d"
     by_name = {g["name"]: g for g in listing["generators"]}
@@ -65,6 +69,10 @@ def test_health_reports_both_generators_loaded(api: Api) -> None:
     assert by_name["hunyuan3d"]["loaded"] and by_name["inflate"]["loaded"]
     assert by_name["hunyuan3d"]["default"] and not by_name["inflate"]["default"]
     assert "steps" in by_name["hunyuan3d"]["parameters"] and by_name["inflate"]["parameters"] == []
+    hunyuan3d = by_name["hunyuan3d"]
+    assert hunyuan3d["device"] == "cpu" and "octree_resolution 128" in hunyuan3d["note"]
+    assert [d["octree_resolution"] for d in hunyuan3d["defaults"]] == [128] * 10
+    assert [d["steps"] for d in hunyuan3d["defaults"]][:2] == [5, 10]
 
 
 def test_a_hunyuan3d_job_and_an_inflate_job_complete(api: Api) -> None:
@@ -80,7 +88,7 @@ def test_a_hunyuan3d_job_and_an_inflate_job_complete(api: Api) -> None:
     done = api.wait(neural, timeout_s=240)
     assert done["status"] == "completed", done
     assert done["generator"] == "hunyuan3d" and not done["cached"]
-    assert done["generator_version"].startswith("hunyuan3d-1+hy3dgen2.0.2+")
+    assert done["generator_version"].startswith("hunyuan3d-2+hy3dgen2.0.2+")
     assert done["parameters"] == {
         "seed": 0,
         "steps": 3,
@@ -187,3 +195,43 @@ def test_the_shape_replica_stores_under_the_key_the_registry_computed(api: Api) 
     assert isinstance(error, WorkerLostError)  # the registry retries such a run
     assert error.details["version"] == done["generator_version"]
     assert not store.mesh_path("f" * 64).exists()
+
+
+def test_two_hunyuan3d_jobs_at_once_on_one_replica_complete_with_their_own_meshes(
+    api: Api,
+) -> None:
+    wait_until(lambda: generators_ready(api), 60, "both generators loaded")
+    jobs = [api.upload(api.unique_photo()) for _ in range(2)]
+    for seed, job in enumerate(jobs):
+        response = api.generate(job, format="glb", quality=1, seed=seed, **FAST)
+        assert response.status_code == 202, response.text
+    done = [api.wait(job, timeout_s=300) for job in jobs]
+    assert all(d["status"] == "completed" and not d["cached"] for d in done), done
+    assert [d["parameters"]["seed"] for d in done] == [0, 1]
+    models = [api.client.get(f"/download/{job}/glb").content for job in jobs]
+    assert all(validate_glb(m)["numErrors"] == 0 for m in models)
+    assert models[0] != models[1]
+
+
+def test_a_missing_vae_path_is_named_in_readiness_and_inflate_keeps_serving(
+    api: Api, tiny_hunyuan3d: Path, tmp_path: Path
+) -> None:
+    # Last in this file: the application is redeployed without a usable hunyuan3d.
+    missing = tmp_path / "hunyuan3d-vae-v2-0-turbo"
+    assert api.service is not None
+    args: dict[str, Any] = app_args(api.service.storage_root)
+    args["pipeline"]["generators"] = {
+        "hunyuan3d": {"model_path": str(tiny_hunyuan3d), "device": "cpu", "vae_path": str(missing)}
+    }
+    args["registry"] = {"name": "job_registry_generators"}
+    deploy(args, name=APP, route_prefix=PREFIX)
+
+    def reported() -> dict[str, Any] | None:
+        body = dict(api.client.get("/api/health").json())
+        check = body["checks"].get("generator:hunyuan3d", {})
+        return body if str(missing) in str(check.get("detail")) else None
+
+    body = wait_until(reported, 120, "the missing VAE directory in readiness")
+    check = body["checks"]["generator:hunyuan3d"]
+    assert not check["ok"] and f"VAE directory {missing} does not exist" in check["detail"]
+    assert body["checks"]["generator:inflate"]["ok"]

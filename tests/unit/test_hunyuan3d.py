@@ -83,7 +83,7 @@ def test_loads_from_the_directory_with_the_network_off(
 ) -> None:
     generator = load(tiny_hunyuan3d)
     assert network_off == []
-    assert generator.version.startswith("hunyuan3d-1+hy3dgen2.0.2+")
+    assert generator.version.startswith("hunyuan3d-2+hy3dgen2.0.2+")
     assert generator.version.endswith("+float32")  # dtype auto on the CPU
     assert generator.pipeline.device.type == "cpu" and generator.pipeline.dtype == torch.float32
     mesh = run(generator)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.api.deps import Services, ServicesDep
+from serve_app.api.job_service import deployment_overrides
 from serve_app.api.route_params import error_responses
-from serve_app.config import background_model_file
+from serve_app.config import AppConfig, background_model_file
+from serve_app.contracts.params import GenerationParams, GeneratorName
 from serve_app.meshtools.materials import PRESETS
 from serve_app.metrics import render_prometheus
-from serve_app.pipeline.generators import catalog
+from serve_app.pipeline.generators import catalog, hunyuan3d_profile
 from serve_app.schemas.jobs import (
     CheckResult,
     GeneratorInfo,
@@ -75,10 +78,30 @@ async def generators(services: ServicesDep) -> GeneratorsResponse:
                 version=versions.get(name),
                 error=errors.get(name),
                 parameters=list(catalog.spec(name).parameters),
+                **deployment_profile(services.config, name),
             )
             for name in pipeline.generators.enabled()
         ],
     )
+
+
+def deployment_profile(config: AppConfig, generator: str) -> dict[str, Any]:
+    """Where ``generator`` runs here, its defaults at quality 1..10 as this deployment
+    resolves them, and (hunyuan3d) why: ``GeneratorInfo``'s device, defaults and note."""
+    overrides = deployment_overrides(config, generator)
+    defaults = [
+        catalog.resolve_params(generator, GenerationParams(quality=q), overrides).given()
+        for q in range(1, 11)
+    ]
+    settings = config.pipeline.generators.hunyuan3d
+    gpus = config.shape_texture.num_gpus
+    if generator != GeneratorName.HUNYUAN3D or settings is None:
+        return {"device": config.pipeline.device, "defaults": defaults, "note": None}
+    return {
+        "device": hunyuan3d_profile.replica_device(settings.device, gpus),
+        "defaults": defaults,
+        "note": hunyuan3d_profile.defaults_note(settings, gpus),
+    }
 
 
 @router.get(

@@ -107,7 +107,7 @@ async def generate_3d(
     409 already active, 503 when the service's queue is full, 429 when the client has its
     share of it.
     """
-    run = run_request(body, services.config.pipeline)
+    run = run_request(body, services.config)
     await check_callback(services, viewer, body.callback_url)
     client = getattr(http.state, "client_id", None)
     job = await submit_run(services, viewer, body.job_id, run, client)

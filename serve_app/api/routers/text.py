@@ -125,7 +125,7 @@ async def text_to_image(
     section = services.config.text_to_image
     # Options the document refuses (an unknown generator) are a 422, configured or not.
     options = body.generate_3d
-    then = run_request(options, services.config.pipeline, ("generate_3d",)) if options else None
+    then = run_request(options, services.config, ("generate_3d",)) if options else None
     if section.model_path is None:
         raise ModelNotConfiguredError(
             "text-to-image is not configured on this service: no text-to-image model is "

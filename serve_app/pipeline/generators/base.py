@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from serve_app.contracts.params import GenerationParams
@@ -39,6 +40,9 @@ class ShapeGenerator(ABC):
 
     name: str
     version: str
+    #: Defaults this loaded generator uses in place of the catalog's, at every quality
+    #: (hunyuan3d: its checkpoint's variant's and its device's; inflate: none).
+    overrides: Mapping[str, int | float]
 
     def generate(
         self,
@@ -47,8 +51,11 @@ class ShapeGenerator(ABC):
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> Mesh:
-        resolved = params.resolved_for(self.name)
-        return self.make(cutout, resolved, ShapeProgress(on_progress, cancel))
+        return self.make(cutout, self.resolve(params), ShapeProgress(on_progress, cancel))
+
+    def resolve(self, params: GenerationParams) -> GenerationParams:
+        """Every parameter this generator takes filled in (a no-op on resolved ones)."""
+        return params.resolved_for(self.name, self.overrides)
 
     @abstractmethod
     def make(self, cutout: CutOut, params: GenerationParams, progress: ShapeProgress) -> Mesh:

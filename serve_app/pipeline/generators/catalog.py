@@ -9,7 +9,7 @@ takes, and their defaults by quality, are written once, on the fields of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,7 +74,12 @@ def spec(name: str) -> GeneratorSpec:
         raise ValidationFailedError(f"unknown shape generator {name!r}; known: {known}") from None
 
 
-def resolve_params(generator: str, params: GenerationParams) -> GenerationParams:
-    """``params`` with every parameter ``generator`` takes filled in (defaults from quality);
-    a 422 for an unknown generator or a parameter it does not take."""
-    return params.resolved_for(spec(generator).name)
+def resolve_params(
+    generator: str,
+    params: GenerationParams,
+    overrides: Mapping[str, int | float] | None = None,
+) -> GenerationParams:
+    """``params`` with every parameter ``generator`` takes filled in (defaults from quality,
+    or from ``overrides`` where it names one: hunyuan3d's for its variant and device, from
+    ``hunyuan3d_profile``); a 422 for an unknown generator or a parameter it does not take."""
+    return params.resolved_for(spec(generator).name, overrides)

@@ -7,12 +7,21 @@ Loading reads only ``model_path``: hy3dgen's ``config.yaml`` and the weights as 
 the image encoder's architecture is inline (a hub model id there would be a download), so a
 missing, incomplete or corrupt directory is an error naming the path, never a download.
 
-A run: the cut-out (RGBA, straight alpha) → hy3dgen's image processor and conditioner → the
-flow-matching denoiser, one progress report and one cancel check per step (the pipeline's
-``callback``) → volume decoding, one report and check per chunk of queries (a forward
-pre-hook on the VAE's geometry decoder, which the volume decoder calls once per chunk) →
-marching cubes → clean-up and face reduction (:mod:`serve_app.pipeline.meshclean`) → the
-mesh placed over the subject in image pixel units, so texturing projects the photo onto it.
+An optional ``vae_path`` holds a separately published VAE (``config.yaml``, ``target``
+``hy3dgen.shapegen.models.ShapeVAE``, and its weights, keys unprefixed), loaded in place of
+the checkpoint's own. ``variant`` says what kind of checkpoint it is (standard, fast, turbo;
+checked against the config: fast and turbo are guidance-distilled) and sets the defaults per
+quality (:mod:`.hunyuan3d_profile`); ``decoder`` picks hy3dgen's dense or FlashVDM volume
+decoder (:mod:`.hunyuan3d_decode`). The version names all of them.
+
+A run has a device section and a CPU tail. The device section, one run at a time (a lock, so a
+replica may take a second run whose CPU tail overlaps it): the cut-out (RGBA, straight alpha)
+→ hy3dgen's image processor and conditioner → the flow-matching denoiser, one progress report
+and one cancel check per step (the pipeline's ``callback``) → the VAE → volume decoding, one
+report and check per call of the geometry decoder → the grid copied to the host, the device's
+memory given back. The CPU tail: marching cubes → clean-up and face reduction
+(:mod:`serve_app.pipeline.meshclean`) → the mesh placed over the subject in image pixel units,
+so texturing projects the photo onto it.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import math
 import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -42,8 +52,17 @@ from serve_app.errors import (
 )
 from serve_app.pipeline.config import Hunyuan3DSettings
 from serve_app.pipeline.generators.base import ShapeGenerator, ShapeProgress
+from serve_app.pipeline.generators.hunyuan3d_decode import (
+    ChunkWatch,
+    Volume,
+    decode_volume,
+    expected_queries,
+    extract_surface,
+    set_decoder,
+)
+from serve_app.pipeline.generators.hunyuan3d_profile import DeviceKind, overrides, pick_decoder
 from serve_app.pipeline.meshclean import clean_mesh
-from serve_app.pipeline.types import CutOut, Mesh
+from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +76,14 @@ WEIGHT_PREFIXES = ("model", "vae", "conditioner")
 #: Half side of the cube the occupancy field is decoded in (hy3dgen's default).
 BOX_V = 1.01
 #: Bumped when what this module does around hy3dgen changes the mesh.
-RECIPE = 1
+RECIPE = 2
+#: The VAE class a ``vae_path`` config may name.
+VAE_TARGET = "hy3dgen.shapegen.models.ShapeVAE"
 
 #: Progress within the shape stage: conditioning, denoising, decoding, extraction, clean-up.
 DENOISE_BAND = (0.02, 0.60)
 DECODE_BAND = (0.60, 0.88)
+EXTRACT_START = 0.88
 CLEAN_START = 0.94
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -75,12 +97,12 @@ class ModelFiles:
     weights: Path
 
 
-def find_model_files(model_path: Path) -> ModelFiles:
-    """``config.yaml`` and the weight file in ``model_path``; a clear error naming what is
-    missing otherwise."""
+def find_model_files(model_path: Path, what: str = "model") -> ModelFiles:
+    """``config.yaml`` and the weight file in ``model_path`` (``what``: model or VAE); a
+    clear error naming what is missing otherwise."""
     if not model_path.is_dir():
         raise ModelUnavailableError(
-            f"hunyuan3d: model directory {model_path} does not exist (or is not a directory)",
+            f"hunyuan3d: {what} directory {model_path} does not exist (or is not a directory)",
             path=str(model_path),
         )
     config = model_path / CONFIG_FILE
@@ -127,6 +149,25 @@ def read_config(path: Path) -> dict[str, Any]:
                 "(kwargs.config, as the published config does); a hub model id would be "
                 "downloaded"
             )
+    return config
+
+
+def read_vae_config(path: Path) -> dict[str, Any]:
+    """A separately published VAE's config (``params``, and ``target`` if named: the only
+    class it may name is hy3dgen's ShapeVAE), checked as :func:`read_config` checks the
+    model's."""
+
+    def corrupt(why: str) -> ModelUnavailableError:
+        return ModelUnavailableError(f"hunyuan3d: corrupt VAE config {path}: {why}", path=str(path))
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise corrupt(f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+        raise corrupt("expected a mapping with 'params' (and 'target')")
+    if config.get("target", VAE_TARGET) != VAE_TARGET:  # hy3dgen reads only the params
+        raise corrupt(f"target {config.get('target')!r} is not {VAE_TARGET}")
     return config
 
 
@@ -182,7 +223,10 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class Hunyuan3DGenerator(ShapeGenerator):
     """Hunyuan3D-2's shape model behind the shape-generator interface.
 
-    Loads once (at construction); ``generate`` serves one run at a time (the replica's lock).
+    Loads once (at construction). ``generate`` may be called from two threads at once: the
+    device section of a run (conditioning, denoising, decoding) takes a lock, so one model
+    copy serves both and the device's memory holds one run's work; the CPU tail
+    (extraction, clean-up) of one run overlaps the device section of the next.
     """
 
     name = GeneratorName.HUNYUAN3D.value
@@ -191,25 +235,66 @@ class Hunyuan3DGenerator(ShapeGenerator):
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may reach a model hub
         self.settings = settings
         self.files = find_model_files(settings.model_path)
-        read_config(self.files.config)
+        self.config = read_config(self.files.config)
         check_weights(self.files.weights)
+        self.vae_files: ModelFiles | None = None
+        if settings.vae_path is not None:
+            self.vae_files = find_model_files(settings.vae_path, "VAE")
+            read_vae_config(self.vae_files.config)
+        self._check_variant()
         self.device = pick_device(settings.device)
         self.dtype = pick_dtype(settings.dtype, self.device)
-        self.version = self._version()
         self.pipeline = self._load()
+        if self.vae_files is not None:
+            self.pipeline.vae = self._load_vae(self.vae_files)
+        vae_width = int(self.pipeline.vae.geo_decoder.query_proj.out_features)
+        device_kind: DeviceKind = "cuda" if self.device.type == "cuda" else "cpu"
+        self.decoder = pick_decoder(settings.decoder, device_kind, vae_width)
+        set_decoder(
+            self.pipeline.vae, self.decoder, settings.topk_mode, settings.adaptive_kv_selection
+        )
+        #: The defaults this replica uses in place of the catalog's: its checkpoint's
+        #: variant's, on its device (the ingress resolves with the same, from config).
+        self.overrides: Mapping[str, int | float] = overrides(settings.variant, device_kind)
+        self.version = self._version()
+        self._device_lock = threading.Lock()
         logger.info(
-            "hunyuan3d loaded from %s on %s (%s), version %s",
+            "hunyuan3d loaded from %s on %s (%s), decoder %s, version %s",
             self.files.weights,
             self.device,
             str(self.dtype).removeprefix("torch."),
+            self.decoder,
             self.version,
         )
 
+    def _check_variant(self) -> None:
+        """A guidance-distilled checkpoint (fast, turbo) takes the guidance scale as an input
+        (``guidance_embed``); the declared variant must say the same as the config."""
+        distilled = bool(self.config["model"].get("params", {}).get("guidance_embed", False))
+        variant = self.settings.variant
+        if distilled != (variant in ("fast", "turbo")):
+            kind = "guidance-distilled (fast or turbo)" if distilled else "standard"
+            raise ModelUnavailableError(
+                f"hunyuan3d: {self.files.config} describes a {kind} checkpoint "
+                f"(model.params.guidance_embed: {str(distilled).lower()}) but variant is "
+                f"{variant!r}",
+                path=str(self.files.config),
+            )
+
     def _version(self) -> str:
-        """Changes with the config, the weights, hy3dgen, the dtype and this module's recipe."""
+        """Changes with the checkpoint, the VAE, the decoder, the variant, hy3dgen, the dtype
+        and this module's recipe: a mesh cached for one is never served for another."""
         hy3dgen = metadata.version("hy3dgen")
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"hunyuan3d-{RECIPE}+hy3dgen{hy3dgen}+{model_digest(self.files)[:16]}+{dtype}"
+        vae = "own" if self.vae_files is None else model_digest(self.vae_files)[:16]
+        decoder: str = self.decoder
+        if decoder == "flashvdm":
+            s = self.settings
+            decoder += f"-{s.topk_mode}" if s.adaptive_kv_selection else "-allkeys"
+        return (
+            f"hunyuan3d-{RECIPE}+hy3dgen{hy3dgen}+{model_digest(self.files)[:16]}+vae-{vae}"
+            f"+{decoder}+{self.settings.variant}+{dtype}"
+        )
 
     def _load(self) -> Any:
         from serve_app.pipeline.generators.torchvision_compat import import_shapegen
@@ -224,21 +309,67 @@ class Hunyuan3DGenerator(ShapeGenerator):
                 use_safetensors=self.files.weights.suffix == ".safetensors",
             )
         except (RuntimeError, KeyError, TypeError, ValueError, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelUnavailableError(
-                f"hunyuan3d: cannot load {self.files.weights} with {self.files.config}: {first}",
-                path=str(self.files.weights),
-            ) from None
+            raise _cannot_load(self.files, exc) from None
         finally:
             self._release()
 
-    def make(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Mesh:
+    def _load_vae(self, files: ModelFiles) -> Any:
+        """The VAE of ``vae_path``, in place of the checkpoint's; its latents must be the
+        denoiser's (``embed_dim`` = the DiT's ``in_channels``)."""
+        from serve_app.pipeline.generators.torchvision_compat import import_shapegen
+
+        import_shapegen()
+        from hy3dgen.shapegen.models import ShapeVAE
+
         try:
-            return self._generate(cutout, p, progress)
-        except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first
-            failure = detach_frames(exc)
+            vae = ShapeVAE.from_single_file(
+                str(files.weights),
+                str(files.config),
+                device=str(self.device),
+                dtype=self.dtype,
+                use_safetensors=files.weights.suffix == ".safetensors",
+            )
+        except (RuntimeError, KeyError, TypeError, ValueError, OSError) as exc:
+            raise _cannot_load(files, exc) from None
         finally:
-            self._release()  # after the except block: the failed run's tensors are gone
+            self._release()
+        channels = self.config["model"].get("params", {}).get("in_channels")
+        if channels is not None and vae.latent_shape[1] != channels:
+            raise ModelUnavailableError(
+                f"hunyuan3d: the VAE in {files.config.parent} makes latents of "
+                f"{vae.latent_shape[1]} channels; the checkpoint's denoiser takes {channels}",
+                path=str(files.config),
+            )
+        return vae.eval()
+
+    def make(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Mesh:
+        volume = self._device_section(cutout, p, progress)
+        return self._finish(volume, cutout, p, progress)
+
+    def decode(
+        self,
+        cutout: CutOut,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> Volume:
+        """The device section of a run on its own: the decoded occupancy field, on the host."""
+        return self._device_section(
+            cutout, self.resolve(params), ShapeProgress(on_progress, cancel)
+        )
+
+    def _device_section(
+        self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress
+    ) -> Volume:
+        """The device section of a run (one at a time): the decoded occupancy field, on the
+        host. Whatever happens, the run's device memory is given back before the next."""
+        with self._device_lock:
+            try:
+                return self._decode(cutout, p, progress)
+            except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first
+                failure = detach_frames(exc)
+            finally:
+                self._release()  # after the except block: the failed run's tensors are gone
         if is_out_of_memory(failure):
             first = str(failure).splitlines()[0] if str(failure) else "CUDA out of memory"
             raise GpuOutOfMemoryError(
@@ -248,9 +379,9 @@ class Hunyuan3DGenerator(ShapeGenerator):
             ) from None
         raise failure
 
-    def _generate(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Mesh:
+    def _decode(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Volume:
         assert p.steps is not None and p.octree_resolution is not None
-        assert p.num_chunks is not None and p.face_count is not None and p.seed is not None
+        assert p.num_chunks is not None and p.seed is not None and p.mc_level is not None
         progress(0.0)
         progress.check()
         image = Image.fromarray(np.ascontiguousarray(cutout.rgba), "RGBA")
@@ -260,32 +391,15 @@ class Hunyuan3DGenerator(ShapeGenerator):
             progress(_lerp(DENOISE_BAND, (step + 1) / steps))
             progress.check()
 
-        queries = (p.octree_resolution + 1) ** 3
-        total_chunks = max(1, math.ceil(queries / p.num_chunks))
-        chunks = 0
-
-        def before_chunk(module: Any, args: Any, kwargs: Any) -> None:
-            nonlocal chunks
-            progress.check()
-            progress(_lerp(DECODE_BAND, min(1.0, chunks / total_chunks)))
-            chunks += 1
-
         # A CPU generator makes the same initial noise on every device (diffusers' randn_tensor).
         generator = torch.Generator(device="cpu").manual_seed(p.seed)
-        hook = self.pipeline.vae.geo_decoder.register_forward_pre_hook(
-            before_chunk, with_kwargs=True
-        )
         try:
-            meshes = self.pipeline(
+            latents = self.pipeline(
                 image=image,
                 num_inference_steps=steps,
                 guidance_scale=p.guidance_scale,
                 generator=generator,
-                box_v=BOX_V,
-                octree_resolution=p.octree_resolution,
-                mc_level=p.mc_level,
-                num_chunks=p.num_chunks,
-                output_type="trimesh",
+                output_type="latent",
                 enable_pbar=False,
                 callback=after_step,
                 callback_steps=1,
@@ -294,10 +408,33 @@ class Hunyuan3DGenerator(ShapeGenerator):
             if "empty" in str(exc):  # hy3dgen's image processor: no opaque pixel
                 raise NoSubjectError("the cut-out has no subject pixels") from None
             raise
+        progress.check()
+        vae = self.pipeline.vae
+        with torch.inference_mode():
+            latents = vae(latents / vae.scale_factor)  # as hy3dgen's _export
+        progress(DECODE_BAND[0])
+        s = self.settings
+        watch = ChunkWatch(
+            expected_queries(self.decoder, p.octree_resolution, s.adaptive_kv_selection),
+            lambda fraction: progress(_lerp(DECODE_BAND, fraction)),
+            progress.cancel,
+            exact=self.decoder == "dense",
+        )
+        hook = vae.geo_decoder.register_forward_pre_hook(watch, with_kwargs=True)
+        try:
+            return decode_volume(vae, latents, BOX_V, p.octree_resolution, p.num_chunks, p.mc_level)
         finally:
             hook.remove()
-        mesh = meshes[0] if meshes else None
-        if mesh is None or len(mesh.faces) == 0:
+
+    def _finish(
+        self, volume: Volume, cutout: CutOut, p: GenerationParams, progress: ShapeProgress
+    ) -> Mesh:
+        """The CPU tail of a run: surface extraction, clean-up, placement."""
+        assert p.mc_level is not None and p.face_count is not None
+        progress.check()
+        progress(EXTRACT_START)
+        vertices, faces = extract_surface(volume, p.mc_level)
+        if len(faces) == 0:
             raise NoSurfaceError(
                 f"the shape model found no surface at mc_level {p.mc_level} "
                 f"(octree_resolution {p.octree_resolution}); try another seed or mc_level",
@@ -306,9 +443,8 @@ class Hunyuan3DGenerator(ShapeGenerator):
             )
         progress.check()
         progress(CLEAN_START)
-        vertices, faces = clean_mesh(
-            mesh.vertices, mesh.faces, p.face_count, self.settings.postprocess
-        )
+        vertices, faces = merge_vertices(vertices, faces)
+        vertices, faces = clean_mesh(vertices, faces, p.face_count, self.settings.postprocess)
         if len(faces) == 0:
             raise NoSurfaceError("the shape model's surface vanished in clean-up")
         progress(1.0)
@@ -319,6 +455,24 @@ class Hunyuan3DGenerator(ShapeGenerator):
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _cannot_load(files: ModelFiles, exc: BaseException) -> ModelUnavailableError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelUnavailableError(
+        f"hunyuan3d: cannot load {files.weights} with {files.config}: {first}",
+        path=str(files.weights),
+    )
+
+
+def merge_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes' duplicate vertices merged (as hy3dgen's trimesh export does).
+
+    vertices : (n, 3) float32, faces : (m, 3) int → (n', 3) float, (m', 3) int"""
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces)
 
 
 def detach_frames(exc: BaseException) -> BaseException:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -58,6 +60,7 @@ class InflateGenerator(ShapeGenerator):
 
     name = GeneratorName.INFLATE.value
     version = "inflate-1"
+    overrides: Mapping[str, int | float] = MappingProxyType({})
 
     def __init__(self, device: str = "auto", cpu_threads: int = 1) -> None:
         self.device = pick_device(device)
@@ -66,9 +69,12 @@ class InflateGenerator(ShapeGenerator):
         #: replica for cores. Set per call, not for the process, so another generator in
         #: the same replica (hunyuan3d on the CPU) keeps torch's default.
         self.cpu_threads = cpu_threads
+        #: One run at a time: all of inflate's work is on its device, and the thread
+        #: count is set per call.
+        self._lock = threading.Lock()
 
     def make(self, cutout: CutOut, params: GenerationParams, progress: ShapeProgress) -> Mesh:
-        with self._threads():
+        with self._lock, self._threads():
             progress(0.0)
             grid, scale, origin = working_mask(cutout, FACE_BUDGET[params.quality])
             progress.check()
