@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from deployments.worker import RunReporter, lower_priority
@@ -54,7 +55,9 @@ class ShapeTexture:
         self._lock = threading.Lock()
         self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
-    def build(self, ticket: JobTicket, cutout: CutOut) -> RunResult:
+    def build(self, ticket: JobTicket, cutout: CutOut | Mapping[str, CutOut]) -> RunResult:
+        """The run's canonical mesh from the cut-out of its photo, or the cut-outs of its
+        views by name (the front among them), stored under the ticket's key and exported."""
         from serve_app.pipeline.runner import StageTimer, export_stage
 
         request = ticket.request

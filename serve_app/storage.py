@@ -2,8 +2,8 @@
 
 Layout (every name is a validated job id or a hex digest, never a client's filename)::
 
-    uploads/<sha256[:2]>/<sha256>        image bytes, content-addressed
-    jobs/<job_id>/upload.json            which upload a job refers to
+    uploads/<sha256[:2]>/<sha256>        image bytes (photos and their views), content-addressed
+    jobs/<job_id>/upload.json            which upload (and views) a job refers to
     meshes/<key[:2]>/<key>.npz           canonical meshes, by generation cache key
     exports/<key[:2]>/<key>.<format>     formats derived from a canonical mesh, made once
     previews/<key[:2]>/<key>.<view>.png  a canonical mesh rendered from one view (32 hex)
@@ -23,12 +23,14 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from serve_app.contracts.jobs import check_job_id
 from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
-from serve_app.contracts.runs import UploadInfo
+from serve_app.contracts.runs import UploadInfo, ViewUpload
+from serve_app.contracts.views import ViewName, in_view_order
 from serve_app.errors import ArtifactNotFoundError
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -60,20 +62,40 @@ class ArtifactStore:
     # -- uploads -----------------------------------------------------------------------
 
     def put_upload(
-        self, job_id: str, data: bytes, media_type: str, owner: str | None = None
+        self,
+        job_id: str,
+        data: bytes,
+        media_type: str,
+        owner: str | None = None,
+        views: Mapping[ViewName, tuple[bytes, str]] | None = None,
     ) -> UploadInfo:
         """Store ``data`` by its hash and record it as ``job_id``'s upload (and its owner,
-        the API key id that uploaded it, if any).
+        the API key id that uploaded it, if any). ``views`` are photos from other views
+        (bytes and media type by view name), stored the same way and recorded with it.
         """
         check_job_id(job_id)
-        info = UploadInfo(sha256=sha256_hex(data), size_bytes=len(data), media_type=media_type)
-        path = self._upload_path(info.sha256)
+        stored = []
+        for view in in_view_order(list(views or {})):
+            view_data, view_type = (views or {})[view]
+            sha = self._put_upload_bytes(view_data)
+            stored.append(ViewUpload(view, sha, len(view_data), view_type))
+        info = UploadInfo(
+            sha256=self._put_upload_bytes(data),
+            size_bytes=len(data),
+            media_type=media_type,
+            views=tuple(stored),
+        )
+        self._write_manifest(job_id, info, owner)
+        return info
+
+    def _put_upload_bytes(self, data: bytes) -> str:
+        sha = sha256_hex(data)
+        path = self._upload_path(sha)
         if path.is_file():
             _touch(path)  # in use again: retention's grace period starts anew
         else:
             _write_atomic(path, data)
-        self._write_manifest(job_id, info, owner)
-        return info
+        return sha
 
     def _write_manifest(self, job_id: str, info: UploadInfo, owner: str | None) -> None:
         manifest = {
@@ -82,17 +104,37 @@ class ArtifactStore:
             "media_type": info.media_type,
             "owner": owner,
         }
+        if info.views:
+            manifest["views"] = [
+                {
+                    "view": str(v.view),
+                    "sha256": v.sha256,
+                    "size_bytes": v.size_bytes,
+                    "media_type": v.media_type,
+                }
+                for v in info.views
+            ]
         _write_atomic(self._job_dir(job_id) / "upload.json", json.dumps(manifest).encode())
 
     def job_upload(self, job_id: str) -> UploadInfo | None:
-        """The upload recorded for ``job_id``, or None if there is none."""
+        """The upload recorded for ``job_id`` (with its views), or None if there is none."""
         manifest = self._manifest(job_id)
         if manifest is None:
             return None
+        views = tuple(
+            ViewUpload(
+                view=ViewName(v["view"]),
+                sha256=_digest(v["sha256"]),
+                size_bytes=int(v["size_bytes"]),
+                media_type=str(v["media_type"]),
+            )
+            for v in manifest.get("views", ())
+        )
         return UploadInfo(
             sha256=_digest(manifest["sha256"]),
             size_bytes=int(manifest["size_bytes"]),
             media_type=str(manifest["media_type"]),
+            views=views,
         )
 
     def job_owner(self, job_id: str) -> str | None:

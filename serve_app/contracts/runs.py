@@ -6,15 +6,39 @@ from dataclasses import dataclass, field
 
 from serve_app.contracts.params import GenerationParams, OutputFormat
 from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.views import ViewName
+
+
+@dataclass(frozen=True)
+class ViewUpload:
+    """A stored photo of the subject from one more view (content-addressed like an upload)."""
+
+    view: ViewName
+    sha256: str
+    size_bytes: int
+    media_type: str
 
 
 @dataclass(frozen=True)
 class UploadInfo:
-    """A stored upload: its content hash and what was sniffed from its bytes."""
+    """A stored upload: its content hash and what was sniffed from its bytes.
+
+    ``views`` are the photos from other views uploaded with it (the upload is ``front``),
+    in ``VIEW_NAMES``' order; empty for a single photo or a picture made from a prompt.
+    """
 
     sha256: str
     size_bytes: int
     media_type: str
+    views: tuple[ViewUpload, ...] = ()
+
+    def view_names(self) -> list[ViewName]:
+        """Every view this upload carries, ``front`` first."""
+        return [ViewName.FRONT, *(v.view for v in self.views)]
+
+    def hashes(self) -> list[str]:
+        """The content hashes of every file of this upload: the photo's, then its views'."""
+        return [self.sha256, *(v.sha256 for v in self.views)]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -23,6 +24,7 @@ from serve_app.pipeline.types import (
     Mesh,
     ProgressCallback,
     TexturedMesh,
+    front_and_views,
     no_progress,
 )
 
@@ -51,13 +53,16 @@ class ModelBuilder:
 
     def build(
         self,
-        cutout: CutOut,
+        views: CutOut | Mapping[str, CutOut],
         params: GenerationParams,
         on_progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         timer: StageTimer | None = None,
     ) -> TexturedMesh:
-        """The canonical mesh; its ``meta`` says how it was made and whether it is closed."""
+        """The canonical mesh of the subject in ``views`` (one cut-out, the front, or
+        cut-outs by view name): the shape from the front, the texture from every view. Its
+        ``meta`` says how it was made and whether it is closed."""
+        cutout, views = front_and_views(views)
         cancel = cancel or CancelToken()
         timer = timer or StageTimer()
         params = params.resolved_for(self.generator.name)
@@ -67,7 +72,7 @@ class ModelBuilder:
         )
         cancel.raise_if_cancelled()
         textured = timer.run(
-            Stage.TEXTURE_SYNTHESIS, texture_mesh, cutout, mesh, params, on_progress, cancel
+            Stage.TEXTURE_SYNTHESIS, texture_mesh, views, mesh, params, on_progress, cancel
         )
         textured.vertices = fit_to_dimensions(textured.vertices, params.dimensions)
         textured.meta = {
@@ -75,6 +80,7 @@ class ModelBuilder:
             "generator_version": self.generator.version,
             "quality": params.quality,
             "watertight": is_watertight(mesh),
+            "views": ",".join(views),
         }
         cancel.raise_if_cancelled()
         return textured

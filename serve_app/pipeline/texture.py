@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
-from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback, TexturedMesh
+from serve_app.pipeline.types import (
+    CancelToken,
+    CutOut,
+    Mesh,
+    ProgressCallback,
+    TexturedMesh,
+    front_and_views,
+)
 
 #: Longest side of the base-colour texture per quality level (never above the photo's own).
 TEXTURE_SIDE = {
@@ -27,16 +36,18 @@ ROUGHNESS = 0.8
 
 
 def texture_mesh(
-    cutout: CutOut,
+    views: CutOut | Mapping[str, CutOut],
     mesh: Mesh,
     params: GenerationParams,
     on_progress: ProgressCallback,
     cancel: CancelToken,
 ) -> TexturedMesh:
-    """Planar projection of the cut-out along Z: the front shows the photo, the back its
-    mirror image. Pixels outside the subject take the colour of the nearest subject pixel,
-    so the rim never samples the removed background (and never black).
+    """Planar projection of the front cut-out along Z: the front shows the photo, the back
+    its mirror image; the other views are not used by this projection. Pixels outside the
+    subject take the colour of the nearest subject pixel, so the rim never samples the
+    removed background (and never black).
     """
+    cutout, _ = front_and_views(views)
     on_progress(Stage.TEXTURE_SYNTHESIS, 0.0)
     rows = np.flatnonzero(cutout.mask.any(axis=1))
     cols = np.flatnonzero(cutout.mask.any(axis=0))

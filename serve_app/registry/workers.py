@@ -149,8 +149,14 @@ class Workers:
     def keyed(self, ticket: JobTicket, version: str) -> JobTicket:
         """``ticket`` for ``version`` of its generator, with its canonical mesh's cache key."""
         request = ticket.request
+        upload = ticket.upload
         key = cache_key(
-            ticket.upload.sha256, request.params, self.background_model, request.generator, version
+            upload.sha256,
+            request.params,
+            self.background_model,
+            request.generator,
+            version,
+            views={str(v.view): v.sha256 for v in upload.views},
         )
         return replace(ticket, generator_version=version, artifact_key=key)
 

@@ -15,6 +15,7 @@ from serve_app.contracts.params import (
     OutputFormat,
 )
 from serve_app.contracts.variants import VARIANT_ID_PATTERN, VariantInfo
+from serve_app.contracts.views import ViewName
 
 JobId = Annotated[
     str,
@@ -51,12 +52,26 @@ class ReadinessResponse(BaseModel):
     checks: dict[str, CheckResult]
 
 
+class ViewInfo(BaseModel):
+    """One photo of a job's subject: which view it is and the stored file's hash."""
+
+    view: ViewName
+    sha256: str = Field(description="content hash of the stored photo")
+    size_bytes: int
+    media_type: str
+
+
 class UploadResponse(BaseModel):
     job_id: str
     status: JobStatus
     sha256: str = Field(description="content hash of the stored image")
     size_bytes: int
     media_type: str
+    views: list[ViewInfo] = Field(
+        default_factory=list,
+        description="every photo of the job, the front (the image) first, then the other "
+        "views uploaded with it",
+    )
 
 
 GENERATOR_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -194,6 +209,10 @@ class JobStatusResponse(BaseModel):
     format: OutputFormat | None
     quality: int | None
     generator: str | None = Field(default=None, description="the run's shape generator")
+    views: list[ViewInfo] = Field(
+        default_factory=list,
+        description="the job's photos by view (front first); empty until it has a picture",
+    )
     parameters: dict[str, int | float] = Field(
         default_factory=dict,
         description="the generator parameters the run uses, defaults filled in",

@@ -22,11 +22,13 @@ from serve_app.api.job_service import (
     run_request,
     submit_run,
     upload_photo,
+    view_fields,
 )
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OutputFormat
+from serve_app.contracts.views import EXTRA_VIEWS
 from serve_app.errors import JobConflictError
 from serve_app.meshtools.variants import thumbnail_order
 from serve_app.schemas.jobs import (
@@ -38,6 +40,10 @@ from serve_app.schemas.jobs import (
 )
 
 ImageUpload = Annotated[UploadFile, File(description="a PNG, JPEG or WebP photo")]
+ViewPhoto = Annotated[
+    UploadFile | None,
+    File(description="a PNG, JPEG or WebP photo of the same subject from this view"),
+]
 
 #: The errors the job routes may answer: most of them; cancel and logs; the thumbnail.
 JOB_ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 500, 503)
@@ -50,13 +56,33 @@ TAGS: list[str | Enum] = ["jobs"]
 
 @router.post("/api/upload-image", tags=TAGS, responses=JOB_ERRORS)
 async def upload_image(
-    image: ImageUpload, services: ServicesDep, viewer: ViewerDep
+    image: ImageUpload,
+    services: ServicesDep,
+    viewer: ViewerDep,
+    http: Request,
+    left: ViewPhoto = None,
+    back: ViewPhoto = None,
+    right: ViewPhoto = None,
+    top: ViewPhoto = None,
+    bottom: ViewPhoto = None,
 ) -> UploadResponse:
-    """Store a photo under a new job id; the job starts as ``uploaded``.
+    """Store a photo (``image``, the front view) under a new job id, with optional photos of
+    the same subject from other views (``left``, ``back``, ``right``, ``top``, ``bottom``;
+    see the camera convention); the job starts as ``uploaded``. Each photo passes the same
+    checks; an unknown field, a repeated one or a view that is not an image is refused
+    with its name.
 
     With API keys the job belongs to the caller's key: other keys never see it.
     """
-    job = await upload_photo(services, image, viewer.key_id)
+    form = await http.form()
+    names = [name for name, _ in form.multi_items()]
+    given = {"left": left, "back": back, "right": right, "top": top, "bottom": bottom}
+    views = {
+        view: photo
+        for view in view_fields(names, "image", EXTRA_VIEWS)
+        if (photo := given[view]) is not None
+    }
+    job = await upload_photo(services, image, viewer.key_id, views)
     upload = job.upload
     assert upload is not None, "an uploaded job has its photo"
     return UploadResponse(
@@ -65,6 +91,7 @@ async def upload_image(
         sha256=upload.sha256,
         size_bytes=upload.size_bytes,
         media_type=upload.media_type,
+        views=responses.view_list(upload),
     )
 
 
