@@ -38,7 +38,7 @@ class BackgroundRemoval:
 
         interval = self._config.registry.heartbeat_interval_s
         upload = ticket.upload
-        files = {"front": upload.sha256, **{str(v.view): v.sha256 for v in upload.views}}
+        files = upload.view_files()
         with RunReporter(self._registry, ticket, Stage.BACKGROUND_REMOVAL, interval) as reporter:
             start = time.perf_counter()
             limits = self._config.pipeline.limits

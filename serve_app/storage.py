@@ -29,7 +29,7 @@ from typing import Any
 
 from serve_app.contracts.jobs import check_job_id
 from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
-from serve_app.contracts.runs import UploadInfo, ViewUpload
+from serve_app.contracts.runs import MeshUpload, UploadInfo, ViewUpload
 from serve_app.contracts.views import ViewName, in_view_order
 from serve_app.errors import ArtifactNotFoundError
 
@@ -68,22 +68,30 @@ class ArtifactStore:
         media_type: str,
         owner: str | None = None,
         views: Mapping[ViewName, tuple[bytes, str]] | None = None,
+        view: ViewName = ViewName.FRONT,
+        mesh: tuple[bytes, str] | None = None,
     ) -> UploadInfo:
         """Store ``data`` by its hash and record it as ``job_id``'s upload (and its owner,
-        the API key id that uploaded it, if any). ``views`` are photos from other views
-        (bytes and media type by view name), stored the same way and recorded with it.
+        the API key id that uploaded it, if any). ``data`` is the photo from ``view``;
+        ``views`` are photos from other views (bytes and media type by view name), and
+        ``mesh`` a mesh file to texture (bytes and format), stored the same way and
+        recorded with it.
         """
         check_job_id(job_id)
         stored = []
-        for view in in_view_order(list(views or {})):
-            view_data, view_type = (views or {})[view]
+        for other in in_view_order(list(views or {})):
+            view_data, view_type = (views or {})[other]
             sha = self._put_upload_bytes(view_data)
-            stored.append(ViewUpload(view, sha, len(view_data), view_type))
+            stored.append(ViewUpload(other, sha, len(view_data), view_type))
         info = UploadInfo(
             sha256=self._put_upload_bytes(data),
             size_bytes=len(data),
             media_type=media_type,
             views=tuple(stored),
+            view=view,
+            mesh=MeshUpload(self._put_upload_bytes(mesh[0]), len(mesh[0]), mesh[1])
+            if mesh
+            else None,
         )
         self._write_manifest(job_id, info, owner)
         return info
@@ -104,6 +112,14 @@ class ArtifactStore:
             "media_type": info.media_type,
             "owner": owner,
         }
+        if info.view != ViewName.FRONT:
+            manifest["view"] = str(info.view)
+        if info.mesh is not None:
+            manifest["mesh"] = {
+                "sha256": info.mesh.sha256,
+                "size_bytes": info.mesh.size_bytes,
+                "format": info.mesh.format,
+            }
         if info.views:
             manifest["views"] = [
                 {
@@ -130,11 +146,16 @@ class ArtifactStore:
             )
             for v in manifest.get("views", ())
         )
+        mesh = manifest.get("mesh")
         return UploadInfo(
             sha256=_digest(manifest["sha256"]),
             size_bytes=int(manifest["size_bytes"]),
             media_type=str(manifest["media_type"]),
             views=views,
+            view=ViewName(manifest.get("view", "front")),
+            mesh=MeshUpload(_digest(mesh["sha256"]), int(mesh["size_bytes"]), str(mesh["format"]))
+            if mesh
+            else None,
         )
 
     def job_owner(self, job_id: str) -> str | None:

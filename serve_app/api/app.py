@@ -7,7 +7,16 @@ from fastapi import FastAPI
 import serve_app
 from serve_app.api.deps import Services
 from serve_app.api.errors import install_error_handlers
-from serve_app.api.routers import batches, health, jobs, meshtools, streams, text, variants
+from serve_app.api.routers import (
+    batches,
+    health,
+    jobs,
+    meshtools,
+    streams,
+    text,
+    texturing,
+    variants,
+)
 from serve_app.api.security import UPLOAD_PATH, install_security
 from serve_app.contracts.views import MAX_VIEWS
 from serve_app.schemas.tools import MAX_BATCH
@@ -35,9 +44,11 @@ def create_api(services: Services) -> FastAPI:
             meshtools.ANALYZE_PATH: services.config.mesh_tools.max_upload_bytes,
             batches.BATCH_PATH: MAX_BATCH * services.config.pipeline.limits.max_upload_bytes,
             UPLOAD_PATH: MAX_VIEWS * services.config.pipeline.limits.max_upload_bytes,
+            texturing.TEXTURE_PATH: services.config.mesh_tools.max_upload_bytes
+            + MAX_VIEWS * services.config.pipeline.limits.max_upload_bytes,
         },
     )
-    for resource in (health, jobs, streams, text, meshtools, variants, batches):
+    for resource in (health, jobs, streams, text, meshtools, variants, batches, texturing):
         app.include_router(resource.router)
     install_web(app)
     return app

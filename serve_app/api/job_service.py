@@ -81,10 +81,12 @@ async def read_photo(
     return data, MEDIA_TYPES[kind]
 
 
-def view_fields(names: list[str], front: str, allowed: tuple[ViewName, ...]) -> list[ViewName]:
-    """The views named by a multipart body's fields ``names``: ``front`` is the front photo,
-    the others must be distinct views of ``allowed``; 422 naming an unknown field, a repeated
-    one or one past the sixth view."""
+def view_fields(
+    names: list[str], front: str | None, allowed: tuple[ViewName, ...]
+) -> list[ViewName]:
+    """The views named by a multipart body's fields ``names``: ``front`` (if given) is the
+    field of the front photo, the others must be distinct views of ``allowed``; 422 naming
+    an unknown field, a repeated one or one past the sixth view."""
     seen: set[str] = set()
     for name in names:
         if name in seen:

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OUTPUT_FORMATS
 from serve_app.contracts.runs import UploadInfo
-from serve_app.contracts.views import ViewName
 from serve_app.pipeline.text_params import prompt_sha256
 from serve_app.registry.feeds import JobLog
 from serve_app.registry.jobs import JobSnapshot
@@ -65,11 +64,11 @@ def job_status(job: JobSnapshot) -> JobStatusResponse:
 
 
 def view_list(upload: UploadInfo | None) -> list[ViewInfo]:
-    """Every photo of a job by view, the front first (none before it has a picture)."""
+    """Every photo of a job by view, the photo's first (none before it has a picture)."""
     if upload is None:
         return []
     front = ViewInfo(
-        view=ViewName.FRONT,
+        view=upload.view,
         sha256=upload.sha256,
         size_bytes=upload.size_bytes,
         media_type=upload.media_type,

@@ -16,7 +16,6 @@ from serve_app.pipeline.types import (
     Mesh,
     ProgressCallback,
     TexturedMesh,
-    front_and_views,
 )
 
 #: Longest side of the base-colour texture per quality level (never above the photo's own).
@@ -43,11 +42,15 @@ def texture_mesh(
     cancel: CancelToken,
 ) -> TexturedMesh:
     """Planar projection of the front cut-out along Z: the front shows the photo, the back
-    its mirror image; the other views are not used by this projection. Pixels outside the
-    subject take the colour of the nearest subject pixel, so the rim never samples the
-    removed background (and never black).
+    its mirror image; the other views are not used by this projection (without a front,
+    the first view given is projected). Pixels outside the subject take the colour of the
+    nearest subject pixel, so the rim never samples the removed background (and never
+    black).
     """
-    cutout, _ = front_and_views(views)
+    if isinstance(views, CutOut):
+        cutout = views
+    else:
+        cutout = views["front"] if "front" in views else next(iter(views.values()))
     on_progress(Stage.TEXTURE_SYNTHESIS, 0.0)
     rows = np.flatnonzero(cutout.mask.any(axis=1))
     cols = np.flatnonzero(cutout.mask.any(axis=0))

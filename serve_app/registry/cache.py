@@ -27,9 +27,11 @@ def cache_key(
     generator: str,
     generator_version: str,
     views: Mapping[str, str] | None = None,
+    mesh: str | None = None,
 ) -> str:
     """The sha256 hex key of one generation's canonical mesh; ``views`` are the hashes of
-    the other views' photos by view name (none: the key of a single photo, as before)."""
+    the other views' photos by view name, ``mesh`` the hash of a mesh file to texture
+    (none: the key of a single photo, as before)."""
     recipe: dict[str, object] = {
         "schema": CACHE_SCHEMA,
         "image": upload_sha256,
@@ -40,5 +42,7 @@ def cache_key(
     }
     if views:
         recipe["views"] = dict(views)
+    if mesh:
+        recipe["mesh"] = mesh
     blob = json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

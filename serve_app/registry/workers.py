@@ -150,13 +150,17 @@ class Workers:
         """``ticket`` for ``version`` of its generator, with its canonical mesh's cache key."""
         request = ticket.request
         upload = ticket.upload
+        views = {str(v.view): v.sha256 for v in upload.views}
+        if upload.view != "front":  # a mesh to texture photographed without a front
+            views[str(upload.view)] = upload.sha256
         key = cache_key(
             upload.sha256,
             request.params,
             self.background_model,
             request.generator,
             version,
-            views={str(v.view): v.sha256 for v in upload.views},
+            views=views,
+            mesh=upload.mesh.sha256 if upload.mesh else None,
         )
         return replace(ticket, generator_version=version, artifact_key=key)
 

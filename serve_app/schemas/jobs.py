@@ -103,6 +103,15 @@ class GenerateOptions(GenerationParams):
         )
 
 
+class TextureMeshParams(BaseModel):
+    """The ``params`` part of ``POST /api/texture-mesh``: how the textured model is made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: OutputFormat = "glb"
+    quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine texture)")
+
+
 class GenerateRequest(GenerateOptions):
     """``POST /api/generate-3d``: which uploaded job to run, and how."""
 

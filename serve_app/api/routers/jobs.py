@@ -26,6 +26,7 @@ from serve_app.api.job_service import (
 )
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
+from serve_app.api.texture_service import texture_request
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OutputFormat
 from serve_app.contracts.views import EXTRA_VIEWS
@@ -36,6 +37,7 @@ from serve_app.schemas.jobs import (
     JobListResponse,
     JobLogResponse,
     JobStatusResponse,
+    TextureMeshParams,
     UploadResponse,
 )
 
@@ -101,9 +103,14 @@ async def generate_3d(
 ) -> JobStatusResponse:
     """Start a run of an uploaded job: 202 at once, 404 unknown id (or another key's job),
     409 already active, 503 when the service's queue is full, 429 when the client has its
-    share of it.
+    share of it. A job of ``texture-mesh`` textures its mesh again, at this quality and
+    format (the generator options do not apply).
     """
-    run = run_request(body, services.config.pipeline)
+    job = await services.jobs.get(body.job_id, viewer)
+    if job.upload is not None and job.upload.mesh is not None:  # a mesh to texture again
+        run = texture_request(TextureMeshParams(format=body.format, quality=body.quality))
+    else:
+        run = run_request(body, services.config.pipeline)
     client = getattr(http.state, "client_id", None)
     job = await submit_run(services, viewer, body.job_id, run, client)
     return responses.job_status(job)
