@@ -114,8 +114,8 @@ class ShapeTexture:
         timer: StageTimer,
     ) -> TexturedMesh:
         """The job's uploaded mesh, read (the shape stage) and textured from its views."""
-        from serve_app.work.given_mesh import read_given_mesh, texture_given_mesh
         from serve_app.pipeline.runner import is_watertight
+        from serve_app.work.given_mesh import read_given_mesh, texture_given_mesh
 
         upload = ticket.upload
         if upload.mesh is None:
