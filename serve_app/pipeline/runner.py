@@ -10,7 +10,7 @@ from PIL import Image
 
 from serve_app.contracts.params import GenerationParams, OutputFormat
 from serve_app.contracts.stages import Stage
-from serve_app.pipeline.background import BackgroundRemover, RembgRemover
+from serve_app.pipeline.background import BackgroundRemover, RembgRemover, remove_views
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.generators import load_generator
@@ -141,15 +141,21 @@ class Pipeline:
         fmt: OutputFormat = "glb",
         on_progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
+        views: Mapping[str, bytes | Image.Image] | None = None,
     ) -> PipelineResult:
+        """The model of the subject in ``image`` (the front), textured from ``views`` too
+        (photos from other views by name) when given."""
         params = params or GenerationParams()
         cancel = cancel or CancelToken()
         timer = StageTimer()
-        if isinstance(image, bytes):
-            image = timer.run(Stage.BACKGROUND_REMOVAL, decode_image, image, self.limits)
-        cutout = timer.run(
-            Stage.BACKGROUND_REMOVAL, self.remover.remove, image, on_progress, cancel
+        images = {}
+        for view, photo in {"front": image, **(views or {})}.items():
+            if isinstance(photo, bytes):
+                photo = timer.run(Stage.BACKGROUND_REMOVAL, decode_image, photo, self.limits)
+            images[view] = photo
+        cutouts = timer.run(
+            Stage.BACKGROUND_REMOVAL, remove_views, self.remover, images, on_progress, cancel
         )
-        mesh = self.builder.build(cutout, params, on_progress, cancel, timer)
+        mesh = self.builder.build(cutouts, params, on_progress, cancel, timer)
         data = timer.run(Stage.EXPORT, export_stage, mesh, fmt, on_progress, cancel)
         return PipelineResult(mesh=mesh, data=data, timings=timer.seconds)

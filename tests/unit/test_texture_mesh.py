@@ -128,9 +128,7 @@ def test_a_bad_texture_mesh_request_is_refused_naming_what_is_wrong(
 
 
 def test_a_texture_mesh_job_is_queued_with_its_views(service: InProcessService) -> None:
-    answer = post(
-        service, [("mesh", stl()), ("left", small("coffee")), ("back", small("rocket"))]
-    )
+    answer = post(service, [("mesh", stl()), ("left", small("coffee")), ("back", small("rocket"))])
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert body["generator"] == "given_mesh"
