@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         "with one IMAGE (the front); repeatable",
     )
     hy = gen.add_argument_group("hunyuan3d")
-    hy.add_argument("--model-path", type=Path, help="Hunyuan3D-2 model directory")
+    hy.add_argument(
+        "--model-path", type=Path, help="Hunyuan3D-2 (or, for hunyuan3d_mv, 2mv) model directory"
+    )
     hy.add_argument("--dtype", choices=["auto", "float16", "float32", "bfloat16"], default="auto")
     tuning = gen.add_argument_group("generator parameters (defaults from --quality)")
     add_model_flags(tuning, GenerationParams, only=TUNABLE_PARAMETERS)
@@ -80,11 +82,13 @@ def _fail(message: str) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
-    if args.generator == GeneratorName.HUNYUAN3D and args.model_path is None:
-        return _fail("--generator hunyuan3d needs --model-path DIR (config.yaml + weights)")
+    hunyuan = (GeneratorName.HUNYUAN3D, GeneratorName.HUNYUAN3D_MV)
+    if args.generator in hunyuan and args.model_path is None:
+        return _fail(f"--generator {args.generator} needs --model-path DIR (config.yaml + weights)")
     generators: dict[str, object] = {}
     if args.model_path is not None:
-        generators[GeneratorName.HUNYUAN3D.value] = {
+        which = args.generator if args.generator in hunyuan else GeneratorName.HUNYUAN3D
+        generators[str(which)] = {
             "model_path": args.model_path,
             "device": args.device,
             "dtype": args.dtype,

@@ -92,8 +92,27 @@ TINY_CONFIG: dict[str, Any] = {
 WEIGHTS = "model.fp16.safetensors"
 
 
-def build_tiny_hunyuan3d(directory: Path, seed: int = 0, level_offset: float = 0.0) -> Path:
-    """Write a tiny random Hunyuan3D-2 (config.yaml + model.fp16.safetensors) to ``directory``.
+def tiny_mv_config() -> dict[str, Any]:
+    """The tiny model's config as Hunyuan3D-2mv's: the DINOv2 encoder with a view embedding
+    for four views (``DinoImageEncoderMV``) and the multi-view image processor."""
+    import copy
+
+    config = copy.deepcopy(TINY_CONFIG)
+    encoder = config["conditioner"]["params"]["main_image_encoder"]
+    encoder["type"] = "DinoImageEncoderMV"
+    encoder["kwargs"]["view_num"] = 4
+    config["image_processor"] = {
+        "target": "hy3dgen.shapegen.preprocessors.MVImageProcessorV2",
+        "params": {"size": 64, "border_ratio": 0.15},
+    }
+    return config
+
+
+def build_tiny_hunyuan3d(
+    directory: Path, seed: int = 0, level_offset: float = 0.0, multi_view: bool = False
+) -> Path:
+    """Write a tiny random Hunyuan3D-2 (config.yaml + model.fp16.safetensors) to ``directory``;
+    with ``multi_view``, a tiny Hunyuan3D-2mv (``tiny_mv_config``).
 
     ``level_offset`` is added to the decoded field: a large one moves the whole field off
     level 0, so the model finds no surface at all.
@@ -108,7 +127,7 @@ def build_tiny_hunyuan3d(directory: Path, seed: int = 0, level_offset: float = 0
     from hy3dgen.shapegen.models import Hunyuan3DDiT, ShapeVAE, SingleImageEncoder
 
     torch.manual_seed(seed)
-    params = TINY_CONFIG
+    params = tiny_mv_config() if multi_view else TINY_CONFIG
     model = Hunyuan3DDiT(**params["model"]["params"])
     vae = ShapeVAE(**params["vae"]["params"])
     conditioner = SingleImageEncoder(**params["conditioner"]["params"])

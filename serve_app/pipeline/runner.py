@@ -14,7 +14,7 @@ from serve_app.pipeline.background import BackgroundRemover, RembgRemover, remov
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.generators import load_generator
-from serve_app.pipeline.generators.base import ShapeGenerator
+from serve_app.pipeline.generators.base import MultiViewGenerator, ShapeGenerator
 from serve_app.pipeline.images import decode_image
 from serve_app.pipeline.scale import fit_to_dimensions
 from serve_app.pipeline.texture import texture_mesh
@@ -67,9 +67,15 @@ class ModelBuilder:
         timer = timer or StageTimer()
         params = params.resolved_for(self.generator.name)
         cancel.raise_if_cancelled()
-        mesh = timer.run(
-            Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel
-        )
+        generator = self.generator
+        if isinstance(generator, MultiViewGenerator) and len(views) > 1:
+            mesh = timer.run(
+                Stage.SHAPE_GENERATION, generator.generate_views, views, params, on_progress, cancel
+            )
+        else:
+            mesh = timer.run(
+                Stage.SHAPE_GENERATION, generator.generate, cutout, params, on_progress, cancel
+            )
         cancel.raise_if_cancelled()
         textured = timer.run(
             Stage.TEXTURE_SYNTHESIS, texture_mesh, views, mesh, params, on_progress, cancel

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 from serve_app.contracts.params import GenerationParams
 from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback
@@ -23,6 +24,20 @@ class ShapeGenerator(Protocol):
     def generate(
         self,
         cutout: CutOut,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> Mesh: ...
+
+
+@runtime_checkable
+class MultiViewGenerator(ShapeGenerator, Protocol):
+    """A shape generator that also takes the subject's other views (cut-outs by view name,
+    ``front`` among them); ``generate`` alone is the front-only case."""
+
+    def generate_views(
+        self,
+        views: Mapping[str, CutOut],
         params: GenerationParams,
         on_progress: ProgressCallback,
         cancel: CancelToken,

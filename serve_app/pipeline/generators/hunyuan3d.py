@@ -266,7 +266,7 @@ class Hunyuan3DGenerator:
         assert p.num_chunks is not None and p.face_count is not None and p.seed is not None
         on_progress(S.SHAPE_GENERATION, 0.0)
         cancel.raise_if_cancelled()
-        image = Image.fromarray(np.ascontiguousarray(cutout.rgba), "RGBA")
+        image = self._pipeline_image(cutout)
         steps = p.steps
 
         def after_step(step: int, timestep: Any, outputs: Any) -> None:
@@ -326,6 +326,10 @@ class Hunyuan3DGenerator:
             raise NoSurfaceError("the shape model's surface vanished in clean-up")
         on_progress(S.SHAPE_GENERATION, 1.0)
         return Mesh(vertices=place_over_subject(vertices, cutout), faces=faces)
+
+    def _pipeline_image(self, cutout: CutOut) -> Any:
+        """What hy3dgen's pipeline is given as ``image``: the cut-out as an RGBA picture."""
+        return Image.fromarray(np.ascontiguousarray(cutout.rgba), "RGBA")
 
     def _release(self) -> None:
         """Give back the memory of a run (or a load): host garbage, then CUDA's cache."""
