@@ -106,11 +106,10 @@ async def generate_3d(
     share of it. A job of ``texture-mesh`` textures its mesh again, at this quality and
     format (the generator options do not apply).
     """
+    run = run_request(body, services.config.pipeline)  # a bad request never reaches a job
     job = await services.jobs.get(body.job_id, viewer)
     if job.upload is not None and job.upload.mesh is not None:  # a mesh to texture again
         run = texture_request(TextureMeshParams(format=body.format, quality=body.quality))
-    else:
-        run = run_request(body, services.config.pipeline)
     client = getattr(http.state, "client_id", None)
     job = await submit_run(services, viewer, body.job_id, run, client)
     return responses.job_status(job)
