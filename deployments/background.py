@@ -1,4 +1,4 @@
-"""BackgroundRemoval: the CPU replica set that cuts a job's subject out of its photo."""
+"""BackgroundRemoval: the CPU replica set that cuts a job's subject out of its photos."""
 
 from __future__ import annotations
 
@@ -30,19 +30,26 @@ class BackgroundRemoval:
         self._registry = find_registry(config)
         self._timings: ReplicaStageTimings = ReplicaStageTimings(config.pipeline.generator)
 
-    def remove(self, ticket: JobTicket) -> CutOut:
-        """The cut-out of ``ticket``'s image; passed on to ShapeTexture by reference."""
+    def remove(self, ticket: JobTicket) -> dict[str, CutOut]:
+        """The cut-outs of ``ticket``'s photo and of its other views, by view name (one
+        batch); passed on to ShapeTexture by reference, never through the registry."""
+        from serve_app.pipeline.background import remove_views
         from serve_app.pipeline.images import decode_image
 
         interval = self._config.registry.heartbeat_interval_s
+        upload = ticket.upload
+        files = upload.view_files()
         with RunReporter(self._registry, ticket, Stage.BACKGROUND_REMOVAL, interval) as reporter:
             start = time.perf_counter()
-            data = self._store.read_upload(ticket.upload.sha256)
-            image = decode_image(data, self._config.pipeline.limits)
+            limits = self._config.pipeline.limits
+            images = {
+                view: decode_image(self._store.read_upload(sha), limits)
+                for view, sha in files.items()
+            }
             reporter.cancel.raise_if_cancelled()
-            cutout = self._remover.remove(image, reporter.on_progress, reporter.cancel)
+            cutouts = remove_views(self._remover, images, reporter.on_progress, reporter.cancel)
         self._timings.record({Stage.BACKGROUND_REMOVAL.value: time.perf_counter() - start})
-        return cutout
+        return cutouts
 
     def check_health(self) -> None:
         self._store.check_writable()

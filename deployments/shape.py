@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from deployments.worker import RunReporter, lower_priority
 from serve_app.config import AppConfig
-from serve_app.contracts.runs import JobTicket, RunResult
+from serve_app.contracts.runs import GIVEN_MESH, GIVEN_MESH_VERSION, JobTicket, RunResult
 from serve_app.contracts.stages import Stage
-from serve_app.errors import GeneratorVersionChangedError, ModelUnavailableError, OrfeasError
+from serve_app.errors import (
+    GeneratorVersionChangedError,
+    InvalidInputError,
+    ModelUnavailableError,
+    OrfeasError,
+)
 from serve_app.metrics import ReplicaStageTimings
-from serve_app.pipeline.types import CutOut
+from serve_app.pipeline.types import CutOut, TexturedMesh
 from serve_app.registry.client import find_registry
 from serve_app.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    from serve_app.pipeline.runner import ModelBuilder
+    from serve_app.pipeline.runner import ModelBuilder, StageTimer
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +62,29 @@ class ShapeTexture:
         self._report_generators()
         self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
-    def build(self, ticket: JobTicket, cutout: CutOut) -> RunResult:
+    def build(self, ticket: JobTicket, cutout: CutOut | Mapping[str, CutOut]) -> RunResult:
+        """The run's canonical mesh from the cut-out of its photo, or the cut-outs of its
+        views by name (the front among them), stored under the ticket's key and exported.
+        A run of ``GIVEN_MESH`` textures the job's uploaded mesh instead of making one."""
         from serve_app.pipeline.runner import StageTimer, export_stage
 
         request = ticket.request
-        builder = self._builder(request.generator)
-        generator = builder.generator
-        key = self._checked_key(ticket, generator.version)
+        given = request.generator == GIVEN_MESH
+        name, version = (
+            (GIVEN_MESH, GIVEN_MESH_VERSION)
+            if given
+            else (request.generator, self._builder(request.generator).generator.version)
+        )
+        key = self._checked_key(ticket, version)
         params = request.params  # resolved at admission
         timer = StageTimer()
         interval = self._config.registry.heartbeat_interval_s
         with RunReporter(self._registry, ticket, Stage.SHAPE_GENERATION, interval) as reporter:
-            mesh = builder.build(cutout, params, reporter.on_progress, reporter.cancel, timer)
+            if given:
+                mesh = self._texture_given(ticket, cutout, reporter, timer)
+            else:
+                builder = self._builder(name)
+                mesh = builder.build(cutout, params, reporter.on_progress, reporter.cancel, timer)
             reporter.on_progress(Stage.EXPORT, 0.0)  # storing the model is part of export
             self._store.put_mesh(key, mesh.to_bytes())
             data = timer.run(
@@ -79,18 +96,60 @@ class ShapeTexture:
                 reporter.cancel,
             )
             self._store.put_export(key, request.format, data)
-        self._timings[generator.name].record(timer.seconds)
+        self._timings.setdefault(name, ReplicaStageTimings(name)).record(timer.seconds)
         return RunResult(
             artifact_key=key,
             formats=(request.format,),
-            generator=generator.name,
-            generator_version=generator.version,
+            generator=name,
+            generator_version=version,
             timings=timer.seconds,
             watertight=bool(mesh.meta.get("watertight")),
         )
 
+    def _texture_given(
+        self,
+        ticket: JobTicket,
+        cutout: CutOut | Mapping[str, CutOut],
+        reporter: RunReporter,
+        timer: StageTimer,
+    ) -> TexturedMesh:
+        """The job's uploaded mesh, read (the shape stage) and textured from its views."""
+        from serve_app.pipeline.runner import is_watertight
+        from serve_app.work.given_mesh import read_given_mesh, texture_given_mesh
+
+        upload = ticket.upload
+        if upload.mesh is None:
+            raise InvalidInputError(f"job {ticket.job_id} has no mesh to texture")
+        data = self._store.read_upload(upload.mesh.sha256)
+        limits = self._config.mesh_tools
+        mesh = timer.run(
+            Stage.SHAPE_GENERATION, read_given_mesh, data, limits, reporter.on_progress
+        )
+        views = {"front": cutout} if isinstance(cutout, CutOut) else dict(cutout)
+        params = ticket.request.params
+        reporter.cancel.raise_if_cancelled()
+        textured = timer.run(
+            Stage.TEXTURE_SYNTHESIS,
+            texture_given_mesh,
+            mesh,
+            views,
+            params,
+            reporter.on_progress,
+            reporter.cancel,
+        )
+        textured.meta = {
+            "generator": GIVEN_MESH,
+            "generator_version": GIVEN_MESH_VERSION,
+            "quality": params.quality,
+            "watertight": is_watertight(mesh),
+            "views": ",".join(views),
+        }
+        return textured
+
     def generator_version(self, name: str) -> str:
         """The version of generator ``name`` here (what the registry keys its runs for)."""
+        if name == GIVEN_MESH:
+            return GIVEN_MESH_VERSION
         return self._builder(name).generator.version
 
     @staticmethod

@@ -18,7 +18,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from serve_app.commands import COMMANDS, add_commands, run_command
+from serve_app.commands.common import UsageError
 from serve_app.commands.flags import add_model_flags, model_values
+from serve_app.commands.remote import view_paths
 from serve_app.contracts.params import (
     OUTPUT_FORMATS,
     TUNABLE_PARAMETERS,
@@ -26,6 +28,7 @@ from serve_app.contracts.params import (
     GenerationParams,
     GeneratorName,
 )
+from serve_app.contracts.views import EXTRA_VIEWS
 from serve_app.errors import OrfeasError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.generators.catalog import SPECS, resolve_params
@@ -49,8 +52,19 @@ def _parser() -> argparse.ArgumentParser:
         "--generator", choices=[name.value for name in SPECS], default=GeneratorName.INFLATE
     )
     gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    gen.add_argument(
+        "--view",
+        action="append",
+        default=[],
+        metavar="VIEW=PATH",
+        dest="views",
+        help="a photo of the subject from another view (left, back, right, top, bottom), "
+        "with one IMAGE (the front); repeatable",
+    )
     hy = gen.add_argument_group("hunyuan3d")
-    hy.add_argument("--model-path", type=Path, help="Hunyuan3D-2 model directory")
+    hy.add_argument(
+        "--model-path", type=Path, help="Hunyuan3D-2 (or, for hunyuan3d_mv, 2mv) model directory"
+    )
     hy.add_argument("--dtype", choices=["auto", "float16", "float32", "bfloat16"], default="auto")
     tuning = gen.add_argument_group("generator parameters (defaults from --quality)")
     add_model_flags(tuning, GenerationParams, only=TUNABLE_PARAMETERS)
@@ -68,11 +82,13 @@ def _fail(message: str) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
-    if args.generator == GeneratorName.HUNYUAN3D and args.model_path is None:
-        return _fail("--generator hunyuan3d needs --model-path DIR (config.yaml + weights)")
+    hunyuan = (GeneratorName.HUNYUAN3D, GeneratorName.HUNYUAN3D_MV)
+    if args.generator in hunyuan and args.model_path is None:
+        return _fail(f"--generator {args.generator} needs --model-path DIR (config.yaml + weights)")
     generators: dict[str, object] = {}
     if args.model_path is not None:
-        generators[GeneratorName.HUNYUAN3D.value] = {
+        which = args.generator if args.generator in hunyuan else GeneratorName.HUNYUAN3D
+        generators[str(which)] = {
             "model_path": args.model_path,
             "device": args.device,
             "dtype": args.dtype,
@@ -99,6 +115,14 @@ def generate(args: argparse.Namespace) -> int:
     except OrfeasError as exc:
         return _fail(exc.message)
 
+    try:
+        view_files = view_paths(args.views, EXTRA_VIEWS)
+    except UsageError as exc:
+        return _fail(str(exc))
+    if view_files and len(args.images) > 1:
+        return _fail("--view goes with one IMAGE (the front view), not several")
+    views = {view: path.read_bytes() for view, path in view_files.items()}
+
     from serve_app.pipeline.runner import Pipeline
 
     try:
@@ -117,7 +141,7 @@ def generate(args: argparse.Namespace) -> int:
             continue
         start = time.perf_counter()
         try:
-            result = pipeline.run(data, params, args.format)
+            result = pipeline.run(data, params, args.format, views=views)
         except OrfeasError as exc:
             print(f"error: {path}: {exc.message}", file=sys.stderr)
             failures += 1

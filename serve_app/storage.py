@@ -2,8 +2,8 @@
 
 Layout (every name is a validated job id or a hex digest, never a client's filename)::
 
-    uploads/<sha256[:2]>/<sha256>        image bytes, content-addressed
-    jobs/<job_id>/upload.json            which upload a job refers to
+    uploads/<sha256[:2]>/<sha256>        image bytes (photos and their views), content-addressed
+    jobs/<job_id>/upload.json            which upload (and views) a job refers to
     meshes/<key[:2]>/<key>.npz           canonical meshes, by generation cache key
     exports/<key[:2]>/<key>.<format>     formats derived from a canonical mesh, made once
     previews/<key[:2]>/<key>.<view>.png  a canonical mesh rendered from one view (32 hex)
@@ -28,12 +28,14 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from serve_app.contracts.jobs import check_job_id
 from serve_app.contracts.params import OUTPUT_FORMATS, OutputFormat
-from serve_app.contracts.runs import UploadInfo
+from serve_app.contracts.runs import MeshUpload, UploadInfo, ViewUpload
+from serve_app.contracts.views import ViewName, in_view_order
 from serve_app.errors import ArtifactNotFoundError, StorageFullError
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -67,20 +69,48 @@ class ArtifactStore:
     # -- uploads -----------------------------------------------------------------------
 
     def put_upload(
-        self, job_id: str, data: bytes, media_type: str, owner: str | None = None
+        self,
+        job_id: str,
+        data: bytes,
+        media_type: str,
+        owner: str | None = None,
+        views: Mapping[ViewName, tuple[bytes, str]] | None = None,
+        view: ViewName = ViewName.FRONT,
+        mesh: tuple[bytes, str] | None = None,
     ) -> UploadInfo:
         """Store ``data`` by its hash and record it as ``job_id``'s upload (and its owner,
-        the API key id that uploaded it, if any).
+        the API key id that uploaded it, if any). ``data`` is the photo from ``view``;
+        ``views`` are photos from other views (bytes and media type by view name), and
+        ``mesh`` a mesh file to texture (bytes and format), stored the same way and
+        recorded with it.
         """
         check_job_id(job_id)
-        info = UploadInfo(sha256=sha256_hex(data), size_bytes=len(data), media_type=media_type)
-        path = self._upload_path(info.sha256)
+        stored = []
+        for other in in_view_order(list(views or {})):
+            view_data, view_type = (views or {})[other]
+            sha = self._put_upload_bytes(view_data)
+            stored.append(ViewUpload(other, sha, len(view_data), view_type))
+        info = UploadInfo(
+            sha256=self._put_upload_bytes(data),
+            size_bytes=len(data),
+            media_type=media_type,
+            views=tuple(stored),
+            view=view,
+            mesh=MeshUpload(self._put_upload_bytes(mesh[0]), len(mesh[0]), mesh[1])
+            if mesh
+            else None,
+        )
+        self._write_manifest(job_id, info, owner)
+        return info
+
+    def _put_upload_bytes(self, data: bytes) -> str:
+        sha = sha256_hex(data)
+        path = self._upload_path(sha)
         if path.is_file():
             _touch(path)  # in use again: retention's grace period starts anew
         else:
             _write_atomic(path, data)
-        self._write_manifest(job_id, info, owner)
-        return info
+        return sha
 
     def _write_manifest(self, job_id: str, info: UploadInfo, owner: str | None) -> None:
         manifest = {
@@ -89,17 +119,50 @@ class ArtifactStore:
             "media_type": info.media_type,
             "owner": owner,
         }
+        if info.view != ViewName.FRONT:
+            manifest["view"] = str(info.view)
+        if info.mesh is not None:
+            manifest["mesh"] = {
+                "sha256": info.mesh.sha256,
+                "size_bytes": info.mesh.size_bytes,
+                "format": info.mesh.format,
+            }
+        if info.views:
+            manifest["views"] = [
+                {
+                    "view": str(v.view),
+                    "sha256": v.sha256,
+                    "size_bytes": v.size_bytes,
+                    "media_type": v.media_type,
+                }
+                for v in info.views
+            ]
         _write_atomic(self._job_dir(job_id) / "upload.json", json.dumps(manifest).encode())
 
     def job_upload(self, job_id: str) -> UploadInfo | None:
-        """The upload recorded for ``job_id``, or None if there is none."""
+        """The upload recorded for ``job_id`` (with its views), or None if there is none."""
         manifest = self._manifest(job_id)
         if manifest is None:
             return None
+        views = tuple(
+            ViewUpload(
+                view=ViewName(v["view"]),
+                sha256=_digest(v["sha256"]),
+                size_bytes=int(v["size_bytes"]),
+                media_type=str(v["media_type"]),
+            )
+            for v in manifest.get("views", ())
+        )
+        mesh = manifest.get("mesh")
         return UploadInfo(
             sha256=_digest(manifest["sha256"]),
             size_bytes=int(manifest["size_bytes"]),
             media_type=str(manifest["media_type"]),
+            views=views,
+            view=ViewName(manifest.get("view", "front")),
+            mesh=MeshUpload(_digest(mesh["sha256"]), int(mesh["size_bytes"]), str(mesh["format"]))
+            if mesh
+            else None,
         )
 
     def job_owner(self, job_id: str) -> str | None:

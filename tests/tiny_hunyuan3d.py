@@ -115,14 +115,32 @@ def tiny_config(variant: str = "standard") -> dict[str, Any]:
     return config
 
 
+def tiny_mv_config() -> dict[str, Any]:
+    """The tiny model's config as Hunyuan3D-2mv's: the DINOv2 encoder with a view embedding
+    for four views (``DinoImageEncoderMV``) and the multi-view image processor."""
+    import copy
+
+    config = copy.deepcopy(TINY_CONFIG)
+    encoder = config["conditioner"]["params"]["main_image_encoder"]
+    encoder["type"] = "DinoImageEncoderMV"
+    encoder["kwargs"]["view_num"] = 4
+    config["image_processor"] = {
+        "target": "hy3dgen.shapegen.preprocessors.MVImageProcessorV2",
+        "params": {"size": 64, "border_ratio": 0.15},
+    }
+    return config
+
+
 def build_tiny_hunyuan3d(
     directory: Path,
     seed: int = 0,
     level_offset: float = 0.0,
     variant: str = "standard",
     focus: float = 1.0,
+    multi_view: bool = False,
 ) -> Path:
-    """Write a tiny random Hunyuan3D-2 (config.yaml + model.fp16.safetensors) to ``directory``.
+    """Write a tiny random Hunyuan3D-2 (config.yaml + model.fp16.safetensors) to ``directory``;
+    with ``multi_view``, a tiny Hunyuan3D-2mv (``tiny_mv_config``).
 
     ``level_offset`` is added to the decoded field: a large one moves the whole field off
     level 0, so the model finds no surface at all. ``focus`` multiplies the geometry
@@ -140,7 +158,7 @@ def build_tiny_hunyuan3d(
     from hy3dgen.shapegen.models import Hunyuan3DDiT, ShapeVAE, SingleImageEncoder
 
     torch.manual_seed(seed)
-    params = tiny_config(variant)
+    params = tiny_mv_config() if multi_view else tiny_config(variant)
     model = Hunyuan3DDiT(**params["model"]["params"])
     vae = ShapeVAE(**params["vae"]["params"])
     conditioner = SingleImageEncoder(**params["conditioner"]["params"])

@@ -8,8 +8,18 @@ import serve_app
 from serve_app.api.deps import Services
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.openapi import install_openapi
-from serve_app.api.routers import batches, health, jobs, meshtools, streams, text, variants
-from serve_app.api.security import install_security
+from serve_app.api.routers import (
+    batches,
+    health,
+    jobs,
+    meshtools,
+    streams,
+    text,
+    texturing,
+    variants,
+)
+from serve_app.api.security import UPLOAD_PATH, install_security
+from serve_app.contracts.views import MAX_VIEWS
 from serve_app.schemas.tools import MAX_BATCH
 from serve_app.web import install_web
 
@@ -34,9 +44,12 @@ def create_api(services: Services) -> FastAPI:
         path_limits={
             meshtools.ANALYZE_PATH: services.config.mesh_tools.max_upload_bytes,
             batches.BATCH_PATH: MAX_BATCH * services.config.pipeline.limits.max_upload_bytes,
+            UPLOAD_PATH: MAX_VIEWS * services.config.pipeline.limits.max_upload_bytes,
+            texturing.TEXTURE_PATH: services.config.mesh_tools.max_upload_bytes
+            + MAX_VIEWS * services.config.pipeline.limits.max_upload_bytes,
         },
     )
-    for resource in (health, jobs, streams, text, meshtools, variants, batches):
+    for resource in (health, jobs, streams, text, meshtools, variants, batches, texturing):
         app.include_router(resource.router)
     install_web(app)
     install_openapi(app, services.config)

@@ -5,6 +5,7 @@ variants."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -15,8 +16,16 @@ from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import GeneratorName
 from serve_app.contracts.runs import RunRequest
 from serve_app.contracts.variants import VariantInfo
+from serve_app.contracts.views import (
+    MAX_VIEWS,
+    VIEW_NAMES,
+    ViewName,
+    check_view_name,
+    in_view_order,
+)
 from serve_app.errors import (
     JobConflictError,
+    OrfeasError,
     PayloadTooLargeError,
     ValidationFailedError,
     VariantNotFoundError,
@@ -33,23 +42,74 @@ if TYPE_CHECKING:
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-async def upload_photo(services: Services, image: UploadFile, owner: str | None) -> JobSnapshot:
-    """Check ``image`` (413 over the size limit; 415, 413 or 400 for what ``check_image``
-    refuses), store it and register it as a new job of ``owner``, status ``uploaded``."""
-    limits = services.config.pipeline.limits
-    limit = limits.max_upload_bytes
-    data = await image.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLargeError(f"the image is larger than {limit} bytes", limit_bytes=limit)
-    kind = await run_in_threadpool(check_image, data, limits)
+async def upload_photo(
+    services: Services,
+    image: UploadFile,
+    owner: str | None,
+    views: Mapping[ViewName, UploadFile] | None = None,
+) -> JobSnapshot:
+    """Check ``image`` and each of ``views`` (413 over the size limit; 415, 413 or 400 for
+    what ``check_image`` refuses, naming the view), store them and register them as a new
+    job of ``owner``, status ``uploaded``; 507 when the store is below its free-space floor."""
+    data, media_type = await read_photo(services, image, "image" if views else None)
+    extra: dict[ViewName, tuple[bytes, str]] = {}
+    for view, upload in (views or {}).items():
+        extra[view] = await read_photo(services, upload, str(view))
     await check_room(services)
     job_id = uuid.uuid4().hex
-    upload = await run_in_threadpool(
-        services.store.put_upload, job_id, data, MEDIA_TYPES[kind], owner
+    stored = await run_in_threadpool(
+        services.store.put_upload, job_id, data, media_type, owner, extra
     )
-    job = await services.registry.register_upload(job_id, upload, owner)
+    job = await services.registry.register_upload(job_id, stored, owner)
     services.jobs.apply(job)  # read-your-writes on this replica
     return job
+
+
+async def read_photo(
+    services: Services, photo: UploadFile, field: str | None = None
+) -> tuple[bytes, str]:
+    """The bytes and media type of one photo after the one upload check: 413 over the size
+    limit; 415, 413 or 400 for what ``check_image`` refuses. ``field`` (a form field, a
+    view) is named in the error when given."""
+    limits = services.config.pipeline.limits
+    limit = limits.max_upload_bytes
+    data = await photo.read(limit + 1)
+    try:
+        if len(data) > limit:
+            raise PayloadTooLargeError(f"the image is larger than {limit} bytes", limit_bytes=limit)
+        kind = await run_in_threadpool(check_image, data, limits)
+    except OrfeasError as exc:
+        if field is not None:
+            exc.message = f"{field}: {exc.message}"
+            exc.details["field"] = field
+        raise
+    return data, MEDIA_TYPES[kind]
+
+
+def view_fields(
+    names: list[str], front: str | None, allowed: tuple[ViewName, ...]
+) -> list[ViewName]:
+    """The views named by a multipart body's fields ``names``: ``front`` (if given) is the
+    field of the front photo, the others must be distinct views of ``allowed``; 422 naming
+    an unknown field, a repeated one or one past the sixth view."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValidationFailedError(
+                f"{name}: given twice; each view is one photo",
+                field=name,
+                fields=[{"loc": ["body", name], "message": "given twice"}],
+            )
+        seen.add(name)
+        if name != front:
+            check_view_name(name, allowed)
+        if len(seen) > MAX_VIEWS:
+            raise ValidationFailedError(
+                f"{name}: at most {MAX_VIEWS} views ({', '.join(VIEW_NAMES)}) per job",
+                field=name,
+                fields=[{"loc": ["body", name], "message": "more views than there are"}],
+            )
+    return in_view_order([n for n in names if n != front])
 
 
 async def submit_run(
@@ -104,9 +164,12 @@ def run_request(
 
 def deployment_overrides(config: AppConfig, generator: str) -> dict[str, int | float]:
     """The defaults this deployment's replicas use in place of the catalog's for
-    ``generator`` (hunyuan3d: its variant's, and octree 128 on replicas without CUDA)."""
-    settings = config.pipeline.generators.hunyuan3d
-    if generator != GeneratorName.HUNYUAN3D or settings is None:
+    ``generator`` (hunyuan3d and hunyuan3d_mv: the variant's, and octree 128 on replicas
+    without CUDA)."""
+    if generator not in (GeneratorName.HUNYUAN3D, GeneratorName.HUNYUAN3D_MV):
+        return {}
+    settings = getattr(config.pipeline.generators, str(generator))
+    if settings is None:
         return {}
     return hunyuan3d_profile.deployment_overrides(settings, config.shape_texture.num_gpus)
 

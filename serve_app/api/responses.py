@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OUTPUT_FORMATS
+from serve_app.contracts.runs import UploadInfo
 from serve_app.pipeline.text_params import prompt_sha256
 from serve_app.registry.feeds import JobLog
 from serve_app.registry.jobs import JobSnapshot
@@ -15,6 +16,7 @@ from serve_app.schemas.jobs import (
     JobStatusResponse,
     TextToImageStatus,
     VariantResponse,
+    ViewInfo,
     as_datetime,
     download_url,
 )
@@ -43,6 +45,7 @@ def job_status(job: JobSnapshot) -> JobStatusResponse:
         format=request.format if request else None,
         quality=request.params.quality if request else None,
         generator=request.generator if request else None,
+        views=view_list(job.upload),
         parameters=request.params.given() if request else {},
         generator_version=result.generator_version if result else None,
         watertight=result.watertight if result else None,
@@ -58,6 +61,23 @@ def job_status(job: JobSnapshot) -> JobStatusResponse:
         started_at=as_datetime(job.started_at) if job.started_at else None,
         finished_at=as_datetime(job.finished_at) if job.finished_at else None,
     )
+
+
+def view_list(upload: UploadInfo | None) -> list[ViewInfo]:
+    """Every photo of a job by view, the photo's first (none before it has a picture)."""
+    if upload is None:
+        return []
+    front = ViewInfo(
+        view=upload.view,
+        sha256=upload.sha256,
+        size_bytes=upload.size_bytes,
+        media_type=upload.media_type,
+    )
+    others = [
+        ViewInfo(view=v.view, sha256=v.sha256, size_bytes=v.size_bytes, media_type=v.media_type)
+        for v in upload.views
+    ]
+    return [front, *others]
 
 
 def text_status(job: JobSnapshot) -> TextToImageStatus | None:

@@ -23,11 +23,13 @@ from serve_app.contracts.jobs import is_job_id
 from serve_app.contracts.meshtools import CustomMaterial, MeshAnalysis
 from serve_app.contracts.params import OUTPUT_FORMATS
 from serve_app.contracts.variants import is_variant_id
+from serve_app.contracts.views import EXTRA_VIEWS, VIEW_NAMES, ViewName
 from serve_app.schemas.jobs import (
     GenerateOptions,
     GenerateRequest,
     GeneratorsResponse,
     JobStatusResponse,
+    TextureMeshParams,
     UploadResponse,
 )
 from serve_app.schemas.tools import (
@@ -126,12 +128,41 @@ def _of_model(job_id: str, variant: str | None, **fields: Any) -> dict[str, Any]
     return {"job_id": job_id, **({"variant": variant} if variant is not None else {}), **fields}
 
 
-def upload(image: FileSource, filename: str | None = None) -> Call[UploadResponse]:
+def upload(
+    image: FileSource, filename: str | None = None, views: Mapping[str, FileSource] | None = None
+) -> Call[UploadResponse]:
     name, data = file_part(image, "image")
     part = (filename or name, data, "application/octet-stream")
-    return Call(
-        "POST", "/api/upload-image", model_reader(UploadResponse), False, files=[("image", part)]
-    )
+    parts = [("image", part), *view_parts(views or {}, EXTRA_VIEWS)]
+    return Call("POST", "/api/upload-image", model_reader(UploadResponse), False, files=parts)
+
+
+def view_parts(
+    views: Mapping[str, FileSource], allowed: tuple[ViewName, ...]
+) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The multipart parts of photos by view name (``ValueError`` for a name that is no
+    view of ``allowed``)."""
+    parts = []
+    for view, source in views.items():
+        if view not in allowed:
+            raise ValueError(f"{view!r:.40} is not a view here; the views: {', '.join(allowed)}")
+        name, data = file_part(source, str(view))
+        parts.append((str(view), (name, data, "application/octet-stream")))
+    return parts
+
+
+def texture_mesh(
+    mesh: FileSource, views: Mapping[str, FileSource], fields: Mapping[str, Any]
+) -> Call[JobStatusResponse]:
+    """Texture a mesh file from photos by view name (``front`` ... ``bottom``)."""
+    params = TextureMeshParams.model_validate(dict(fields))
+    if not views:
+        raise ValueError("texture_mesh takes 1 to 6 photos by view name, not none")
+    name, data = file_part(mesh, "mesh")
+    parts = [("mesh", (name, data, "application/octet-stream")), *view_parts(views, VIEW_NAMES)]
+    form = {"params": params.model_dump_json()}
+    read = model_reader(JobStatusResponse)  # 202: the new job's status
+    return Call("POST", "/api/texture-mesh", read, False, files=parts, data=form)
 
 
 def generate(

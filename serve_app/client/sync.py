@@ -81,9 +81,17 @@ class OrfeasClient:
 
     # -- jobs ---------------------------------------------------------------------------
 
-    def upload(self, image: FileSource, filename: str | None = None) -> UploadResponse:
-        """Store a photo (a path, or its bytes) under a new job id (status ``uploaded``)."""
-        return self._send(calls.upload(image, filename))
+    def upload(
+        self,
+        image: FileSource,
+        filename: str | None = None,
+        *,
+        views: Mapping[str, FileSource] | None = None,
+    ) -> UploadResponse:
+        """Store a photo (a path, or its bytes) under a new job id (status ``uploaded``),
+        with ``views``: photos of the same subject from other views by name (``left``,
+        ``back``, ``right``, ``top``, ``bottom``)."""
+        return self._send(calls.upload(image, filename, views))
 
     def generate(
         self, job_id: str, options: GenerateOptions | None = None, **fields: Any
@@ -93,10 +101,22 @@ class OrfeasClient:
         return self._send(calls.generate(job_id, options, fields))
 
     def submit(
-        self, image: FileSource, options: GenerateOptions | None = None, **fields: Any
+        self,
+        image: FileSource,
+        options: GenerateOptions | None = None,
+        *,
+        views: Mapping[str, FileSource] | None = None,
+        **fields: Any,
     ) -> JobStatusResponse:
-        """Upload a photo and start its run."""
-        return self.generate(self.upload(image).job_id, options, **fields)
+        """Upload a photo (with ``views``, as ``upload``) and start its run."""
+        return self.generate(self.upload(image, views=views).job_id, options, **fields)
+
+    def texture_mesh(
+        self, mesh: FileSource, views: Mapping[str, FileSource], **fields: Any
+    ) -> JobStatusResponse:
+        """Texture a mesh file (STL, OBJ, PLY, GLB) from 1 to 6 photos by view name
+        (``front`` ... ``bottom``); ``format`` and ``quality`` as keywords. A new job (202)."""
+        return self._send(calls.texture_mesh(mesh, views, fields))
 
     def text_to_image(
         self,

@@ -1,9 +1,11 @@
-"""The commands that talk to a running service: submit, text, status, watch, cancel, download.
+"""The commands that talk to a running service: submit, texture-mesh, text, status, watch,
+cancel, download.
 
 ``--json`` output, one JSON object per line on stdout:
 
-- ``submit`` and ``text``: ``{"type": "submitted", "label", "job_id"}`` per job, then its
-  events ``{"type": "state"|"stage"|"progress"|"ended", "label", "job_id", "job"}``
+- ``submit``, ``texture-mesh`` and ``text``: ``{"type": "submitted", "label", "job_id"}``
+  per job, then its events ``{"type": "state"|"stage"|"progress"|"ended", "label",
+  "job_id", "job"}``
   (``job`` is the body of ``GET /api/job-status/{id}``), ``{"type": "downloaded", "label",
   "job_id", "path"}``, on Ctrl-C ``{"type": "cancelled", ...}``, and last ``{"type":
   "result", "exit_code", "jobs": [{"label", "job_id", "status", "path", "error"}]}``;
@@ -43,9 +45,10 @@ from serve_app.commands.runs import Run, Runner, Starter
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OUTPUT_FORMATS, TUNABLE_PARAMETERS, Dimensions
 from serve_app.contracts.text import TextToImageParams
-from serve_app.schemas.jobs import GenerateOptions
+from serve_app.contracts.views import EXTRA_VIEWS, VIEW_NAMES, ViewName
+from serve_app.schemas.jobs import GenerateOptions, TextureMeshParams
 
-COMMANDS = ("submit", "text", "status", "watch", "cancel", "download")
+COMMANDS = ("submit", "texture-mesh", "text", "status", "watch", "cancel", "download")
 #: The flags of GenerateOptions that ``submit`` and ``text --3d`` share.
 MODEL_OPTIONS = ("format", "quality", "generator")
 
@@ -61,7 +64,25 @@ def add_commands(commands: Any) -> None:
     add_model_flags(sub.add_argument_group("model size, mm"), Dimensions)
     tuning = sub.add_argument_group("generator parameters (defaults from --quality)")
     add_model_flags(tuning, GenerateOptions, only=TUNABLE_PARAMETERS)
+    add_view_flag(
+        sub,
+        "a photo of the subject from another view (left, back, right, top, "
+        "bottom), with one IMAGE (the front); repeatable",
+    )
     add_connection_options(sub)
+
+    tex = commands.add_parser(
+        "texture-mesh", help="texture a mesh file from photos by view, download the model"
+    )
+    tex.add_argument("mesh", type=Path, metavar="MESH", help="STL, OBJ, PLY or GLB")
+    tex.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
+    add_model_flags(tex, GenerateOptions, only=("format", "quality"))
+    add_view_flag(
+        tex,
+        "a photo of the subject from a view (front, left, back, right, top, "
+        "bottom); 1 to 6, repeatable",
+    )
+    add_connection_options(tex)
 
     text = commands.add_parser("text", help="a picture from a prompt (with --3d, a model)")
     text.add_argument("prompt", metavar="PROMPT")
@@ -90,6 +111,32 @@ def add_commands(commands: Any) -> None:
     add_connection_options(down)
 
 
+def add_view_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--view", action="append", default=[], metavar="VIEW=PATH", help=what, dest="views"
+    )
+
+
+def view_paths(given: list[str], allowed: tuple[ViewName, ...]) -> dict[str, Path]:
+    """``--view VIEW=PATH`` flags as paths by view name; a usage error for a malformed
+    flag, a view that is not one of ``allowed``, one given twice or a missing file."""
+    views: dict[str, Path] = {}
+    for flag in given:
+        view, sep, path = flag.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--view {flag}: write VIEW=PATH, e.g. --view left=left.jpg")
+        if view not in allowed:
+            raise UsageError(
+                f"--view {flag}: {view!r} is not a view here; the views: " + ", ".join(allowed)
+            )
+        if view in views:
+            raise UsageError(f"--view {flag}: the {view} view is given twice")
+        if not Path(path).is_file():
+            raise UsageError(f"--view {flag}: {path}: no such file")
+        views[view] = Path(path)
+    return views
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser, GenerateOptions, only=MODEL_OPTIONS)
 
@@ -100,6 +147,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         handler = {
             "submit": submit,
+            "texture-mesh": texture_mesh,
             "text": text,
             "status": status,
             "watch": watch,
@@ -154,6 +202,9 @@ def submit(args: argparse.Namespace, output: Output) -> int:
     for image in args.images:
         if not image.is_file():
             raise UsageError(f"{image}: no such file")
+    views = view_paths(args.views, EXTRA_VIEWS)
+    if views and len(args.images) > 1:
+        raise UsageError("--view goes with one IMAGE (the front view), not several")
     targets = _targets(args.images, args.output, options.format)
     runs = [
         Run(str(image), options.format, args.output, target=target, source=image)
@@ -162,9 +213,32 @@ def submit(args: argparse.Namespace, output: Output) -> int:
 
     async def start(client: AsyncOrfeasClient, run: Run) -> str:
         assert run.source is not None
-        upload = await client.upload(run.source)
+        upload = await client.upload(run.source, views=dict(views))
         run.job_id = upload.job_id
         job = await client.generate(upload.job_id, options)
+        return job.job_id
+
+    return _run_jobs(args, output, runs, start)
+
+
+def texture_mesh(args: argparse.Namespace, output: Output) -> int:
+    if not args.mesh.is_file():
+        raise UsageError(f"{args.mesh}: no such file")
+    views = view_paths(args.views, VIEW_NAMES)
+    if not views:
+        raise UsageError("texture-mesh needs at least one --view VIEW=PATH (e.g. front=a.jpg)")
+    fields = model_values(args, GenerateOptions, ("format", "quality"))
+    try:
+        params = TextureMeshParams.model_validate(fields)
+    except ValidationError as exc:
+        raise UsageError(_first_error(exc)) from None
+    (target,) = _targets([args.mesh], args.output, params.format)
+    runs = [Run(str(args.mesh), params.format, args.output, target=target, source=args.mesh)]
+
+    async def start(client: AsyncOrfeasClient, run: Run) -> str:
+        assert run.source is not None
+        job = await client.texture_mesh(run.source, dict(views), **params.model_dump())
+        run.job_id = job.job_id
         return job.job_id
 
     return _run_jobs(args, output, runs, start)

@@ -43,6 +43,7 @@ class GeneratorName(StrEnum):
 
     INFLATE = "inflate"
     HUNYUAN3D = "hunyuan3d"
+    HUNYUAN3D_MV = "hunyuan3d_mv"
 
 
 #: Bounds of the generator parameters (inclusive), shared by the API schema and the CLI.
@@ -83,7 +84,7 @@ def tunable(
     doc: str,
     default: Default,
     bounds: tuple[int, int] | tuple[float, float],
-    users: tuple[GeneratorName, ...] = (GeneratorName.HUNYUAN3D,),
+    users: tuple[GeneratorName, ...] = (GeneratorName.HUNYUAN3D, GeneratorName.HUNYUAN3D_MV),
 ) -> Any:
     """The field of a generator parameter: None (the generator's default for the quality,
     filled in when the parameters are resolved) or a value within ``bounds`` (inclusive;

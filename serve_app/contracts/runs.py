@@ -6,15 +6,64 @@ from dataclasses import dataclass, field
 
 from serve_app.contracts.params import GenerationParams, OutputFormat
 from serve_app.contracts.text import TextToImageParams
+from serve_app.contracts.views import ViewName
+
+
+@dataclass(frozen=True)
+class ViewUpload:
+    """A stored photo of the subject from one more view (content-addressed like an upload)."""
+
+    view: ViewName
+    sha256: str
+    size_bytes: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class MeshUpload:
+    """A stored mesh file to be textured (content-addressed like an upload)."""
+
+    sha256: str
+    size_bytes: int
+    format: str
+
+
+#: The generator name of a run that textures an uploaded mesh instead of making a shape,
+#: and its "version" (part of its runs' cache keys; bumped when its texturing changes).
+GIVEN_MESH = "given_mesh"
+GIVEN_MESH_VERSION = "given-mesh-1"
 
 
 @dataclass(frozen=True)
 class UploadInfo:
-    """A stored upload: its content hash and what was sniffed from its bytes."""
+    """A stored upload: its content hash and what was sniffed from its bytes.
+
+    ``view`` is the view the photo shows (``front``, but for a mesh to texture photographed
+    from other views only); ``views`` are the photos from other views uploaded with it, in
+    ``VIEW_NAMES``' order; empty for a single photo or a picture made from a prompt.
+    ``mesh`` is the mesh file to texture, for a job of ``POST /api/texture-mesh``.
+    """
 
     sha256: str
     size_bytes: int
     media_type: str
+    views: tuple[ViewUpload, ...] = ()
+    view: ViewName = ViewName.FRONT
+    mesh: MeshUpload | None = None
+
+    def view_names(self) -> list[ViewName]:
+        """Every view this upload carries, the photo's first."""
+        return [self.view, *(v.view for v in self.views)]
+
+    def view_files(self) -> dict[str, str]:
+        """The content hash of each view's photo, by view name, the photo's first."""
+        return {str(self.view): self.sha256, **{str(v.view): v.sha256 for v in self.views}}
+
+    def hashes(self) -> list[str]:
+        """The content hashes of every file of this upload: the photo's, its views', then
+        the mesh's."""
+        mesh = [self.mesh.sha256] if self.mesh else []
+        return [*self.view_files().values(), *mesh]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -116,6 +117,32 @@ class RembgRemover:
         alpha = np.where(mask, np.maximum(alpha, 128), np.minimum(alpha, 127)).astype(np.uint8)
         on_progress(Stage.BACKGROUND_REMOVAL, 1.0)
         return CutOut(rgba=np.dstack([rgb, alpha]), mask=mask, source=source)
+
+
+def remove_views(
+    remover: BackgroundRemover,
+    images: Mapping[str, Image.Image],
+    on_progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> dict[str, CutOut]:
+    """The cut-outs of one subject's photos by view name, as one batch: the stage's
+    progress runs once across them all, and a photo in which no subject is found is named
+    in the error. A photo whose alpha already cuts out its subject is kept as it is."""
+    cutouts: dict[str, CutOut] = {}
+    count = len(images)
+    for i, (view, image) in enumerate(images.items()):
+
+        def report(stage: Stage, fraction: float, i: int = i) -> None:
+            on_progress(stage, (i + fraction) / count)
+
+        try:
+            cutouts[view] = remover.remove(image, report, cancel)
+        except NoSubjectError as exc:
+            if count > 1:
+                exc.message = f"view {view}: {exc.message}"
+                exc.details["view"] = view
+            raise
+    return cutouts
 
 
 def _meaningful_alpha(image: Image.Image) -> np.ndarray | None:

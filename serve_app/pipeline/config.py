@@ -93,12 +93,20 @@ class GeneratorsConfig(BaseModel):
     hunyuan3d: Hunyuan3DSettings | None = Field(
         default=None, description="enables hunyuan3d; needs model_path"
     )
+    hunyuan3d_mv: Hunyuan3DSettings | None = Field(
+        default=None,
+        description="enables hunyuan3d_mv (Hunyuan3D-2mv: the shape from the front, left, "
+        "back and right views); needs model_path, e.g. tencent/Hunyuan3D-2mv's "
+        "hunyuan3d-dit-v2-mv folder",
+    )
 
     def enabled(self) -> list[str]:
         """Names of the enabled generators, inflate first."""
         names = [GeneratorName.INFLATE.value]
         if self.hunyuan3d is not None:
             names.append(GeneratorName.HUNYUAN3D.value)
+        if self.hunyuan3d_mv is not None:
+            names.append(GeneratorName.HUNYUAN3D_MV.value)
         return names
 
 
@@ -136,13 +144,16 @@ class PipelineConfig(BaseModel):
     def resolved(self, base: Path) -> PipelineConfig:
         """A copy with relative paths made absolute against ``base``."""
         update: dict[str, object] = {"models_dir": _absolute(self.models_dir, base)}
-        hunyuan3d = self.generators.hunyuan3d
-        if hunyuan3d is not None:
-            paths: dict[str, object] = {"model_path": _absolute(hunyuan3d.model_path, base)}
-            if hunyuan3d.vae_path is not None:
-                paths["vae_path"] = _absolute(hunyuan3d.vae_path, base)
-            hunyuan3d = hunyuan3d.model_copy(update=paths)
-            update["generators"] = self.generators.model_copy(update={"hunyuan3d": hunyuan3d})
+        generators: dict[str, object] = {}
+        for name in ("hunyuan3d", "hunyuan3d_mv"):
+            settings = getattr(self.generators, name)
+            if settings is not None:
+                paths: dict[str, object] = {"model_path": _absolute(settings.model_path, base)}
+                if settings.vae_path is not None:
+                    paths["vae_path"] = _absolute(settings.vae_path, base)
+                generators[name] = settings.model_copy(update=paths)
+        if generators:
+            update["generators"] = self.generators.model_copy(update=generators)
         return self.model_copy(update=update)
 
 

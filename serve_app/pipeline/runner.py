@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from serve_app.contracts.params import GenerationParams, OutputFormat
 from serve_app.contracts.stages import Stage
-from serve_app.pipeline.background import BackgroundRemover, RembgRemover
+from serve_app.pipeline.background import BackgroundRemover, RembgRemover, remove_views
 from serve_app.pipeline.config import ImageLimits, PipelineConfig
 from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.generators import load_generator
-from serve_app.pipeline.generators.base import ShapeGenerator
+from serve_app.pipeline.generators.base import MultiViewGenerator, ShapeGenerator
 from serve_app.pipeline.images import decode_image
 from serve_app.pipeline.scale import fit_to_dimensions
 from serve_app.pipeline.texture import texture_mesh
@@ -23,6 +24,7 @@ from serve_app.pipeline.types import (
     Mesh,
     ProgressCallback,
     TexturedMesh,
+    front_and_views,
     no_progress,
 )
 
@@ -51,23 +53,32 @@ class ModelBuilder:
 
     def build(
         self,
-        cutout: CutOut,
+        views: CutOut | Mapping[str, CutOut],
         params: GenerationParams,
         on_progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
         timer: StageTimer | None = None,
     ) -> TexturedMesh:
-        """The canonical mesh; its ``meta`` says how it was made and whether it is closed."""
+        """The canonical mesh of the subject in ``views`` (one cut-out, the front, or
+        cut-outs by view name): the shape from the front, the texture from every view. Its
+        ``meta`` says how it was made and whether it is closed."""
+        cutout, views = front_and_views(views)
         cancel = cancel or CancelToken()
         timer = timer or StageTimer()
         params = params.resolved_for(self.generator.name, self.generator.overrides)
         cancel.raise_if_cancelled()
-        mesh = timer.run(
-            Stage.SHAPE_GENERATION, self.generator.generate, cutout, params, on_progress, cancel
-        )
+        generator = self.generator
+        if isinstance(generator, MultiViewGenerator) and len(views) > 1:
+            mesh = timer.run(
+                Stage.SHAPE_GENERATION, generator.generate_views, views, params, on_progress, cancel
+            )
+        else:
+            mesh = timer.run(
+                Stage.SHAPE_GENERATION, generator.generate, cutout, params, on_progress, cancel
+            )
         cancel.raise_if_cancelled()
         textured = timer.run(
-            Stage.TEXTURE_SYNTHESIS, texture_mesh, cutout, mesh, params, on_progress, cancel
+            Stage.TEXTURE_SYNTHESIS, texture_mesh, views, mesh, params, on_progress, cancel
         )
         textured.vertices = fit_to_dimensions(textured.vertices, params.dimensions)
         textured.meta = {
@@ -75,6 +86,7 @@ class ModelBuilder:
             "generator_version": self.generator.version,
             "quality": params.quality,
             "watertight": is_watertight(mesh),
+            "views": ",".join(views),
         }
         cancel.raise_if_cancelled()
         return textured
@@ -135,15 +147,21 @@ class Pipeline:
         fmt: OutputFormat = "glb",
         on_progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
+        views: Mapping[str, bytes | Image.Image] | None = None,
     ) -> PipelineResult:
+        """The model of the subject in ``image`` (the front), textured from ``views`` too
+        (photos from other views by name) when given."""
         params = params or GenerationParams()
         cancel = cancel or CancelToken()
         timer = StageTimer()
-        if isinstance(image, bytes):
-            image = timer.run(Stage.BACKGROUND_REMOVAL, decode_image, image, self.limits)
-        cutout = timer.run(
-            Stage.BACKGROUND_REMOVAL, self.remover.remove, image, on_progress, cancel
+        images = {}
+        for view, photo in {"front": image, **(views or {})}.items():
+            if isinstance(photo, bytes):
+                photo = timer.run(Stage.BACKGROUND_REMOVAL, decode_image, photo, self.limits)
+            images[view] = photo
+        cutouts = timer.run(
+            Stage.BACKGROUND_REMOVAL, remove_views, self.remover, images, on_progress, cancel
         )
-        mesh = self.builder.build(cutout, params, on_progress, cancel, timer)
+        mesh = self.builder.build(cutouts, params, on_progress, cancel, timer)
         data = timer.run(Stage.EXPORT, export_stage, mesh, fmt, on_progress, cancel)
         return PipelineResult(mesh=mesh, data=data, timings=timer.seconds)

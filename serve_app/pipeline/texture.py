@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
-from serve_app.pipeline.types import CancelToken, CutOut, Mesh, ProgressCallback, TexturedMesh
+from serve_app.pipeline.types import (
+    CancelToken,
+    CutOut,
+    Mesh,
+    ProgressCallback,
+    TexturedMesh,
+)
 
 #: Longest side of the base-colour texture per quality level (never above the photo's own).
 TEXTURE_SIDE = {
@@ -27,16 +35,22 @@ ROUGHNESS = 0.8
 
 
 def texture_mesh(
-    cutout: CutOut,
+    views: CutOut | Mapping[str, CutOut],
     mesh: Mesh,
     params: GenerationParams,
     on_progress: ProgressCallback,
     cancel: CancelToken,
 ) -> TexturedMesh:
-    """Planar projection of the cut-out along Z: the front shows the photo, the back its
-    mirror image. Pixels outside the subject take the colour of the nearest subject pixel,
-    so the rim never samples the removed background (and never black).
+    """Planar projection of the front cut-out along Z: the front shows the photo, the back
+    its mirror image; the other views are not used by this projection (without a front,
+    the first view given is projected). Pixels outside the subject take the colour of the
+    nearest subject pixel, so the rim never samples the removed background (and never
+    black).
     """
+    if isinstance(views, CutOut):
+        cutout = views
+    else:
+        cutout = views["front"] if "front" in views else next(iter(views.values()))
     on_progress(Stage.TEXTURE_SYNTHESIS, 0.0)
     rows = np.flatnonzero(cutout.mask.any(axis=1))
     cols = np.flatnonzero(cutout.mask.any(axis=0))

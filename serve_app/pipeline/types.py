@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -54,6 +54,16 @@ class CutOut:
     rgba: np.ndarray
     mask: np.ndarray
     source: Literal["alpha", "model"] = "model"
+
+
+def front_and_views(views: CutOut | Mapping[str, CutOut]) -> tuple[CutOut, dict[str, CutOut]]:
+    """The front cut-out and every cut-out by view name (``front`` among them) of a subject
+    given as one cut-out (the front) or cut-outs by view name."""
+    if isinstance(views, CutOut):
+        return views, {"front": views}
+    if "front" not in views:
+        raise ValueError(f"the views {sorted(views)} have no front")
+    return views["front"], dict(views)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Content-addressed generation cache: the key of one generation's canonical mesh.
 
-The cache key is a hash of everything that decides the mesh: the image bytes, the
-generation parameters, the background model and the shape generator's name and version.
+The cache key is a hash of everything that decides the mesh: the image bytes (and the
+other views' photos, by view), the generation parameters, the background model and the
+shape generator's name and version.
 A stored canonical mesh under that key *is* the cache entry; any output format is
 derived from it on first request and kept next to it (``ArtifactStore.derive_format``).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 
 from serve_app.contracts.params import GenerationParams
 
@@ -24,9 +26,13 @@ def cache_key(
     background_model: str,
     generator: str,
     generator_version: str,
+    views: Mapping[str, str] | None = None,
+    mesh: str | None = None,
 ) -> str:
-    """The sha256 hex key of one generation's canonical mesh."""
-    recipe = {
+    """The sha256 hex key of one generation's canonical mesh; ``views`` are the hashes of
+    the other views' photos by view name, ``mesh`` the hash of a mesh file to texture
+    (none: the key of a single photo, as before)."""
+    recipe: dict[str, object] = {
         "schema": CACHE_SCHEMA,
         "image": upload_sha256,
         "params": params.model_dump(mode="json"),
@@ -34,5 +40,9 @@ def cache_key(
         "generator": generator,
         "generator_version": generator_version,
     }
+    if views:
+        recipe["views"] = dict(views)
+    if mesh:
+        recipe["mesh"] = mesh
     blob = json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

@@ -92,7 +92,7 @@ class JobJournal:
                 r.job_id,
                 str(r.status),
                 r.updated_at,
-                r.upload.sha256 if r.upload else "",
+                " ".join(r.upload.hashes()) if r.upload else "",
                 r.result.artifact_key if r.result else None,
                 encode_record(r),
             )
@@ -140,7 +140,8 @@ class JobJournal:
         return [row[0] for row in rows]
 
     def ended_oldest_first(self) -> Iterator[tuple[str, str, str | None]]:
-        """(job_id, upload sha256, artifact key) of jobs without an active run, oldest first."""
+        """(job_id, upload hashes, artifact key) of jobs without an active run, oldest first;
+        the hashes are the photo's then its views', separated by spaces."""
         yield from self._db.execute(
             f"SELECT job_id, upload_sha256, artifact_key FROM jobs WHERE {_ENDED}"
             " ORDER BY updated_at",
@@ -156,7 +157,8 @@ class JobJournal:
                 "SELECT upload_sha256, artifact_key FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
             if row:
-                refs.update(r for r in row if r)
+                refs.update(row[0].split())
+                refs.update(r for r in row[1:] if r)
             refs.update(self.variant_keys(job_id))
         return refs
 
@@ -175,7 +177,7 @@ class JobJournal:
         keys: set[str] = set()
         for sha, key in self._db.execute("SELECT upload_sha256, artifact_key FROM jobs"):
             if sha:
-                uploads.add(sha)
+                uploads.update(sha.split())  # the photo's hash, then its views'
             if key:
                 keys.add(key)
         keys.update(row[1] for row in self._db.execute(_VARIANTS))

@@ -99,7 +99,7 @@ async def collect(
     uploads, keys = journal.references()
     for record in table:  # in memory, maybe newer than the journal
         if record.upload is not None:
-            uploads.add(record.upload.sha256)
+            uploads.update(record.upload.hashes())
         if record.result:
             keys.add(record.result.artifact_key)
         keys.update(record.variants)
@@ -184,7 +184,7 @@ def plan_expiry(
     sizes = scan.bytes_by_ref()
     excess = scan.total_bytes - config.max_bytes
     freed = 0
-    for job_id, sha, key in journal.ended_oldest_first():
+    for job_id, shas, key in journal.ended_oldest_first():
         if freed >= excess:
             break
         if job_id in chosen:
@@ -192,7 +192,7 @@ def plan_expiry(
         chosen.add(job_id)
         expired.append(job_id)
         # An estimate: the job's own files, counted once (shared ones may stay).
-        for ref in (sha, key, *journal.variant_keys(job_id)):
+        for ref in (*shas.split(), key, *journal.variant_keys(job_id)):
             if ref and ref in sizes:
                 freed += sizes.pop(ref)
     return expired

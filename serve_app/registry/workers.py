@@ -149,8 +149,18 @@ class Workers:
     def keyed(self, ticket: JobTicket, version: str) -> JobTicket:
         """``ticket`` for ``version`` of its generator, with its canonical mesh's cache key."""
         request = ticket.request
+        upload = ticket.upload
+        views = {str(v.view): v.sha256 for v in upload.views}
+        if upload.view != "front":  # a mesh to texture photographed without a front
+            views[str(upload.view)] = upload.sha256
         key = cache_key(
-            ticket.upload.sha256, request.params, self.background_model, request.generator, version
+            upload.sha256,
+            request.params,
+            self.background_model,
+            request.generator,
+            version,
+            views=views,
+            mesh=upload.mesh.sha256 if upload.mesh else None,
         )
         return replace(ticket, generator_version=version, artifact_key=key)
 

@@ -15,6 +15,7 @@ from serve_app.contracts.params import (
     OutputFormat,
 )
 from serve_app.contracts.variants import VARIANT_ID_PATTERN, VariantInfo
+from serve_app.contracts.views import ViewName
 
 JobId = Annotated[
     str,
@@ -51,12 +52,26 @@ class ReadinessResponse(BaseModel):
     checks: dict[str, CheckResult]
 
 
+class ViewInfo(BaseModel):
+    """One photo of a job's subject: which view it is and the stored file's hash."""
+
+    view: ViewName
+    sha256: str = Field(description="content hash of the stored photo")
+    size_bytes: int
+    media_type: str
+
+
 class UploadResponse(BaseModel):
     job_id: str
     status: JobStatus
     sha256: str = Field(description="content hash of the stored image")
     size_bytes: int
     media_type: str
+    views: list[ViewInfo] = Field(
+        default_factory=list,
+        description="every photo of the job, the front (the image) first, then the other "
+        "views uploaded with it",
+    )
 
 
 GENERATOR_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -95,7 +110,7 @@ MAX_CALLBACK_URL = 2048
 class Callback(BaseModel):
     """An optional webhook: every route that starts a job or batch takes it by using this
     model, so a new one gets the same field (``POST /api/generate-3d``, text-to-image,
-    batch-generate)."""
+    batch-generate, texture-mesh)."""
 
     callback_url: str | None = Field(
         default=None,
@@ -107,6 +122,15 @@ class Callback(BaseModel):
         "GET /api/jobs/{job_id}/deliveries",
         examples=["https://example.com/hooks/orfeas"],
     )
+
+
+class TextureMeshParams(Callback):
+    """The ``params`` part of ``POST /api/texture-mesh``: how the textured model is made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: OutputFormat = "glb"
+    quality: int = Field(default=5, ge=1, le=10, description="1 (fast) to 10 (fine texture)")
 
 
 class GenerateRequest(GenerateOptions, Callback):
@@ -224,6 +248,10 @@ class JobStatusResponse(BaseModel):
     format: OutputFormat | None
     quality: int | None
     generator: str | None = Field(default=None, description="the run's shape generator")
+    views: list[ViewInfo] = Field(
+        default_factory=list,
+        description="the job's photos by view (front first); empty until it has a picture",
+    )
     parameters: dict[str, int | float] = Field(
         default_factory=dict,
         description="the generator parameters the run uses, defaults filled in",

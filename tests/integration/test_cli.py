@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import trimesh
 from PIL import Image
 
 from serve_app.contracts.stages import MODEL_STAGES
@@ -271,3 +273,30 @@ def test_text_saves_the_picture_and_with_3d_the_model_or_says_which_stage_refuse
     assert error["stage"] in stages and error["code"] in ("no_subject", "no_surface"), error
     assert error["message"] and "Traceback" not in error["message"]
     assert job["path"] is None and list(out.iterdir()) == []
+
+
+def test_submit_with_views_and_texture_mesh_save_valid_models(
+    service: Service, photo_file: Path, tmp_path: Path
+) -> None:
+    left = tmp_path / "left.png"
+    left.write_bytes(photo("coffee", "PNG"))
+    out = tmp_path / "out"
+    done = run("submit", str(photo_file), "--view", f"left={left}", "--url", service.url,
+               "-o", str(out), "--quality", "2", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ended = [e for e in json_lines(done.stdout) if e["type"] == "ended"]
+    assert [v["view"] for v in ended[0]["job"]["views"]] == ["front", "left"]
+    assert validate_glb(out / "cat.glb")["numErrors"] == 0
+
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=15.0)
+    mesh = tmp_path / "ball.ply"
+    mesh.write_bytes(ball.export(file_type="ply"))
+    done = run("texture-mesh", str(mesh), "--view", f"front={photo_file}", "--view",
+               f"back={left}", "--url", service.url, "-o", str(out), "--format", "glb",
+               "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ended = [e for e in json_lines(done.stdout) if e["type"] == "ended"]
+    assert ended[0]["job"]["generator"] == "given_mesh"
+    assert validate_glb(out / "ball.glb")["numErrors"] == 0
+    model = trimesh.load(out / "ball.glb", force="mesh")
+    np.testing.assert_allclose(model.bounds * 1000.0, ball.bounds, atol=1e-2)

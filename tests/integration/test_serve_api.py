@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.client import Api
 from tests.formats import lib3mf_model, only_mesh, open_usdz, usd_errors
+from tests.gltf_validator import validate_glb
 
 pytestmark = pytest.mark.integration
 
@@ -282,3 +283,75 @@ def test_fifty_concurrent_health_checks_all_pass(api: Api) -> None:
 
     responses = asyncio.run(check_all())
     assert [r.status_code for r in responses] == [200] * 50
+
+
+def test_a_photo_with_views_runs_with_every_view_cut_out(api: Api) -> None:
+    """Views of a subject: listed with their hashes, cut out with the photo, and the run's
+    model keyed by them (the same photo without them is another model)."""
+    front, left, back = api.unique_photo(), api.photo("coffee", "PNG"), api.photo("rocket", "PNG")
+    files = [
+        ("image", ("front.jpg", front, "image/jpeg")),
+        ("left", ("left.png", left, "image/png")),
+        ("back", ("back.png", back, "image/png")),
+    ]
+    answer = api.client.post("/api/upload-image", files=files)
+    assert answer.status_code == 200, answer.text
+    job_id = answer.json()["job_id"]
+    assert [v["view"] for v in answer.json()["views"]] == ["front", "left", "back"]
+    assert api.generate(job_id, format="glb", quality=2).status_code == 202
+    job = api.wait(job_id)
+    assert job["status"] == "completed", job
+    assert [v["view"] for v in job["views"]] == ["front", "left", "back"]
+    glb = api.client.get(f"/download/{job_id}/glb").content
+    assert validate_glb(glb)["numErrors"] == 0
+    single = api.upload(front)
+    assert api.generate(single, format="glb", quality=2).status_code == 202
+    alone = api.wait(single)
+    assert alone["status"] == "completed" and alone["cached"] is False
+
+
+def test_a_view_that_is_not_an_image_is_refused_with_its_name(api: Api) -> None:
+    files = [
+        ("image", ("front.jpg", api.photo(), "image/jpeg")),
+        ("right", ("right.png", b"plain text, no picture", "image/png")),
+    ]
+    answer = api.client.post("/api/upload-image", files=files)
+    assert_error(answer, 415)
+    assert "right" in answer.json()["error"]["message"]
+
+
+def test_texture_mesh_textures_an_uploaded_mesh_in_every_format(api: Api) -> None:
+    """An STL and two photos → a job whose model keeps the STL's geometry, downloadable in
+    every format (GLB valid), cached for the same request, cancellable like any job."""
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=20.0)
+    ball.apply_translation([0.0, 25.0, 0.0])
+    stl = ball.export(file_type="stl")
+    files = [
+        ("mesh", ("ball.stl", stl, "model/stl")),
+        ("front", ("front.jpg", api.unique_photo(), "image/jpeg")),
+        ("left", ("left.png", api.photo("coffee", "PNG"), "image/png")),
+    ]
+    params = {"params": '{"format": "ply", "quality": 3}'}
+    answer = api.client.post("/api/texture-mesh", files=files, data=params)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    job = api.wait(job_id)
+    assert job["status"] == "completed", job
+    assert job["generator"] == "given_mesh" and job["format"] == "ply"
+    assert [v["view"] for v in job["views"]] == ["front", "left"]
+    downloads = {f: api.client.get(f"/download/{job_id}/{f}") for f in ("glb", "obj", "stl", "ply")}
+    assert all(r.status_code == 200 for r in downloads.values())
+    assert validate_glb(downloads["glb"].content)["numErrors"] == 0
+    ply = trimesh.load(io.BytesIO(downloads["ply"].content), file_type="ply", process=False)
+    np.testing.assert_allclose(ply.bounds, ball.bounds, atol=1e-3)  # millimetres, as sent
+    glb = trimesh.load(io.BytesIO(downloads["glb"].content), file_type="glb", force="mesh")
+    np.testing.assert_allclose(glb.bounds * 1000.0, ball.bounds, atol=1e-2)  # metres
+    assert len(ply.faces) == len(ball.faces)
+    # The same request again is a new job completed from the cache.
+    again = api.client.post("/api/texture-mesh", files=files, data=params)
+    assert again.status_code == 202, again.text
+    assert api.wait(again.json()["job_id"])["cached"] is True
+    # Re-running the job keeps texturing its mesh.
+    assert api.generate(job_id, format="stl", quality=2).status_code == 202
+    rerun = api.wait(job_id)
+    assert rerun["status"] == "completed" and rerun["generator"] == "given_mesh"

@@ -174,7 +174,8 @@ def test_a_parameter_the_generator_does_not_take_is_422(api: TestClient) -> None
     )
     assert response.status_code == 422
     assert response.json()["error"]["message"] == (
-        "octree_resolution: not a parameter of generator 'inflate' (used by: hunyuan3d)"
+        "octree_resolution: not a parameter of generator 'inflate' "
+        "(used by: hunyuan3d, hunyuan3d_mv)"
     )
 
 
@@ -182,7 +183,7 @@ def test_openapi_documents_each_parameter_with_its_generator_and_default(api: Te
     schema = api.get("/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
     props = schema["properties"]
     for name in SPECS["hunyuan3d"].parameters:
-        assert props[name]["description"].startswith("hunyuan3d: "), name
+        assert props[name]["description"].startswith("hunyuan3d, hunyuan3d_mv: "), name
         assert "default" in props[name]["description"], name
     assert "1..10: 5, 10, 15" in props["steps"]["description"]
     assert "inflate" in props["generator"]["description"]

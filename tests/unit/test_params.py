@@ -44,7 +44,7 @@ def test_each_generator_takes_the_parameters_its_fields_name() -> None:
         assert resolved.given() == {name: TUNABLES[name].at(quality) for name in TUNABLES}
     steps = GenerationParams.model_fields["steps"]
     assert steps.description == (
-        "hunyuan3d: denoising steps; default from quality 1..10: "
+        "hunyuan3d, hunyuan3d_mv: denoising steps; default from quality 1..10: "
         "5, 10, 15, 20, 30, 30, 40, 40, 50, 50"
     )
 

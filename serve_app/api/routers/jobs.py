@@ -23,9 +23,11 @@ from serve_app.api.job_service import (
     run_request,
     submit_run,
     upload_photo,
+    view_fields,
 )
 from serve_app.api.model_files import export_file, preview_file
 from serve_app.api.route_params import JobIdPath, VariantQuery, error_responses
+from serve_app.api.texture_service import texture_request
 from serve_app.api.webhook_service import (
     check_callback,
     deliveries_of,
@@ -33,6 +35,7 @@ from serve_app.api.webhook_service import (
 )
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OutputFormat
+from serve_app.contracts.views import EXTRA_VIEWS
 from serve_app.errors import JobConflictError
 from serve_app.meshtools.variants import thumbnail_order
 from serve_app.schemas.jobs import (
@@ -40,6 +43,7 @@ from serve_app.schemas.jobs import (
     JobListResponse,
     JobLogResponse,
     JobStatusResponse,
+    TextureMeshParams,
     UploadResponse,
 )
 from serve_app.schemas.webhooks import DeliveriesResponse
@@ -48,6 +52,13 @@ from serve_app.webhooks.records import TargetKind
 ImageUpload = Annotated[
     UploadFile,
     File(description="a PNG, JPEG or WebP photo", json_schema_extra={"minLength": 1}),
+]
+ViewPhoto = Annotated[
+    UploadFile | None,
+    File(
+        description="a PNG, JPEG or WebP photo of the same subject from this view",
+        json_schema_extra={"minLength": 1},
+    ),
 ]
 
 #: The errors the job routes may answer: most of them; cancel and logs; the thumbnail.
@@ -81,13 +92,33 @@ _NOT_A_PICTURE = {**JOB_ERRORS[415], "description": "the file is no PNG, JPEG or
     responses={**WRITE_ERRORS, 415: _NOT_A_PICTURE},
 )
 async def upload_image(
-    image: ImageUpload, services: ServicesDep, viewer: ViewerDep
+    image: ImageUpload,
+    services: ServicesDep,
+    viewer: ViewerDep,
+    http: Request,
+    left: ViewPhoto = None,
+    back: ViewPhoto = None,
+    right: ViewPhoto = None,
+    top: ViewPhoto = None,
+    bottom: ViewPhoto = None,
 ) -> UploadResponse:
-    """Store a photo under a new job id; the job starts as ``uploaded``.
+    """Store a photo (``image``, the front view) under a new job id, with optional photos of
+    the same subject from other views (``left``, ``back``, ``right``, ``top``, ``bottom``;
+    see the camera convention); the job starts as ``uploaded``. Each photo passes the same
+    checks; an unknown field, a repeated one or a view that is not an image is refused
+    with its name.
 
     With API keys the job belongs to the caller's key: other keys never see it.
     """
-    job = await upload_photo(services, image, viewer.key_id)
+    form = await http.form()
+    names = [name for name, _ in form.multi_items()]
+    given = {"left": left, "back": back, "right": right, "top": top, "bottom": bottom}
+    views = {
+        view: photo
+        for view in view_fields(names, "image", EXTRA_VIEWS)
+        if (photo := given[view]) is not None
+    }
+    job = await upload_photo(services, image, viewer.key_id, views)
     upload = job.upload
     assert upload is not None, "an uploaded job has its photo"
     return UploadResponse(
@@ -96,6 +127,7 @@ async def upload_image(
         sha256=upload.sha256,
         size_bytes=upload.size_bytes,
         media_type=upload.media_type,
+        views=responses.view_list(upload),
     )
 
 
@@ -105,10 +137,14 @@ async def generate_3d(
 ) -> JobStatusResponse:
     """Start a run of an uploaded job: 202 at once, 404 unknown id (or another key's job),
     409 already active, 503 when the service's queue is full, 429 when the client has its
-    share of it.
+    share of it. A job of ``texture-mesh`` textures its mesh again, at this quality and
+    format (the generator options do not apply).
     """
-    run = run_request(body, services.config)
+    run = run_request(body, services.config)  # a bad request never reaches a job
     await check_callback(services, viewer, body.callback_url)
+    job = await services.jobs.get(body.job_id, viewer)
+    if job.upload is not None and job.upload.mesh is not None:  # a mesh to texture again
+        run = texture_request(TextureMeshParams(format=body.format, quality=body.quality))
     client = getattr(http.state, "client_id", None)
     job = await submit_run(services, viewer, body.job_id, run, client)
     await subscribe_job(services, viewer, job, body.callback_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
@@ -60,3 +61,17 @@ class ShapeGenerator(ABC):
     @abstractmethod
     def make(self, cutout: CutOut, params: GenerationParams, progress: ShapeProgress) -> Mesh:
         """The mesh of ``cutout`` made with ``params`` (resolved for this generator)."""
+
+
+@runtime_checkable
+class MultiViewGenerator(Protocol):
+    """A shape generator that also takes the subject's other views (cut-outs by view name,
+    ``front`` among them); ``generate`` alone is the front-only case."""
+
+    def generate_views(
+        self,
+        views: Mapping[str, CutOut],
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> Mesh: ...

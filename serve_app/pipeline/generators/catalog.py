@@ -35,6 +35,14 @@ def _load_hunyuan3d(config: PipelineConfig) -> ShapeGenerator:
     return Hunyuan3DGenerator(settings)
 
 
+def _load_hunyuan3d_mv(config: PipelineConfig) -> ShapeGenerator:
+    from serve_app.pipeline.generators.hunyuan3d_mv import Hunyuan3DMVGenerator
+
+    settings = config.generators.hunyuan3d_mv
+    assert settings is not None  # enabled() lists it only when set
+    return Hunyuan3DMVGenerator(settings)
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """A generator's name, what it is, and how it is loaded (its module is imported then)."""
@@ -61,6 +69,12 @@ SPECS: dict[GeneratorName, GeneratorSpec] = {
             GeneratorName.HUNYUAN3D,
             "Tencent Hunyuan3D-2 shape model (hy3dgen), weights from a local directory",
             _load_hunyuan3d,
+        ),
+        GeneratorSpec(
+            GeneratorName.HUNYUAN3D_MV,
+            "Tencent Hunyuan3D-2mv shape model (hy3dgen) from the front, left, back and right "
+            "views, weights from a local directory",
+            _load_hunyuan3d_mv,
         ),
     )
 }

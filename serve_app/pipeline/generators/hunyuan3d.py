@@ -343,7 +343,7 @@ class Hunyuan3DGenerator(ShapeGenerator):
         return vae.eval()
 
     def make(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Mesh:
-        volume = self._device_section(cutout, p, progress)
+        volume = self._device_section(self._pipeline_image(cutout), p, progress)
         return self._finish(volume, cutout, p, progress)
 
     def decode(
@@ -355,17 +355,15 @@ class Hunyuan3DGenerator(ShapeGenerator):
     ) -> Volume:
         """The device section of a run on its own: the decoded occupancy field, on the host."""
         return self._device_section(
-            cutout, self.resolve(params), ShapeProgress(on_progress, cancel)
+            self._pipeline_image(cutout), self.resolve(params), ShapeProgress(on_progress, cancel)
         )
 
-    def _device_section(
-        self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress
-    ) -> Volume:
+    def _device_section(self, image: Any, p: GenerationParams, progress: ShapeProgress) -> Volume:
         """The device section of a run (one at a time): the decoded occupancy field, on the
         host. Whatever happens, the run's device memory is given back before the next."""
         with self._device_lock:
             try:
-                return self._decode(cutout, p, progress)
+                return self._decode(image, p, progress)
             except BaseException as exc:  # a cancel, an OOM, anything: free the GPU first
                 failure = detach_frames(exc)
             finally:
@@ -379,12 +377,13 @@ class Hunyuan3DGenerator(ShapeGenerator):
             ) from None
         raise failure
 
-    def _decode(self, cutout: CutOut, p: GenerationParams, progress: ShapeProgress) -> Volume:
+    def _decode(self, image: Any, p: GenerationParams, progress: ShapeProgress) -> Volume:
+        """Denoise and decode from ``image`` (what hy3dgen's pipeline takes: one picture, or
+        pictures by view for the multi-view model)."""
         assert p.steps is not None and p.octree_resolution is not None
         assert p.num_chunks is not None and p.seed is not None and p.mc_level is not None
         progress(0.0)
         progress.check()
-        image = Image.fromarray(np.ascontiguousarray(cutout.rgba), "RGBA")
         steps = p.steps
 
         def after_step(step: int, timestep: Any, outputs: Any) -> None:
@@ -449,6 +448,10 @@ class Hunyuan3DGenerator(ShapeGenerator):
             raise NoSurfaceError("the shape model's surface vanished in clean-up")
         progress(1.0)
         return Mesh(vertices=place_over_subject(vertices, cutout), faces=faces)
+
+    def _pipeline_image(self, cutout: CutOut) -> Any:
+        """What hy3dgen's pipeline is given as ``image``: the cut-out as an RGBA picture."""
+        return Image.fromarray(np.ascontiguousarray(cutout.rgba), "RGBA")
 
     def _release(self) -> None:
         """Give back the memory of a run (or a load): host garbage, then CUDA's cache."""

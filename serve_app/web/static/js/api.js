@@ -119,9 +119,11 @@ export async function errorFrom(response) {
   });
 }
 
-export function uploadImage(file) {
+/** `POST /api/upload-image`: the photo (the front) and photos from other views by name. */
+export function uploadImage(file, views = {}) {
   const form = new FormData();
   form.append("image", file, file.name || "photo.png");
+  for (const [view, photo] of Object.entries(views)) form.append(view, photo, photo.name || `${view}.png`);
   return request("api/upload-image", { method: "POST", body: form });
 }
 

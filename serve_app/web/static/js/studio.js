@@ -15,6 +15,7 @@ const MAX_BATCH = 16;
 const state = {
   photo: null, // a File chosen here, not uploaded yet
   photos: [], // several Files chosen at once: a batch
+  views: {}, // photos of the same subject from other sides, by view name (left, back, ...)
   sourceJobId: null, // the job Generate runs: an upload, a text-to-image result or an opened job
   job: null, // the job shown
   watcher: null,
@@ -132,9 +133,12 @@ function setPhoto(file) {
   }
   state.photo = file;
   state.photos = [];
+  state.views = {};
   state.sourceJobId = null;
   state.shownPicture = null;
   $("make-3d-button").hidden = true;
+  $("views-panel").hidden = false;
+  showViews();
   showPreview(URL.createObjectURL(file), `${file.name} (${Math.ceil(file.size / 1024)} KB)`);
   $("status-text").textContent = "Ready: choose the options and press Generate.";
 }
@@ -152,12 +156,57 @@ function setPhotos(files) {
   }
   state.photo = null;
   state.photos = files;
+  state.views = {};
+  $("views-panel").hidden = true;
   state.sourceJobId = null;
   const first = files.find((f) => PHOTO_TYPES.includes(f.type));
   showPreview(first ? URL.createObjectURL(first) : "", `${files.length} photos: ${files.map((f) => f.name).join(", ")}`);
   $("status-text").textContent = `Ready: press Generate to make ${files.length} models.`;
   $("generate-button").textContent = `Generate ${files.length}`;
 }
+
+// ---- photos from other sides (views) ------------------------------------------
+
+/** List the views added to the photo, each with a button that takes it away again. */
+function showViews() {
+  const list = $("view-list");
+  list.replaceChildren();
+  for (const [view, file] of Object.entries(state.views)) {
+    const item = document.createElement("li");
+    item.dataset.view = view;
+    item.append(`${view}: ${file.name}`);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link-button";
+    remove.textContent = "remove";
+    remove.setAttribute("aria-label", `Remove the ${view} photo`);
+    remove.addEventListener("click", () => {
+      delete state.views[view];
+      state.sourceJobId = null; // the next run uploads the photos as they are now
+      showViews();
+    });
+    item.append(" ", remove);
+    list.append(item);
+  }
+  for (const option of $("view-name").options) option.disabled = option.value in state.views;
+  const free = [...$("view-name").options].find((o) => !o.disabled);
+  if (free) $("view-name").value = free.value;
+  $("view-input").disabled = !free;
+}
+
+$("view-input").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  event.target.value = "";
+  if (!file) return;
+  clearMessage();
+  if (!PHOTO_TYPES.includes(file.type)) {
+    showMessage(`"${file.name}" is not a PNG, JPEG or WebP photo.`);
+    return;
+  }
+  state.views[$("view-name").value] = file;
+  state.sourceJobId = null;
+  showViews();
+});
 
 function showPreview(url, caption) {
   const img = $("preview");
@@ -237,6 +286,8 @@ async function startFromPrompt(toModel) {
   try {
     const job = await api.textToImage(prompt, model);
     state.photo = null;
+    state.views = {};
+    $("views-panel").hidden = true;
     state.sourceJobId = job.job_id;
     state.shownPicture = null;
     $("make-3d-button").hidden = true;
@@ -373,7 +424,7 @@ $("generate-form").addEventListener("submit", async (event) => {
   try {
     if (!state.sourceJobId) {
       $("status-text").textContent = "Uploading the photo…";
-      state.sourceJobId = (await api.uploadImage(state.photo)).job_id;
+      state.sourceJobId = (await api.uploadImage(state.photo, state.views)).job_id;
       state.shownPicture = state.sourceJobId; // the preview shows that photo already
     }
     $("status-text").textContent = "Starting…";
@@ -598,6 +649,8 @@ async function openJob(job) {
   clearMessage();
   state.photo = null;
   state.photos = [];
+  state.views = {};
+  $("views-panel").hidden = true;
   $("generate-button").textContent = "Generate";
   state.sourceJobId = job.job_id;
   state.shownPicture = null;
