@@ -110,6 +110,19 @@ class GeneratorsConfig(BaseModel):
         return names
 
 
+class TextureSettings(BaseModel):
+    """How the texturer treats what the photos do not show."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    back: Literal["fill", "mirror"] = Field(
+        default="fill",
+        description="with a front photo alone: fill (the unseen surface takes the colours "
+        "of the seen surface around it, diffused over the mesh) or mirror (the back shows "
+        "the front photo mirrored, as if it were a back photo)",
+    )
+
+
 class PipelineConfig(BaseModel):
     """Which models the pipeline loads and where from."""
 
@@ -126,6 +139,11 @@ class PipelineConfig(BaseModel):
         default="auto", description="where inflate runs (hunyuan3d has its own device)"
     )
     limits: ImageLimits = Field(default_factory=ImageLimits)
+    texturer: Literal["bake"] = Field(
+        default="bake",
+        description="the texturer: bake (a UV atlas baked from every view the job has)",
+    )
+    texture: TextureSettings = Field(default_factory=TextureSettings)
 
     @model_validator(mode="after")
     def _default_is_enabled(self) -> PipelineConfig:

@@ -17,7 +17,7 @@ from serve_app.pipeline.generators import load_generator
 from serve_app.pipeline.generators.base import MultiViewGenerator, ShapeGenerator
 from serve_app.pipeline.images import decode_image
 from serve_app.pipeline.scale import fit_to_dimensions
-from serve_app.pipeline.texture import texture_mesh
+from serve_app.pipeline.texture import Texturer, load_texturer
 from serve_app.pipeline.types import (
     CancelToken,
     CutOut,
@@ -48,8 +48,9 @@ class StageTimer:
 class ModelBuilder:
     """Shape generation then texture synthesis, scaled to the requested dimensions."""
 
-    def __init__(self, generator: ShapeGenerator) -> None:
+    def __init__(self, generator: ShapeGenerator, texturer: Texturer | None = None) -> None:
         self.generator = generator
+        self.texturer = texturer or load_texturer()
 
     def build(
         self,
@@ -78,7 +79,13 @@ class ModelBuilder:
             )
         cancel.raise_if_cancelled()
         textured = timer.run(
-            Stage.TEXTURE_SYNTHESIS, texture_mesh, views, mesh, params, on_progress, cancel
+            Stage.TEXTURE_SYNTHESIS,
+            self.texturer.texture,
+            views,
+            mesh,
+            params,
+            on_progress,
+            cancel,
         )
         textured.vertices = fit_to_dimensions(textured.vertices, params.dimensions)
         textured.meta = {
@@ -137,7 +144,10 @@ class Pipeline:
     def from_config(cls, config: PipelineConfig, generator: str | None = None) -> Pipeline:
         """The pipeline with ``generator`` (default: the config's default generator)."""
         remover = RembgRemover(config.models_dir, config.background_model)
-        builder = ModelBuilder(load_generator(generator or config.generator, config))
+        builder = ModelBuilder(
+            load_generator(generator or config.generator, config),
+            load_texturer(config.texturer, config.texture),
+        )
         return cls(remover, builder, config.limits)
 
     def run(

@@ -1,0 +1,276 @@
+"""The texture baker: a UV atlas, each view's colours where its camera sees the surface
+(weighted by how squarely the surface faces it), and a fill for what no view sees."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage
+from serve_app.pipeline.texture.atlas import Atlas, Texels, rasterize, unwrap
+from serve_app.pipeline.texture.inpainting import (
+    diffuse_over_faces,
+    dilate_charts,
+    inpaint_border,
+    merged_faces,
+    vertex_colours,
+)
+from serve_app.pipeline.texture.views import (
+    Alignment,
+    ViewName,
+    align,
+    as_views,
+    camera_frame,
+    mirrored,
+    silhouette_box,
+)
+from serve_app.pipeline.texture.visibility import DepthMap, depth_map, ray_caster
+from serve_app.pipeline.types import (
+    CancelToken,
+    CutOut,
+    Mesh,
+    ProgressCallback,
+    TexturedMesh,
+)
+
+#: The base-colour texture's side per quality level.
+TEXTURE_SIDE = {
+    1: 256,
+    2: 384,
+    3: 512,
+    4: 768,
+    5: 1024,
+    6: 1024,
+    7: 1536,
+    8: 2048,
+    9: 2048,
+    10: 2048,
+}
+ROUGHNESS = 0.8
+#: A view's weight at a surface point is cos(θ)^FACING_POWER, θ between the surface's normal
+#: and the direction to the camera; below MIN_FACING (about 87°) the view is not used.
+FACING_POWER = 2.0
+MIN_FACING = 0.05
+#: The weight of the mesh diffusion in every texel: it decides only where no view sees
+#: (or one barely grazes) the surface.
+PRIOR_WEIGHT = 1e-3
+#: Photo pixels this far (per 512 px of the subject's size) inside the silhouette are the
+#: subject's own colour; the rim blends with the removed background.
+RIM_PIXELS_PER_512 = 1.5
+
+
+@dataclass
+class PreparedView:
+    """One view's photo, ready to sample: colours, solid pixels, alignment, depth map.
+
+    rgb : (h, w, 3) float32; solid : (h, w) bool
+    """
+
+    name: ViewName
+    rgb: np.ndarray
+    solid: np.ndarray
+    alignment: Alignment
+    depth: DepthMap
+
+    def sample(self, points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Colour and weight of this view at surface points.
+
+        points, normals : (k, 3) float32 → colour (k, 3) float32, weight (k,) float32
+        (0 where the camera does not see the point, or sees the removed background)
+        """
+        frame = self.depth.frame.astype(np.float32)
+        cos = normals @ frame[0]
+        weight = np.zeros(len(points), dtype=np.float32)
+        colour = np.zeros((len(points), 3), dtype=np.float32)
+        facing = np.flatnonzero(cos > MIN_FACING)
+        if facing.size == 0:
+            return colour, weight
+        p = points[facing]
+        seen = self.depth.visible(p, cos[facing])
+        col, row = self.alignment.to_pixels(p @ frame[1], p @ frame[2])
+        h, w = self.solid.shape
+        ci = np.clip(col.astype(np.int64), 0, w - 1)
+        ri = np.clip(row.astype(np.int64), 0, h - 1)
+        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        seen &= inside & self.solid[ri, ci]
+        keep = facing[seen]
+        weight[keep] = cos[keep] ** FACING_POWER
+        colour[keep] = bilinear(self.rgb, col[seen] - 0.5, row[seen] - 0.5)
+        return colour, weight
+
+
+def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``image`` at continuous pixel centres (x, y), edges clamped.
+
+    image : (h, w, c) float32; x, y : (k,) float32 → (k, c) float32
+    """
+    h, w = image.shape[:2]
+    x = np.clip(x, 0.0, w - 1.0)
+    y = np.clip(y, 0.0, h - 1.0)
+    x0 = np.minimum(x.astype(np.int64), w - 2) if w > 1 else np.zeros(len(x), np.int64)
+    y0 = np.minimum(y.astype(np.int64), h - 2) if h > 1 else np.zeros(len(y), np.int64)
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = (x - x0)[:, None]
+    fy = (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def solid_pixels(cutout: CutOut) -> np.ndarray:
+    """The subject's pixels clear of its rim: (h, w) bool."""
+    import cv2
+
+    row0, row1, col0, col1 = silhouette_box(cutout.mask)
+    size = max(row1 - row0, col1 - col0)
+    rim = max(1, round(RIM_PIXELS_PER_512 * size / 512))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1))
+    mask = cutout.mask & (cutout.rgba[..., 3] >= 128)
+    return cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+
+
+class Baker:
+    """Bakes the views into a texture over a UV atlas of the mesh (``pipeline.texturer:
+    bake``). ``back="mirror"``: a lone front view is also used, mirrored, as the back."""
+
+    name = "bake"
+    version = "bake-1"
+
+    def __init__(self, back: str = "fill") -> None:
+        if back not in ("fill", "mirror"):
+            raise ValueError(f"back must be 'fill' or 'mirror', not {back!r}")
+        self.back = back
+
+    def texture(
+        self,
+        views: CutOut | Mapping[str, CutOut],
+        mesh: Mesh,
+        params: GenerationParams,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> TexturedMesh:
+        """The mesh with a baked base-colour texture; its vertices are split along the
+        atlas's seams (positions, faces and their order are the mesh's)."""
+        on_progress(Stage.TEXTURE_SYNTHESIS, 0.0)
+        photos = as_views(views)
+        if self.back == "mirror" and set(photos) == {ViewName.FRONT}:
+            photos[ViewName.BACK] = mirrored(photos[ViewName.FRONT])
+        vertices = np.asarray(mesh.vertices, dtype=np.float32)
+        faces = np.asarray(mesh.faces, dtype=np.int64)
+        atlas = unwrap(vertices, faces, TEXTURE_SIDE[params.quality])
+        cancel.raise_if_cancelled()
+        on_progress(Stage.TEXTURE_SYNTHESIS, 0.35)
+        texels = rasterize(atlas)
+        cancel.raise_if_cancelled()
+        on_progress(Stage.TEXTURE_SYNTHESIS, 0.5)
+        texture = bake(vertices, faces, atlas, texels, photos, on_progress, cancel)
+        on_progress(Stage.TEXTURE_SYNTHESIS, 1.0)
+        return TexturedMesh(
+            vertices=atlas.vertices,
+            faces=atlas.faces,
+            uv=atlas.uv,
+            texture=texture,
+            roughness=ROUGHNESS,
+            metallic=0.0,
+        )
+
+
+def prepare(
+    views: Mapping[ViewName, CutOut], vertices: np.ndarray, faces: np.ndarray
+) -> list[PreparedView]:
+    """Each view's alignment and depth map over the mesh."""
+    caster = ray_caster(vertices, faces)
+    prepared = []
+    for name, cutout in views.items():
+        frame = camera_frame(name)
+        prepared.append(
+            PreparedView(
+                name=name,
+                rgb=cutout.rgba[..., :3].astype(np.float32),
+                solid=solid_pixels(cutout),
+                alignment=align(name, vertices, cutout.mask),
+                depth=depth_map(caster, vertices, frame),
+            )
+        )
+    return prepared
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit normals of the faces (counter-clockwise outwards): (m, 3) float32."""
+    corners = vertices[faces].astype(np.float64)
+    n = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+    return n.astype(np.float32)
+
+
+def bake(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    atlas: Atlas,
+    texels: Texels,
+    views: Mapping[ViewName, CutOut],
+    on_progress: ProgressCallback,
+    cancel: CancelToken,
+) -> np.ndarray:
+    """The texture: (side, side, 3) uint8.
+
+    Each texel's surface point is looked at from every view that sees it; the colours are
+    averaged with weights cos(θ)^FACING_POWER. Where no view sees the surface, the colour
+    diffuses from the seen faces over the mesh, and the border between the two is inpainted
+    in the atlas; the charts are then dilated into the empty space between them.
+    """
+    side = atlas.side
+    prepared = prepare(views, vertices, faces)
+    corners = vertices[faces[texels.face]]  # (k, 3, 3)
+    points = np.einsum("kj,kjd->kd", texels.bary, corners).astype(np.float32)
+    normals = face_normals(vertices, faces)[texels.face]
+    total = np.zeros((len(points), 3), dtype=np.float32)
+    weight = np.zeros(len(points), dtype=np.float32)
+    for i, view in enumerate(prepared):
+        colour, w = view.sample(points, normals)
+        total += colour * w[:, None]
+        weight += w
+        cancel.raise_if_cancelled()
+        on_progress(Stage.TEXTURE_SYNTHESIS, 0.5 + 0.3 * (i + 1) / len(prepared))
+    fill = unseen_colours(vertices, faces, texels, total, weight, views)
+    colour = (total + PRIOR_WEIGHT * fill) / (weight + PRIOR_WEIGHT)[:, None]
+    cancel.raise_if_cancelled()
+    on_progress(Stage.TEXTURE_SYNTHESIS, 0.9)
+    image = np.zeros((side, side, 3), dtype=np.uint8)
+    image[texels.rows, texels.cols] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+    covered = np.zeros((side, side), dtype=bool)
+    covered[texels.rows, texels.cols] = True
+    seen = np.zeros((side, side), dtype=bool)
+    seen[texels.rows, texels.cols] = weight > 0
+    image = dilate_charts(image, covered)
+    image = inpaint_border(image, seen, covered)
+    return dilate_charts(image, covered)
+
+
+def unseen_colours(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    texels: Texels,
+    total: np.ndarray,
+    weight: np.ndarray,
+    views: Mapping[ViewName, CutOut],
+) -> np.ndarray:
+    """Per texel, the colour diffused over the mesh from the faces the views see:
+    (k, 3) float32."""
+    m = len(faces)
+    face_weight = np.bincount(texels.face, weights=weight, minlength=m)
+    face_colour = np.zeros((m, 3), dtype=np.float32)
+    for c in range(3):
+        face_colour[:, c] = np.bincount(texels.face, weights=total[:, c], minlength=m)
+    known = face_weight > 0
+    face_colour[known] /= face_weight[known, None].astype(np.float32)
+    merged, count = merged_faces(vertices, faces)
+    subject = np.concatenate([cut.rgba[..., :3][cut.mask] for cut in views.values()])
+    fallback = subject.mean(axis=0) if len(subject) else np.full(3, 128.0)
+    filled = diffuse_over_faces(merged, face_colour, known, fallback)
+    per_vertex = vertex_colours(merged, count, filled)
+    return np.einsum("kj,kjd->kd", texels.bary, per_vertex[merged[texels.face]]).astype(np.float32)
