@@ -43,6 +43,8 @@ def optimize(mesh: TexturedMesh, target_faces: int, repair: bool = True) -> Text
             f"target_faces must lie between {MIN_TARGET_FACES} and {MAX_TARGET_FACES}",
             target_faces=target_faces,
         )
+    if not repair and len(mesh.faces) <= target_faces:
+        return dataclasses.replace(mesh, meta=dict(mesh.meta))
     was_closed = is_closed(mesh.vertices, mesh.faces)
     ms = pymeshlab.MeshSet()
     ms.add_mesh(
@@ -52,10 +54,13 @@ def optimize(mesh: TexturedMesh, target_faces: int, repair: bool = True) -> Text
             v_tex_coords_matrix=mesh.uv.astype(np.float64),
         )
     )
+    # UVs per face corner, then one vertex per position: a model whose vertices are split
+    # along its texture's seams is decimated as the closed surface it is
+    ms.compute_texcoord_transfer_vertex_to_wedge()
+    ms.meshing_remove_duplicate_vertices()
     if repair:
         _repair(ms)
     if ms.current_mesh().face_number() > target_faces:
-        ms.compute_texcoord_transfer_vertex_to_wedge()
         ms.meshing_decimation_quadric_edge_collapse_with_texture(
             targetfacenum=target_faces,
             preserveboundary=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -38,9 +40,34 @@ def test_decimation_meets_the_target_and_keeps_the_model_closed(target):
         )
 
 
+def planar_textured(mesh: TexturedMesh) -> TexturedMesh:
+    """The model with UVs projected along Z onto its X/Y box (one UV per position, as the
+    pipeline's planar texture had), so where each UV should be is known."""
+    xy = mesh.vertices[:, :2].astype(np.float64)
+    uv = (xy - xy.min(axis=0)) / (xy.max(axis=0) - xy.min(axis=0))
+    return dataclasses.replace(mesh, uv=uv.astype(np.float32))
+
+
+def texture_at(mesh: TexturedMesh, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The texture's colour (nearest texel) at surface points of given faces: (k, 3)."""
+    import trimesh
+
+    corners = mesh.vertices[mesh.faces[faces]].astype(np.float64)
+    bary = trimesh.triangles.points_to_barycentric(corners, points)
+    uv = np.einsum("kj,kjd->kd", bary, mesh.uv[mesh.faces[faces]].astype(np.float64))
+    return uv_colours(mesh, uv)
+
+
+def uv_colours(mesh: TexturedMesh, uv: np.ndarray) -> np.ndarray:
+    h, w = mesh.texture.shape[:2]
+    cols = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+    rows = np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1)
+    return mesh.texture[rows, cols].astype(np.float64)
+
+
 @pytest.mark.parametrize("target", [2000, 200])
 def test_uvs_follow_the_texture_projection_and_the_texture_is_kept(target):
-    mesh = pipeline_mesh()
+    mesh = planar_textured(pipeline_mesh())
     projection = planar_uv_map(mesh)
     out = optimize(mesh, target)
     assert out.uv.shape == (len(out.vertices), 2) and out.uv.dtype == np.float32
@@ -51,6 +78,24 @@ def test_uvs_follow_the_texture_projection_and_the_texture_is_kept(target):
     expected = np.clip(xy1 @ projection, 0.0, 1.0)
     error = np.abs(out.uv - expected).max(axis=1)
     assert np.median(error) < 5e-3 and error.max() < 0.03  # texels of a 400-px texture
+
+
+def test_a_baked_model_keeps_its_colours_across_its_uv_seams():
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    mesh = pipeline_mesh()  # its vertices are split along the atlas's seams
+    out = optimize(mesh, 2000)
+    assert analyze_mesh(out.vertices, out.faces, "canonical").watertight
+    # the colour at each face's centre is the colour of the old surface nearest to it
+    centres = out.vertices[out.faces].astype(np.float64).mean(axis=1)
+    old = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    points, faces = trimesh.sample.sample_surface(old, 200_000, seed=5)
+    _, nearest = cKDTree(points).query(centres)
+    expected = texture_at(mesh, faces[nearest], points[nearest])
+    corner_uv = out.uv[out.faces].astype(np.float64).mean(axis=1)
+    error = np.abs(uv_colours(out, corner_uv) - expected).max(axis=1)
+    assert np.median(error) < 12 and (error < 40).mean() > 0.9
 
 
 def test_a_model_under_the_target_is_unchanged():
