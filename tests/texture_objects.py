@@ -90,7 +90,8 @@ def torus(major_sections: int = 64, minor_sections: int = 32) -> ColouredMesh:
         major_sections=major_sections,
         minor_sections=minor_sections,
     )
-    v = tm.vertices[:, [0, 2, 1]] * (1, 1, -1)  # a rotation: the ring in XY, the front sees its hole
+    # a rotation: the ring in XY, so the front camera sees through its hole
+    v = tm.vertices[:, [0, 2, 1]] * (1, 1, -1)
     f = tm.faces
     c = v[f].mean(axis=1)
     around = np.floor((np.arctan2(c[:, 1], c[:, 0]) + np.pi) / (np.pi / 4)).astype(np.int64)
