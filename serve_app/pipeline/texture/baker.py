@@ -58,15 +58,15 @@ MIN_FACING = 0.05
 #: (or one barely grazes) the surface.
 PRIOR_WEIGHT = 1e-3
 #: Photo pixels this far (per 512 px of the subject's size) inside the silhouette are the
-#: subject's own colour; the rim blends with the removed background.
+#: subject's own colour; the rim, which blends with the removed background, takes theirs.
 RIM_PIXELS_PER_512 = 1.5
 
 
 @dataclass
 class PreparedView:
-    """One view's photo, ready to sample: colours, solid pixels, alignment, depth map.
+    """One view's photo, ready to sample: colours, the subject's pixels, alignment, depth map.
 
-    rgb : (h, w, 3) float32; solid : (h, w) bool
+    rgb : (h, w, 3) float32, the rim's colours pulled in from inside; solid : (h, w) bool
     """
 
     name: ViewName
@@ -121,16 +121,22 @@ def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def solid_pixels(cutout: CutOut) -> np.ndarray:
-    """The subject's pixels clear of its rim: (h, w) bool."""
+def subject_colours(cutout: CutOut) -> np.ndarray:
+    """The photo's colours with every pixel of the silhouette's rim (and outside it) taking
+    the colour of the nearest pixel clear of the rim, which the removed background has not
+    blended into: (h, w, 3) float32."""
     import cv2
+    from scipy import ndimage
 
     row0, row1, col0, col1 = silhouette_box(cutout.mask)
     size = max(row1 - row0, col1 - col0)
     rim = max(1, round(RIM_PIXELS_PER_512 * size / 512))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1))
-    mask = cutout.mask & (cutout.rgba[..., 3] >= 128)
-    return cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+    solid = cv2.erode(cutout.mask.astype(np.uint8), kernel).astype(bool)
+    if not solid.any():
+        solid = cutout.mask
+    _, (ri, ci) = ndimage.distance_transform_edt(~solid, return_indices=True)
+    return cutout.rgba[..., :3][ri, ci].astype(np.float32)
 
 
 class Baker:
@@ -190,8 +196,8 @@ def prepare(
         prepared.append(
             PreparedView(
                 name=name,
-                rgb=cutout.rgba[..., :3].astype(np.float32),
-                solid=solid_pixels(cutout),
+                rgb=subject_colours(cutout),
+                solid=cutout.mask,
                 alignment=align(name, vertices, cutout.mask),
                 depth=depth_map(caster, vertices, frame),
             )
