@@ -25,16 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from serve_app.contracts.params import GenerationParams  # noqa: E402
 from serve_app.pipeline.texture import baker as baker_module  # noqa: E402
 from serve_app.pipeline.texture.baker import Baker  # noqa: E402
 from serve_app.pipeline.texture.views import ViewName, align  # noqa: E402
-from serve_app.pipeline.types import (  # noqa: E402
-    CancelToken,
-    CutOut,
-    GenerationParams,
-    TexturedMesh,
-    no_progress,
-)
+from serve_app.pipeline.types import CancelToken, CutOut, TexturedMesh, no_progress  # noqa: E402
 from tests.texture_objects import (  # noqa: E402
     ALL_VIEWS,
     OBJECTS,

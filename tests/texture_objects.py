@@ -104,8 +104,9 @@ def torus(major_sections: int = 64, minor_sections: int = 32) -> ColouredMesh:
 @cache
 def generated(quality: int = 3) -> ColouredMesh:
     """The inflate generator's solid of an ellipse, in a 3D checker of 6 × 6 × 2 cells."""
+    from serve_app.contracts.params import GenerationParams
     from serve_app.pipeline.generators.inflate import InflateGenerator
-    from serve_app.pipeline.types import CancelToken, GenerationParams, no_progress
+    from serve_app.pipeline.types import CancelToken, no_progress
     from tests.support import ellipse_cutout
 
     rgba = ellipse_cutout(300, 240)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from serve_app.contracts.params import GenerationParams
+from serve_app.contracts.stages import Stage
 from serve_app.errors import JobCancelledError
 from serve_app.pipeline.config import PipelineConfig
 from serve_app.pipeline.texture import Baker, ViewName, load_texturer
 from serve_app.pipeline.texture.views import align, as_views, camera_frame
-from serve_app.pipeline.types import CancelToken, GenerationParams, Stage, no_progress
+from serve_app.pipeline.types import CancelToken, no_progress
 from tests.texture_objects import (
     ALL_VIEWS,
     SIDE_VIEWS,
