@@ -44,6 +44,7 @@ class ShapeTexture:
     def __init__(self, config: AppConfig) -> None:
         from serve_app.pipeline.generators import load_generator
         from serve_app.pipeline.runner import ModelBuilder
+        from serve_app.pipeline.texture import load_texturer
 
         lower_priority(config.shape_texture.niceness)
         self._config = config
@@ -58,7 +59,8 @@ class ShapeTexture:
                 logger.error("generator %s is not available: %s", name, exc.message)
                 self._load_errors[name] = exc
                 continue
-            self._builders[name] = ModelBuilder(generator)
+            texturer = load_texturer(config.pipeline.texturer, config.pipeline.texture)
+            self._builders[name] = ModelBuilder(generator, texturer)
         self._report_generators()
         self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
