@@ -11,24 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
+from serve_app.contracts.views import ViewName
 from serve_app.errors import NoSubjectError
 from serve_app.pipeline.types import CutOut
-
-
-class ViewName(StrEnum):
-    """Where a view's camera stands."""
-
-    FRONT = "front"
-    LEFT = "left"
-    BACK = "back"
-    RIGHT = "right"
-    TOP = "top"
-    BOTTOM = "bottom"
-
 
 #: Per view: (toward the camera, image right, image up) as unit axes of the mesh's frame.
 CAMERA_AXES: dict[ViewName, tuple[tuple[int, int, int], ...]] = {
