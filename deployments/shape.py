@@ -52,6 +52,7 @@ class ShapeTexture:
         self._registry = find_registry(config)
         self._builders: dict[str, ModelBuilder] = {}
         self._load_errors: dict[str, OrfeasError] = {}
+        self._texturer = load_texturer(config.pipeline.texturer, config.pipeline.texture)
         for name in config.pipeline.generators.enabled():
             try:
                 generator = load_generator(name, config.pipeline)
@@ -59,8 +60,7 @@ class ShapeTexture:
                 logger.error("generator %s is not available: %s", name, exc.message)
                 self._load_errors[name] = exc
                 continue
-            texturer = load_texturer(config.pipeline.texturer, config.pipeline.texture)
-            self._builders[name] = ModelBuilder(generator, texturer)
+            self._builders[name] = ModelBuilder(generator, self._texturer)
         self._report_generators()
         self._timings = {name: ReplicaStageTimings(name) for name in self._builders}
 
@@ -138,6 +138,7 @@ class ShapeTexture:
             params,
             reporter.on_progress,
             reporter.cancel,
+            self._texturer,
         )
         textured.meta = {
             "generator": GIVEN_MESH,

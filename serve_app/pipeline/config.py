@@ -110,6 +110,11 @@ class GeneratorsConfig(BaseModel):
         return names
 
 
+#: The baker's recipe: raised when what it makes changes, so that models cached before are
+#: made again (it is part of every cache key, through ``PipelineConfig.texture_version``).
+BAKE_RECIPE = 1
+
+
 class TextureSettings(BaseModel):
     """How the texturer treats what the photos do not show."""
 
@@ -144,6 +149,12 @@ class PipelineConfig(BaseModel):
         description="the texturer: bake (a UV atlas baked from every view the job has)",
     )
     texture: TextureSettings = Field(default_factory=TextureSettings)
+
+    @property
+    def texture_version(self) -> str:
+        """What a model's cache key carries of its texturing: the texturer, its recipe and
+        what it does with unseen surface."""
+        return f"{self.texturer}-{BAKE_RECIPE}-{self.texture.back}"
 
     @model_validator(mode="after")
     def _default_is_enabled(self) -> PipelineConfig:

@@ -130,7 +130,10 @@ class JobRegistry:
         self._ledger = Ledger(journal_path(config))
         self._commits = Commits(self._ledger, self._monitor)
         self._workers = Workers(
-            self._ledger, ArtifactStore(config.storage.root), config.pipeline.background_model
+            self._ledger,
+            ArtifactStore(config.storage.root),
+            config.pipeline.background_model,
+            config.pipeline.texture_version,
         )
         self._supervisor = Supervisor(
             self._table, self._monitor, self._commits, self._workers, config.registry

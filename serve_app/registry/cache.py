@@ -28,10 +28,12 @@ def cache_key(
     generator_version: str,
     views: Mapping[str, str] | None = None,
     mesh: str | None = None,
+    texture: str | None = None,
 ) -> str:
     """The sha256 hex key of one generation's canonical mesh; ``views`` are the hashes of
-    the other views' photos by view name, ``mesh`` the hash of a mesh file to texture
-    (none: the key of a single photo, as before)."""
+    the other views' photos by view name, ``mesh`` the hash of a mesh file to texture,
+    ``texture`` how it is textured (``PipelineConfig.texture_version``; the service always
+    says it)."""
     recipe: dict[str, object] = {
         "schema": CACHE_SCHEMA,
         "image": upload_sha256,
@@ -40,6 +42,8 @@ def cache_key(
         "generator": generator,
         "generator_version": generator_version,
     }
+    if texture:
+        recipe["texture"] = texture
     if views:
         recipe["views"] = dict(views)
     if mesh:

@@ -67,9 +67,12 @@ class Backends:
 class Workers:
     """Runs a job's ticket on the worker deployments, or completes it from the cache."""
 
-    def __init__(self, ledger: Ledger, store: ArtifactStore, background_model: str) -> None:
+    def __init__(
+        self, ledger: Ledger, store: ArtifactStore, background_model: str, texture_version: str
+    ) -> None:
         self.store = store
         self.background_model = background_model
+        self.texture_version = texture_version
         #: Generator name → the version its ShapeTexture replicas report (cache keys).
         self.versions: dict[str, str] = {}
         #: Generator name → why its ShapeTexture replicas could not load it (readiness).
@@ -161,6 +164,7 @@ class Workers:
             version,
             views=views,
             mesh=upload.mesh.sha256 if upload.mesh else None,
+            texture=self.texture_version,
         )
         return replace(ticket, generator_version=version, artifact_key=key)
 

@@ -17,7 +17,7 @@ from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
 from serve_app.meshtools.config import MeshLimits
 from serve_app.meshtools.readers import read_mesh
-from serve_app.pipeline.texture import texture_mesh
+from serve_app.pipeline.texture import Texturer, load_texturer
 from serve_app.pipeline.types import (
     CancelToken,
     CutOut,
@@ -47,8 +47,10 @@ def texture_given_mesh(
     params: GenerationParams,
     on_progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    texturer: Texturer | None = None,
 ) -> TexturedMesh:
-    """``mesh`` coloured from ``views`` by the texturer, with its own positions kept.
+    """``mesh`` coloured from ``views`` by ``texturer`` (default: the baker), with its own
+    positions kept.
 
     The texturer sees the mesh placed in the pixel frame of the first view (the front when
     there is one): its bounding box on that view's subject's, per axis (+Y up, as the
@@ -58,7 +60,8 @@ def texture_given_mesh(
     first = views.get("front") or next(iter(views.values()))
     frame = PhotoFrame.of(mesh.vertices, first.mask)
     placed = Mesh(vertices=frame.place(mesh.vertices), faces=mesh.faces)
-    textured = texture_mesh(dict(views), placed, params, on_progress, cancel)
+    texturer = texturer or load_texturer()
+    textured = texturer.texture(dict(views), placed, params, on_progress, cancel)
     textured.vertices = frame.restore(textured.vertices)
     return textured
 

@@ -146,6 +146,7 @@ def test_the_shape_replica_stores_under_the_key_the_registry_computed(api: Api) 
     from serve_app.contracts.params import GenerationParams
     from serve_app.contracts.runs import JobTicket, RunRequest, UploadInfo
     from serve_app.errors import GeneratorVersionChangedError, OrfeasError, WorkerLostError
+    from serve_app.pipeline.config import PipelineConfig
     from serve_app.pipeline.types import CutOut
     from serve_app.ray_errors import as_orfeas_error
     from serve_app.registry.cache import cache_key
@@ -164,6 +165,7 @@ def test_the_shape_replica_stores_under_the_key_the_registry_computed(api: Api) 
         "u2netp",
         "inflate",
         done["generator_version"],
+        texture=PipelineConfig().texture_version,
     )
     store = ArtifactStore(api.service.storage_root)
     assert store.mesh_path(key).is_file() and store.export_path(key, "stl").is_file()

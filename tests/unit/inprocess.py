@@ -156,6 +156,7 @@ class InProcessService:
                 self.config.pipeline.background_model,
                 "inflate",
                 GENERATOR_VERSION,
+                texture=self.config.pipeline.texture_version,
             )
             ArtifactStore(self.config.storage.root).put_mesh(
                 key, (mesh or tetrahedron()).to_bytes()
@@ -193,6 +194,7 @@ class InProcessService:
                 self.config.pipeline.background_model,
                 "inflate",
                 GENERATOR_VERSION,
+                texture=self.config.pipeline.texture_version,
             )
             store.put_mesh(key, mesh.to_bytes())
 

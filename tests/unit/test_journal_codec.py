@@ -106,11 +106,11 @@ def test_a_journal_written_by_the_hand_written_codec_reads_back_field_for_field(
     assert isinstance(record.status, JobStatus) and isinstance(record.plan, RunPlan)
     assert record.result is None or isinstance(record.result.formats, tuple)
     # What is written now is the same document (the same fields, the same values), its
-    # uploads' lists of other views (none) added.
+    # uploads' view (front), other views (none) and mesh to texture (none) added.
     now = json.loads(encode_record(record))
-    assert now["upload"].pop("views") == []
-    if now["image"] is not None:
-        assert now["image"]["upload"].pop("views") == []
+    uploads = [now["upload"]] + ([now["image"]["upload"]] if now["image"] is not None else [])
+    for upload in uploads:
+        assert (upload.pop("view"), upload.pop("views"), upload.pop("mesh")) == ("front", [], None)
     assert now == json.loads(written)
 
 

@@ -115,13 +115,15 @@ def test_submit_sends_the_generator_parameters_given() -> None:
 
 def test_the_registry_keys_the_ticket_once(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    workers = Workers(Ledger(tmp_path / "journal.sqlite"), store, "u2netp")
+    workers = Workers(Ledger(tmp_path / "journal.sqlite"), store, "u2netp", "bake-1-fill")
     params = resolve_params("hunyuan3d", GenerationParams(quality=2))
     upload = UploadInfo("ab" * 32, 10, "image/png")
     ticket = JobTicket("0" * 32, 1, upload, RunRequest(params, "glb", "hunyuan3d"))
     keyed = workers.keyed(ticket, "hunyuan3d-7")
     assert keyed.generator_version == "hunyuan3d-7"
-    assert keyed.artifact_key == cache_key("ab" * 32, params, "u2netp", "hunyuan3d", "hunyuan3d-7")
+    assert keyed.artifact_key == cache_key(
+        "ab" * 32, params, "u2netp", "hunyuan3d", "hunyuan3d-7", texture="bake-1-fill"
+    )
     # The ShapeTexture replica stores under the ticket's key when its version is the same...
     assert ShapeTexture._checked_key(keyed, "hunyuan3d-7") == keyed.artifact_key
     # ...and refuses a ticket keyed for another version (or not keyed): the run is retried.

@@ -19,6 +19,7 @@ from serve_app.errors import (
     JobNotFoundError,
     ValidationFailedError,
 )
+from serve_app.pipeline.config import PipelineConfig
 from serve_app.registry.cache import cache_key
 from serve_app.registry.jobs import Viewer
 from serve_app.registry.table import JobTable
@@ -153,8 +154,12 @@ def test_cache_key_changes_with_every_input_that_changes_the_mesh() -> None:
             "inflate-1",
         ),
         cache_key("a" * 64, GenerationParams(), "u2netp", "inflate", "inflate-2"),
+        cache_key("a" * 64, GenerationParams(), "u2netp", "inflate", "inflate-1", texture="t"),
     ]
-    assert len({base, *variants}) == 5
+    assert len({base, *variants}) == 6
+    # How the model is textured is part of its key: a mirrored back is not a filled one.
+    fill, mirror = (PipelineConfig(texture={"back": back}) for back in ("fill", "mirror"))
+    assert fill.texture_version != mirror.texture_version
 
 
 def test_the_ingress_imports_neither_torch_nor_trimesh() -> None:

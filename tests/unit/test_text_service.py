@@ -137,6 +137,7 @@ def test_text_to_3d_in_one_request_completes_from_both_caches(
         service.config.pipeline.background_model,
         "inflate",
         GENERATOR_VERSION,
+        texture=service.config.pipeline.texture_version,
     )
     ArtifactStore(service.config.storage.root).put_mesh(mesh_key, tetrahedron().to_bytes())
 

@@ -141,6 +141,7 @@ def test_a_run_with_views_is_keyed_by_them(service: InProcessService) -> None:
             "inflate",
             GENERATOR_VERSION,
             views={"left": sha256_hex(small("coffee"))},
+            texture=service.config.pipeline.texture_version,
         )
         ArtifactStore(service.config.storage.root).put_mesh(key, tetrahedron().to_bytes())
 

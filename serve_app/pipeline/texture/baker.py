@@ -10,6 +10,7 @@ import numpy as np
 
 from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
+from serve_app.pipeline.config import BAKE_RECIPE
 from serve_app.pipeline.texture.atlas import Atlas, Texels, rasterize, unwrap
 from serve_app.pipeline.texture.inpainting import (
     diffuse_over_faces,
@@ -144,12 +145,13 @@ class Baker:
     bake``). ``back="mirror"``: a lone front view is also used, mirrored, as the back."""
 
     name = "bake"
-    version = "bake-1"
 
     def __init__(self, back: str = "fill") -> None:
         if back not in ("fill", "mirror"):
             raise ValueError(f"back must be 'fill' or 'mirror', not {back!r}")
         self.back = back
+        #: What the cache key carries of the texture: the baker's recipe and its back.
+        self.version = f"bake-{BAKE_RECIPE}-{back}"
 
     def texture(
         self,
