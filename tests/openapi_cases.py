@@ -229,18 +229,38 @@ class Document:
             for n, p in schema.get("properties", {}).items()
             if self.deref(p).get("type") == "string" and "example" in self.deref(p)
         }
+
+        def allowed(name: str) -> list[str] | None:
+            declared = encoding.get(name, {}).get("contentType")
+            return [t.strip() for t in declared.split(",")] if declared else None
+
+        def fits(name: str, content: bytes, media_type: str) -> bool:
+            prop = self.deref(schema["properties"][name])
+            item = self.deref(prop.get("items", {})) if prop.get("type") == "array" else prop
+            kinds = allowed(name)
+            return (kinds is None or media_type in kinds) and len(content) >= item.get(
+                "minLength", 0
+            )
+
+        # The other fields a body needs (required ones, and the first choice of an anyOf of
+        # required ones), each with a file it accepts; each field is then varied alone.
+        needed = list(schema.get("required", []))
+        needed += next(iter(schema.get("anyOf", [])), {}).get("required", [])
+        base: dict[str, tuple[str, bytes, str]] = {}
+        for name in needed:
+            good = next((f for f in self.files.values() if f[1] and fits(name, f[1], f[2])), None)
+            if good is not None and name not in data:
+                base[name] = good
         for name, prop in schema.get("properties", {}).items():
             prop = self.deref(prop)
             item = self.deref(prop.get("items", {})) if prop.get("type") == "array" else prop
             if item.get("type") != "string" or "example" in item:
                 continue
-            declared = encoding.get(name, {}).get("contentType")
-            allowed = [t.strip() for t in declared.split(",")] if declared else None
+            others = {k: v for k, v in base.items() if k != name}
             for label, (file_name, content, media_type) in self.files.items():
-                valid = (allowed is None or media_type in allowed) and len(content) >= item.get(
-                    "minLength", 0
-                )
-                yield f"{name}: {label}", valid, {name: (file_name, content, media_type)}, data
+                valid = fits(name, content, media_type)
+                files = {**others, name: (file_name, content, media_type)}
+                yield f"{name}: {label}", valid, files, data
 
 
 def _absolute(node: Any) -> Any:

@@ -27,3 +27,7 @@ KEEPALIVE_S = 10.0
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route (or router) that may answer ``codes`` with an error body."""
     return {code: {"model": ErrorResponse} for code in codes}
+
+
+#: The media types of the mesh files the mesh tools read (STL, OBJ, PLY, GLB).
+MESH_MEDIA_TYPES = ("model/stl", "model/obj", "application/ply", "model/gltf-binary")

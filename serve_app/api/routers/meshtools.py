@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 from serve_app.api.deps import ServicesDep, ViewerDep
 from serve_app.api.job_service import job_mesh
 from serve_app.api.request_bodies import body_kind, file_or_json_body, parse_json, read_small_body
-from serve_app.api.route_params import error_responses
+from serve_app.api.route_params import MESH_MEDIA_TYPES, error_responses
 from serve_app.contracts.meshtools import MeshAnalysis
 from serve_app.errors import (
     PayloadTooLargeError,
@@ -62,7 +62,6 @@ _ANALYZE_BODY: dict[str, Any] = {
     )
 }
 #: The media types of the mesh files analyze-stl reads (the content decides, not the type).
-MESH_MEDIA_TYPES = ("model/stl", "model/obj", "application/ply", "model/gltf-binary")
 _ANALYZE_BODY["requestBody"]["content"]["multipart/form-data"]["encoding"] = {
     "file": {"contentType": ", ".join(MESH_MEDIA_TYPES)}
 }

@@ -13,9 +13,9 @@ from starlette.datastructures import UploadFile
 
 from serve_app.api import responses
 from serve_app.api.deps import ServicesDep, ViewerDep
-from serve_app.api.job_service import check_room
+from serve_app.api.job_service import MEDIA_TYPES, check_room
 from serve_app.api.request_bodies import body_kind, parse_json
-from serve_app.api.route_params import error_responses
+from serve_app.api.route_params import MESH_MEDIA_TYPES, error_responses
 from serve_app.api.texture_service import start_texturing
 from serve_app.api.webhook_service import check_callback, subscribe_job
 from serve_app.contracts.views import VIEW_NAMES
@@ -29,7 +29,7 @@ router = APIRouter(
     responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503),
 )
 
-_PHOTO = {"type": "string", "format": "binary"}
+_PHOTO = {"type": "string", "format": "binary", "minLength": 1}
 _FIELDS: dict[str, Any] = {
     "mesh": {
         **_PHOTO,
@@ -51,7 +51,20 @@ _BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "required": ["mesh"], "properties": _FIELDS}
+                "schema": {
+                    "type": "object",
+                    "required": ["mesh"],
+                    # at least one photo, from any of the views
+                    "anyOf": [{"required": [str(view)]} for view in VIEW_NAMES],
+                    "properties": _FIELDS,
+                },
+                "encoding": {
+                    "mesh": {"contentType": ", ".join(MESH_MEDIA_TYPES)},
+                    **{
+                        str(view): {"contentType": ", ".join(MEDIA_TYPES.values())}
+                        for view in VIEW_NAMES
+                    },
+                },
             }
         },
     }
