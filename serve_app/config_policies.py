@@ -54,7 +54,7 @@ class SecurityConfig(_Strict):
         description="a request whose body sends nothing for this long is answered 408",
     )
     max_concurrent_uploads: int = Field(
-        default=4,
+        default=16,
         gt=0,
         description="file uploads (images, meshes, batches) one client (key or address) may "
         "send at once to one ingress replica; more are answered 429 with Retry-After",

@@ -258,7 +258,8 @@ def _targets(images: list[Path], out_dir: Path, fmt: str) -> list[Path]:
 
 def text(args: argparse.Namespace, output: Output) -> int:
     options = _options(args, dimensions=False) if args.make_3d else None
-    params = model_values(args, TextToImageParams)
+    # The prompt is the positional argument; the flags are the rest of the model's fields.
+    params = {k: v for k, v in model_values(args, TextToImageParams).items() if k != "prompt"}
     fmt = options.format if options else None
     try:  # the prompt and parameters, checked before anything is sent
         calls.text_to_image(args.prompt, options, params)

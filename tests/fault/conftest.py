@@ -29,6 +29,8 @@ CLIENT_KEYS = [f"fault-client-key-{i:02d}" for i in range(48)]
 ADMIN_KEY = "fault-admin-key"
 #: Two keys no other test uses, for the ownership tests (each sees only its own jobs).
 OWNER_KEYS = ("fault-owner-key-a", "fault-owner-key-b")
+#: The key of the tests that pace request bodies (their uploads are nobody else's jobs).
+PACE_KEY = "fault-pace-key-0001"
 MAX_ACTIVE_JOBS = 16
 MAX_ACTIVE_PER_CLIENT = 2
 BODY_IDLE_TIMEOUT_S = 5.0
@@ -73,7 +75,7 @@ def fault_args(storage_root: Path) -> dict[str, Any]:
         "resume_timeout_s": 90.0,
     }
     args["security"] = {
-        "api_key_hashes": [hash_key(k) for k in [*CLIENT_KEYS, *OWNER_KEYS]],
+        "api_key_hashes": [hash_key(k) for k in [*CLIENT_KEYS, *OWNER_KEYS, PACE_KEY]],
         "admin_key_hashes": [hash_key(ADMIN_KEY)],
         "cors_origins": ["http://studio.example"],
         "per_key_rate": {"rate_per_s": 10, "burst": 60},

@@ -20,14 +20,14 @@ from tests.client import photo
 from tests.fault.conftest import (
     BODY_IDLE_TIMEOUT_S,
     MAX_CONCURRENT_UPLOADS,
-    OWNER_KEYS,
+    PACE_KEY,
     keyed_client,
 )
 from tests.fault.harness import FaultService, replica_names
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(120)]
 
-KEY = OWNER_KEYS[0]
+KEY = PACE_KEY
 BOUNDARY = "pa"
 #: The six bytes that are sent of the thousand declared.
 FIRST = f"--{BOUNDARY}\r\n".encode()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 import numpy as np
 
@@ -51,7 +55,30 @@ class Texels:
     bary: np.ndarray
 
 
+#: One kept child process for xatlas (made on first use, made again if it dies).
+_UNWRAPPER: ProcessPoolExecutor | None = None
+_UNWRAPPER_LOCK = threading.Lock()
+
+
 def unwrap(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
+    """:func:`unwrap_here` in a kept child process. xatlas holds the GIL for its whole call
+    (seconds on a large mesh): in this process it would stop every other thread, a run's
+    heartbeats among them, and its lease would run out while it works."""
+    global _UNWRAPPER
+    with _UNWRAPPER_LOCK:
+        if _UNWRAPPER is None:
+            _UNWRAPPER = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+        pool = _UNWRAPPER
+    try:
+        return pool.submit(unwrap_here, vertices, faces, side).result()
+    except BrokenProcessPool:
+        with _UNWRAPPER_LOCK:
+            if _UNWRAPPER is pool:
+                _UNWRAPPER = None
+        raise
+
+
+def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     """Charts and their packing by xatlas, for a ``side`` × ``side`` texture with padding
     between charts.
 
