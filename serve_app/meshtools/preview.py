@@ -22,7 +22,7 @@ import numpy as np
 from serve_app.errors import ModelUnavailableError, ValidationFailedError
 from serve_app.meshtools.config import MAX_SIDE, MIN_SIDE, TRANSPARENT
 from serve_app.meshtools.materials import parse_hex_color
-from serve_app.pipeline.export import srgb_to_linear
+from serve_app.pipeline.appearance import srgb_to_linear
 from serve_app.pipeline.types import TexturedMesh
 
 #: How much of the image the model's bounding sphere fills, across its shorter side.

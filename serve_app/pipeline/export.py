@@ -18,8 +18,6 @@ from serve_app.pipeline.appearance import material_name, srgb_to_linear, vertex_
 from serve_app.pipeline.threemf import export_3mf
 from serve_app.pipeline.types import TexturedMesh
 
-__all__ = ["export_mesh", "material_name", "mtl_text", "srgb_to_linear", "vertex_colours"]
-
 MEDIA_TYPES: dict[OutputFormat, str] = {
     "glb": "model/gltf-binary",
     "obj": "application/zip",

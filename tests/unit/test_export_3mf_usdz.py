@@ -13,8 +13,9 @@ import pytest
 import trimesh
 from PIL import Image
 
+from serve_app.pipeline.appearance import srgb_to_linear
 from serve_app.pipeline.config import PipelineConfig
-from serve_app.pipeline.export import export_mesh, srgb_to_linear
+from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.runner import Pipeline
 from serve_app.pipeline.types import TexturedMesh
 from tests.formats import (

@@ -18,7 +18,7 @@ from serve_app.pipeline.config import Hunyuan3DSettings
 from serve_app.pipeline.generators import hunyuan3d as hy
 from serve_app.pipeline.generators.hunyuan3d import Hunyuan3DGenerator
 from serve_app.pipeline.generators.hunyuan3d_profile import pick_decoder
-from serve_app.pipeline.texture import texture_mesh
+from serve_app.pipeline.texture import load_texturer
 from serve_app.pipeline.types import CancelToken, CutOut, Mesh, TexturedMesh, no_progress
 from serve_app.registry.cache import cache_key
 from serve_app.storage import ArtifactStore
@@ -227,7 +227,7 @@ def test_the_cache_key_differs_between_decoders_and_a_dense_run_is_not_answered_
     }
     assert keys["dense"] != keys["flashvdm"]
     mesh = run(decoders["flashvdm"])
-    textured = texture_mesh(cutout(), mesh, params, no_progress, CancelToken())
+    textured = load_texturer().texture(cutout(), mesh, params, no_progress, CancelToken())
     assert isinstance(textured, TexturedMesh)
     store.put_mesh(keys["flashvdm"], textured.to_bytes())
     # The registry answers a run from the cache by its keyed ticket's mesh (Workers._from_cache).

@@ -14,7 +14,8 @@ import trimesh
 from serve_app.contracts.meshtools import CustomMaterial
 from serve_app.errors import ValidationFailedError
 from serve_app.meshtools.materials import PRESETS, apply_material, resolve_material
-from serve_app.pipeline.export import export_mesh, srgb_to_linear
+from serve_app.pipeline.appearance import srgb_to_linear
+from serve_app.pipeline.export import export_mesh
 from serve_app.pipeline.types import TexturedMesh
 from tests.gltf_validator import validate_glb
 from tests.meshes import pipeline_mesh

@@ -28,7 +28,6 @@ __all__ = [
     "Texturer",
     "ViewName",
     "load_texturer",
-    "texture_mesh",
 ]
 
 
@@ -63,17 +62,3 @@ def load_texturer(name: str = "bake", settings: TextureSettings | None = None) -
     if name == "bake":
         return Baker(back=settings.back)
     raise ValueError(f"unknown texturer {name!r}; known: bake")
-
-
-_DEFAULT = Baker()
-
-
-def texture_mesh(
-    views: CutOut | Mapping[str, CutOut],
-    mesh: Mesh,
-    params: GenerationParams,
-    on_progress: ProgressCallback,
-    cancel: CancelToken,
-) -> TexturedMesh:
-    """Texture ``mesh`` from ``views`` with the default baker."""
-    return _DEFAULT.texture(views, mesh, params, on_progress, cancel)
