@@ -196,6 +196,12 @@ class WorkerLostError(ModelUnavailableError):
     """A worker replica died (or stopped renewing its lease) while it held a run; retryable."""
 
 
+class WorkersUnavailableError(WorkerLostError):
+    """No replica of a deployment could take the request: its application is being deleted
+    or redeployed, or failed to deploy. A run waits for one, as for a full queue, rather
+    than spending a retry; retryable."""
+
+
 class GeneratorVersionChangedError(WorkerLostError):
     """The replica that took a run has another version of its generator than the run's
     ticket was keyed for (a rolling update): the run is retried under the new version's key.

@@ -12,6 +12,7 @@ from serve_app.errors import (
     ServiceOverloadedError,
     StorageFullError,
     WorkerLostError,
+    WorkersUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,13 +40,17 @@ def as_orfeas_error(exc: BaseException, unexpected: OrfeasError | None = None) -
         return ServiceOverloadedError("the service is at capacity; retry shortly")
     if isinstance(cause, serve_exc.RequestCancelledError | ray_exc.TaskCancelledError):
         return JobCancelledError("the job was cancelled")
+    if isinstance(cause, serve_exc.DeploymentUnavailableError):
+        # Serve refuses at once while a deployment is deleted, redeployed or failed.
+        return WorkersUnavailableError(
+            "no worker can take the request now (the service is restarting)", retryable=True
+        )
     if isinstance(
         cause,
         ray_exc.RayActorError
         | ray_exc.WorkerCrashedError
         | ray_exc.ObjectLostError
         | ray_exc.OutOfMemoryError
-        | serve_exc.DeploymentUnavailableError
         | serve_exc.ReplicaUnavailableError,
     ):
         return WorkerLostError("a worker was lost while handling the request", retryable=True)

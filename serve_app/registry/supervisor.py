@@ -40,6 +40,7 @@ from serve_app.errors import (
     RateLimitedError,
     ServiceOverloadedError,
     WorkerLostError,
+    WorkersUnavailableError,
 )
 from serve_app.ray_errors import as_orfeas_error
 from serve_app.registry.commits import Change, Commits
@@ -63,6 +64,9 @@ class Requeue(StrEnum):
 
     #: A worker queue was full: wait ``retry_after_s``; not counted against the retries.
     OVERLOADED = "overloaded"
+    #: No worker could take it (its deployment is being deleted or redeployed): wait
+    #: ``retry_after_s`` for one to come back; not counted against the retries.
+    UNAVAILABLE = "unavailable"
     #: Its worker was lost: counted against ``max_retries``.
     RETRIED = "retried"
     #: The registry restarted while the run was in flight.
@@ -268,12 +272,18 @@ class Supervisor:
         record = self._table.current(job_id, run)
         if record is None or record.cancel_requested:
             return False
-        if isinstance(error, ServiceOverloadedError):  # a worker queue was full: wait
+        if isinstance(error, ServiceOverloadedError | WorkersUnavailableError):
+            # A full worker queue, or no worker at all for now: wait for one.
             waits = self._overloads.get(job_id, 0) + 1
             if waits * self.policy.retry_after_s > self.policy.queue_timeout_s:
                 return False  # waited a queue timeout: the run fails (retryable 503)
             self._overloads[job_id] = waits
-            self.requeue(record, Requeue.OVERLOADED, error.message)
+            reason = (
+                Requeue.OVERLOADED
+                if isinstance(error, ServiceOverloadedError)
+                else Requeue.UNAVAILABLE
+            )
+            self.requeue(record, reason, error.message)
             return True
         if isinstance(error, WorkerLostError) and record.retries < self.policy.max_retries:
             self.requeue(record, Requeue.RETRIED, error.message)
@@ -285,7 +295,8 @@ class Supervisor:
         old_run = record.run
         self.leases.release(record.job_id, old_run)
         self._table.retry_run(record.job_id, old_run, count=reason is Requeue.RETRIED)
-        delay = float(self.policy.retry_after_s) if reason is Requeue.OVERLOADED else 0.0
+        waits = reason in (Requeue.OVERLOADED, Requeue.UNAVAILABLE)
+        delay = float(self.policy.retry_after_s) if waits else 0.0
         self.dispatch(record, delay_s=delay)
         logger.warning(
             "job %s run %d %s as run %d: %s", record.job_id, old_run, reason, record.run, message

@@ -92,7 +92,8 @@ def test_a_restarted_service_on_the_same_storage_keeps_finished_jobs_downloadabl
     assert response.status_code == 200 and response.content == glb
     again = admin.wait(interrupted, 150)  # resumed, or ended as interrupted
     if again["status"] == "failed":
-        assert again["error"]["code"] == "interrupted" and again["error"]["retryable"], again
+        error = again["error"]
+        assert error["code"] == "interrupted" and error["retryable"], error
     else:
         assert again["status"] == "completed", again
     wait_until(

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from ray.serve._private.common import DeploymentID
+from ray.serve.exceptions import DeploymentUnavailableError
 
 from serve_app.api.security import hash_key
 from serve_app.config import AppConfig
@@ -207,6 +209,8 @@ class LocalTextWorker:
         self.calls = 0
         #: Calls to fail as a lost replica would (the registry sees WorkerLostError).
         self.lose = 0
+        #: Calls Serve refuses, as while the deployment is deleted or redeployed.
+        self.unavailable = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lock = threading.Lock()
 
@@ -216,6 +220,9 @@ class LocalTextWorker:
         with self.lock:
             self.calls += 1
             lost, self.lose = self.lose > 0, max(0, self.lose - 1)
+            if self.unavailable > 0:
+                self.unavailable -= 1
+                raise DeploymentUnavailableError(DeploymentID("TextToImage", "orfeas"))
         cancel = CancelToken()
 
         def beat(fraction: float) -> None:
@@ -329,6 +336,39 @@ def test_a_text_run_whose_replica_was_lost_is_retried_with_the_same_seed(
     again = {**body, "seed": done["text_to_image"]["seed"]}
     second = service.http.post(URL, json=again, headers=bearer(OWNER)).json()["job_id"]
     assert wait_until_ended(service, second)["cached"] and worker.calls == 2
+
+
+def test_a_run_no_worker_can_take_waits_for_one_without_spending_its_retries(
+    tmp_path: Path, tiny_backend: Any
+) -> None:
+    # While its deployment is deleted or redeployed, Serve refuses a call at once; the run
+    # waits retry_after_s and goes again, as for a full queue, and no retry is spent.
+    registry = {"retry_after_s": 1, "max_retries": 0, "queue_timeout_s": 60.0}
+    config = app_config(tmp_path, text_to_image=TEXT_CONFIG, registry=registry)
+    with in_process_service(config) as service:
+        worker = local_worker(service, tiny_backend)
+        worker.unavailable = 2
+        body = {"prompt": PROMPT, "steps": 2}
+        job_id = service.http.post(URL, json=body).json()["job_id"]
+        done = wait_until_ended_anyone(service, job_id)
+        assert done["status"] == "completed" and done["run"] == 3, done
+        assert worker.calls == 3 and worker.unavailable == 0
+        log = service.http.get(f"/api/jobs/{job_id}/logs").json()["entries"]
+        assert [e["event"] for e in log].count("unavailable") == 2, log
+
+        # A lost worker still spends a retry: with none allowed, the run fails.
+        worker.lose = 1
+        second = service.http.post(URL, json={**body, "seed": 9}).json()["job_id"]
+        failed = wait_until_ended_anyone(service, second)
+        assert failed["status"] == "failed" and failed["run"] == 1, failed
+        assert failed["error"]["code"] == "model_unavailable" and failed["error"]["retryable"]
+
+
+def wait_until_ended_anyone(service: InProcessService, job_id: str) -> dict[str, Any]:
+    service.wait_view(lambda: bool((job := service.view.peek(job_id)) and job.status.terminal), 30)
+    response = service.http.get(f"/api/job-status/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
 
 
 def test_a_restarted_registry_resumes_a_text_job_from_its_journal(
