@@ -172,12 +172,7 @@ class ArtifactStore:
         return str(owner) if owner else None
 
     def _manifest(self, job_id: str) -> dict[str, Any] | None:
-        path = self._job_dir(check_job_id(job_id)) / "upload.json"
-        try:
-            manifest: dict[str, Any] = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        return manifest
+        return _read_json(self._job_dir(check_job_id(job_id)) / "upload.json")
 
     def upload_file(self, sha256: str) -> Path:
         """The stored file of upload ``sha256``; ArtifactNotFoundError if it is gone."""
@@ -187,10 +182,7 @@ class ArtifactStore:
         return path
 
     def read_upload(self, sha256: str) -> bytes:
-        try:
-            return self._upload_path(sha256).read_bytes()
-        except FileNotFoundError:
-            raise ArtifactNotFoundError("the uploaded image is no longer stored") from None
+        return _read_stored(self._upload_path(sha256), "the uploaded image")
 
     # -- canonical meshes and their derived formats --------------------------------------
 
@@ -211,10 +203,7 @@ class ArtifactStore:
         return path
 
     def read_mesh(self, key: str) -> bytes:
-        try:
-            return self.mesh_path(key).read_bytes()
-        except FileNotFoundError:
-            raise ArtifactNotFoundError("the job's model is no longer stored") from None
+        return _read_stored(self.mesh_path(key), "the job's model")
 
     def export_path(self, key: str, fmt: str) -> Path:
         key = _digest(key)
@@ -277,11 +266,7 @@ class ArtifactStore:
 
     def read_batch(self, batch_id: str) -> dict[str, Any] | None:
         """The batch's manifest, or None if there is no such batch."""
-        try:
-            manifest: dict[str, Any] = json.loads(self._batch_path(batch_id).read_bytes())
-        except FileNotFoundError:
-            return None
-        return manifest
+        return _read_json(self._batch_path(batch_id))
 
     def _batch_path(self, batch_id: str) -> Path:
         return self.root / "batches" / f"{check_job_id(batch_id)}.json"
@@ -300,9 +285,8 @@ class ArtifactStore:
 
     def generated_image(self, key: str) -> UploadInfo | None:
         """The image generated under cache ``key``, or None (never made, or its bytes expired)."""
-        try:
-            entry = json.loads(self._image_index(key).read_bytes())
-        except FileNotFoundError:
+        entry = _read_json(self._image_index(key))
+        if entry is None:
             return None
         info = UploadInfo(
             sha256=_digest(entry["sha256"]),
@@ -357,6 +341,24 @@ class ArtifactStore:
 
     def _job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
+
+
+def _read_stored(path: Path, what: str) -> bytes:
+    """The bytes of a stored file; ArtifactNotFoundError (``what`` is no longer stored) if
+    it is gone."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(f"{what} is no longer stored") from None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object stored at ``path``, or None if there is no such file."""
+    try:
+        entry: dict[str, Any] = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    return entry
 
 
 def _touch(path: Path) -> bool:

@@ -31,7 +31,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -119,17 +119,23 @@ def find_model_files(model_path: Path, what: str = "model") -> ModelFiles:
     )
 
 
+def _load_yaml(path: Path, what: str) -> tuple[Any, Callable[[str], ModelUnavailableError]]:
+    """The parsed YAML of ``path`` (``what``: config or VAE config), and the error that
+    names the file as corrupt, with why; a file that is not YAML is that error at once."""
+
+    def corrupt(why: str) -> ModelUnavailableError:
+        return ModelUnavailableError(f"hunyuan3d: corrupt {what} {path}: {why}", path=str(path))
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")), corrupt
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise corrupt(f"not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """hy3dgen's config, checked so that loading it instantiates only hy3dgen's classes and
     downloads nothing; a corrupt or unexpected file is an error naming it."""
-
-    def corrupt(why: str) -> ModelUnavailableError:
-        return ModelUnavailableError(f"hunyuan3d: corrupt config {path}: {why}", path=str(path))
-
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise corrupt(f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    config, corrupt = _load_yaml(path, "config")
     if not isinstance(config, dict):
         raise corrupt("expected a mapping of " + ", ".join(CONFIG_SECTIONS))
     for section in CONFIG_SECTIONS:
@@ -156,14 +162,7 @@ def read_vae_config(path: Path) -> dict[str, Any]:
     """A separately published VAE's config (``params``, and ``target`` if named: the only
     class it may name is hy3dgen's ShapeVAE), checked as :func:`read_config` checks the
     model's."""
-
-    def corrupt(why: str) -> ModelUnavailableError:
-        return ModelUnavailableError(f"hunyuan3d: corrupt VAE config {path}: {why}", path=str(path))
-
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise corrupt(f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    config, corrupt = _load_yaml(path, "VAE config")
     if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
         raise corrupt("expected a mapping with 'params' (and 'target')")
     if config.get("target", VAE_TARGET) != VAE_TARGET:  # hy3dgen reads only the params
