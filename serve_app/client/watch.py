@@ -65,8 +65,8 @@ class WatchSettings:
 class FollowPlan(ABC, Generic[S, E]):
     """The state of one watch of something's states; the sync and async clients drive it.
 
-    A subclass says where the stream and the polls go, how a state reads, what it gives
-    and when the watch is done.
+    A subclass says where the stream (``path``) and the polls (``poll``) go, how a state
+    reads, what it gives and when the watch is done.
     """
 
     #: What the stream's events carry.
@@ -76,11 +76,21 @@ class FollowPlan(ABC, Generic[S, E]):
     #: Whether the stream resumes from ``Last-Event-ID``.
     resumable: bool
 
-    def __init__(self, name: str, mode: WatchMode, settings: WatchSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        poll: calls.Call[S],
+        mode: WatchMode,
+        settings: WatchSettings,
+    ) -> None:
         if mode not in ("auto", "sse", "poll"):
             raise ValueError(f"mode must be auto, sse or poll, not {mode!r:.20}")
         #: The thing watched, for logs and errors ("job 3f2a…").
         self.name = name
+        #: The events route.
+        self.path = path
+        self._poll = poll
         self.mode: WatchMode = mode
         self.settings = settings
         self.streaming = mode != "poll"
@@ -93,14 +103,9 @@ class FollowPlan(ABC, Generic[S, E]):
     def done(self) -> bool:
         """The last state has been seen."""
 
-    @property
-    @abstractmethod
-    def path(self) -> str:
-        """The events route."""
-
-    @abstractmethod
     def poll(self) -> calls.Call[S]:
         """The request that reads the state now."""
+        return self._poll
 
     @abstractmethod
     def update(self, state: S) -> E | None:
@@ -208,19 +213,13 @@ class WatchPlan(FollowPlan[JobStatusResponse, JobEvent]):
 
     def __init__(self, job_id: str, mode: WatchMode, settings: WatchSettings) -> None:
         self.job_id = calls.job_path_id(job_id)
-        super().__init__(f"job {self.job_id}", mode, settings)
+        path = calls.events_path(self.job_id)
+        super().__init__(f"job {self.job_id}", path, calls.status(self.job_id), mode, settings)
         self.tracker = EventTracker()
 
     @property
     def done(self) -> bool:
         return self.tracker.ended
-
-    @property
-    def path(self) -> str:
-        return calls.events_path(self.job_id)
-
-    def poll(self) -> calls.Call[JobStatusResponse]:
-        return calls.status(self.job_id)
 
     def update(self, state: JobStatusResponse) -> JobEvent | None:
         return self.tracker.update(state)
@@ -236,19 +235,14 @@ class BatchWatchPlan(FollowPlan[BatchStatus, BatchStatus]):
 
     def __init__(self, batch_id: str, mode: WatchMode, settings: WatchSettings) -> None:
         self.batch_id = calls.job_path_id(batch_id, "batch")
-        super().__init__(f"batch {self.batch_id}", mode, settings)
+        path = calls.batch_events_path(self.batch_id)
+        poll = calls.batch_status(self.batch_id)
+        super().__init__(f"batch {self.batch_id}", path, poll, mode, settings)
         self.last: BatchStatus | None = None
 
     @property
     def done(self) -> bool:
         return self.last is not None and self.last.status != "running"
-
-    @property
-    def path(self) -> str:
-        return calls.batch_events_path(self.batch_id)
-
-    def poll(self) -> calls.Call[BatchStatus]:
-        return calls.batch_status(self.batch_id)
 
     def update(self, state: BatchStatus) -> BatchStatus | None:
         if self.done or state == self.last:

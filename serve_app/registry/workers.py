@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from serve_app.contracts.runs import ImageTicket, JobTicket, RunResult, StoredImage, TextModel
 from serve_app.errors import (
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
 
 logger = logging.getLogger(__name__)
+
+#: A ticket, and what a worker deployment makes of it.
+K = TypeVar("K", JobTicket, ImageTicket)
+R = TypeVar("R", RunResult, StoredImage)
 
 #: The journal's record of the worker deployments (application and deployment names).
 BACKENDS_META = "backends"
@@ -132,12 +136,11 @@ class Workers:
             version = await self._reachable().shape.generator_version.remote(generator)
             self.versions[generator] = version
         ticket = self.keyed(ticket, version)
-        result = await self._from_cache(ticket)
-        if result is not None:
-            return result
-        if not current():
-            return None
-        backends = self._reachable()
+        return await self._cached_or_sent(self._from_cache(ticket), current, ticket, self._build)
+
+    async def _build(self, backends: Backends, ticket: JobTicket) -> RunResult:
+        """The keyed ticket's run on the worker deployments: its cut-out, then its mesh."""
+        generator = ticket.request.generator
         cutout = backends.background.remove.remote(ticket)
         try:
             result = await backends.shape.build.remote(ticket, cutout)
@@ -176,12 +179,11 @@ class Workers:
         is called), else made by the TextToImage deployment. None when ``current()`` says
         the run ended while the cache was checked.
         """
-        cached = await self._image_from_cache(ticket)
-        if cached is not None:
-            return cached
-        if not current():
-            return None
-        backends = self._reachable()
+        cached = self._image_from_cache(ticket)
+        return await self._cached_or_sent(cached, current, ticket, self._generate_image)
+
+    async def _generate_image(self, backends: Backends, ticket: ImageTicket) -> StoredImage:
+        """The text run's picture made by the TextToImage deployment."""
         if backends.text is None:
             raise ModelNotConfiguredError(
                 f"text-to-image is not configured on this service (setting {TEXT_SETTING})",
@@ -190,6 +192,23 @@ class Workers:
             )
         image: StoredImage = await backends.text.generate.remote(ticket)
         return image
+
+    async def _cached_or_sent(
+        self,
+        cached: Awaitable[R | None],
+        current: Callable[[], bool],
+        ticket: K,
+        send: Callable[[Backends, K], Awaitable[R]],
+    ) -> R | None:
+        """What the cache holds for ``ticket``; else None when ``current()`` says the run
+        ended while the cache was checked (nothing is sent), else what ``send`` gets from
+        the worker deployments."""
+        result = await cached
+        if result is not None:
+            return result
+        if not current():
+            return None
+        return await send(self._reachable(), ticket)
 
     async def _image_from_cache(self, ticket: ImageTicket) -> StoredImage | None:
         """The stored picture of this exact request, recorded as the job's input, if any."""
