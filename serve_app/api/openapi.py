@@ -17,7 +17,7 @@ when the document is first asked for:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -60,17 +60,25 @@ def fix_document(document: dict[str, Any], generators: Sequence[str], default: s
     _name_presets(components)
 
 
-def _lift_defs(node: Any, components: dict[str, Any]) -> None:
-    """Move every nested schema's ``$defs`` into ``components`` (a name already there with
-    another schema gets a suffix) and point the references at them."""
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in ``node``, each before what it holds; what it holds is read once
+    the caller has had it, so changes the caller makes to it are walked."""
     if isinstance(node, list):
         for item in node:
-            _lift_defs(item, components)
-        return
-    if not isinstance(node, dict):
-        return
-    defs = node.pop("$defs", None)
-    if isinstance(defs, dict):
+            yield from _objects(item)
+    elif isinstance(node, dict):
+        yield node
+        for value in list(node.values()):
+            yield from _objects(value)
+
+
+def _lift_defs(document: dict[str, Any], components: dict[str, Any]) -> None:
+    """Move every nested schema's ``$defs`` into ``components`` (a name already there with
+    another schema gets a suffix) and point the references at them."""
+    for node in _objects(document):
+        defs = node.pop("$defs", None)
+        if not isinstance(defs, dict):
+            continue
         same = {name: name for name in defs}
         renamed: dict[str, str] = {}
         for name, schema in defs.items():
@@ -84,8 +92,6 @@ def _lift_defs(node: Any, components: dict[str, Any]) -> None:
         retargeted = _retarget(node, renamed)
         node.clear()
         node.update(retargeted)
-    for value in list(node.values()):
-        _lift_defs(value, components)
 
 
 def _retarget(node: Any, renamed: dict[str, str]) -> Any:
@@ -104,20 +110,13 @@ def _retarget(node: Any, renamed: dict[str, str]) -> Any:
     return out
 
 
-def _name_generators(node: Any, generators: list[str]) -> None:
+def _name_generators(document: dict[str, Any], generators: list[str]) -> None:
     """Replace each generator-name schema (a string of ``GENERATOR_NAME``'s pattern) by the
     enum of the enabled generators."""
-    if isinstance(node, list):
-        for item in node:
-            _name_generators(item, generators)
-        return
-    if not isinstance(node, dict):
-        return
-    if node.get("type") == "string" and node.get("pattern") == GENERATOR_NAME:
-        del node["pattern"]
-        node["enum"] = list(generators)
-    for value in node.values():
-        _name_generators(value, generators)
+    for node in _objects(document):
+        if node.get("type") == "string" and node.get("pattern") == GENERATOR_NAME:
+            del node["pattern"]
+            node["enum"] = list(generators)
 
 
 def _is_generator_name(schema: Any) -> bool:
@@ -148,22 +147,15 @@ def parameter_rules(parameters: Sequence[str], generators: list[str], default: s
     return rules
 
 
-def _tie_parameters(node: Any, generators: list[str], default: str) -> None:
+def _tie_parameters(document: dict[str, Any], generators: list[str], default: str) -> None:
     """Add :func:`parameter_rules` to each object schema with a generator-name field."""
-    if isinstance(node, list):
-        for item in node:
-            _tie_parameters(item, generators, default)
-        return
-    if not isinstance(node, dict):
-        return
-    properties = node.get("properties")
-    if isinstance(properties, dict) and _is_generator_name(properties.get("generator")):
-        present = [name for name in TUNABLES if name in properties]
-        rules = parameter_rules(present, generators, default)
-        if rules:
-            node["allOf"] = [*node.get("allOf", []), *rules]
-    for value in node.values():
-        _tie_parameters(value, generators, default)
+    for node in _objects(document):
+        properties = node.get("properties")
+        if isinstance(properties, dict) and _is_generator_name(properties.get("generator")):
+            present = [name for name in TUNABLES if name in properties]
+            rules = parameter_rules(present, generators, default)
+            if rules:
+                node["allOf"] = [*node.get("allOf", []), *rules]
 
 
 def _bound_steps(document: dict[str, Any], max_steps: int) -> None:

@@ -66,6 +66,18 @@ NegativePrompt = Annotated[
     AfterValidator(check_negative_prompt),
 ]
 
+#: An image's width or height.
+Side = Annotated[
+    int | None,
+    Field(
+        default=None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=8,
+        description="pixels, a multiple of 8; unset: the model's native size",
+    ),
+]
+
 
 class TextToImageParams(BaseModel):
     """What one text-to-image generation is asked for; all of it is in the image cache key.
@@ -93,20 +105,8 @@ class TextToImageParams(BaseModel):
         allow_inf_nan=False,
         description="classifier-free guidance; unset: the default",
     )
-    width: int | None = Field(
-        default=None,
-        ge=MIN_SIDE,
-        le=MAX_SIDE,
-        multiple_of=8,
-        description="pixels, a multiple of 8; unset: the model's native size",
-    )
-    height: int | None = Field(
-        default=None,
-        ge=MIN_SIDE,
-        le=MAX_SIDE,
-        multiple_of=8,
-        description="pixels, a multiple of 8; unset: the model's native size",
-    )
+    width: Side = None
+    height: Side = None
 
     @model_validator(mode="after")
     def _bounded_pixels(self) -> Self:
