@@ -35,6 +35,7 @@ from serve_app.schemas.jobs import (
     UploadResponse,
 )
 from serve_app.schemas.tools import BatchCreated, BatchStatus, MaterialsResponse, VariantMade
+from serve_app.schemas.webhooks import DeliveriesResponse
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -89,11 +90,17 @@ class AsyncOrfeasClient:
         return await self._send(calls.upload(image, filename, views))
 
     async def generate(
-        self, job_id: str, options: GenerateOptions | None = None, **fields: Any
+        self,
+        job_id: str,
+        options: GenerateOptions | None = None,
+        *,
+        callback_url: str | None = None,
+        **fields: Any,
     ) -> JobStatusResponse:
         """Start a run of an uploaded job (202): ``format``, ``quality``, ``generator``, ...
-        as in ``GenerateOptions``, given as ``options`` and/or keywords."""
-        return await self._send(calls.generate(job_id, options, fields))
+        as in ``GenerateOptions``, given as ``options`` and/or keywords; its final status
+        is POSTed to ``callback_url`` when the run ends (see :meth:`deliveries`)."""
+        return await self._send(calls.generate(job_id, options, fields, callback_url))
 
     async def submit(
         self,
@@ -101,29 +108,37 @@ class AsyncOrfeasClient:
         options: GenerateOptions | None = None,
         *,
         views: Mapping[str, FileSource] | None = None,
+        callback_url: str | None = None,
         **fields: Any,
     ) -> JobStatusResponse:
-        """Upload a photo (with ``views``, as ``upload``) and start its run."""
+        """Upload a photo (with ``views``, as ``upload``) and start its run (with
+        ``callback_url``, as ``generate``)."""
         job_id = (await self.upload(image, views=views)).job_id
-        return await self.generate(job_id, options, **fields)
+        return await self.generate(job_id, options, callback_url=callback_url, **fields)
 
     async def texture_mesh(
-        self, mesh: FileSource, views: Mapping[str, FileSource], **fields: Any
+        self,
+        mesh: FileSource,
+        views: Mapping[str, FileSource],
+        *,
+        callback_url: str | None = None,
+        **fields: Any,
     ) -> JobStatusResponse:
         """Texture a mesh file (STL, OBJ, PLY, GLB) from 1 to 6 photos by view name
         (``front`` ... ``bottom``); ``format`` and ``quality`` as keywords. A new job (202)."""
-        return await self._send(calls.texture_mesh(mesh, views, fields))
+        return await self._send(calls.texture_mesh(mesh, views, fields, callback_url))
 
     async def text_to_image(
         self,
         prompt: str,
         *,
         generate_3d: GenerateOptions | Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
         **params: Any,
     ) -> JobStatusResponse:
         """A picture from ``prompt`` (``seed``, ``steps``, ``width``, ... as in
         ``TextToImageRequest``); with ``generate_3d``, on to a model under the same job."""
-        return await self._send(calls.text_to_image(prompt, generate_3d, params))
+        return await self._send(calls.text_to_image(prompt, generate_3d, params, callback_url))
 
     async def status(self, job_id: str) -> JobStatusResponse:
         return await self._send(calls.status(job_id))
@@ -135,6 +150,11 @@ class AsyncOrfeasClient:
 
     async def generators(self) -> GeneratorsResponse:
         return await self._send(calls.generators())
+
+    async def deliveries(self, job_id: str) -> DeliveriesResponse:
+        """The webhook deliveries of the job's ``callback_url``, oldest first, each with
+        its attempts."""
+        return await self._send(calls.deliveries(job_id))
 
     async def watch(self, job_id: str, mode: WatchMode = "auto") -> AsyncIterator[JobEvent]:
         """The job's events up to and including one ``JobEnded`` (see
@@ -225,13 +245,19 @@ class AsyncOrfeasClient:
         *,
         job_ids: Sequence[str] | None = None,
         options: GenerateOptions | None = None,
+        callback_url: str | None = None,
         **fields: Any,
     ) -> BatchCreated:
-        """Up to 16 photos (or uploaded jobs) run with the same parameters, as one batch."""
-        return await self._send(calls.batch(images, job_ids, options, fields))
+        """Up to 16 photos (or uploaded jobs) run with the same parameters, as one batch;
+        its final status is POSTed to ``callback_url`` when its last job ends."""
+        return await self._send(calls.batch(images, job_ids, options, fields, callback_url))
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         return await self._send(calls.batch_status(batch_id))
+
+    async def batch_deliveries(self, batch_id: str) -> DeliveriesResponse:
+        """The webhook deliveries of the batch's ``callback_url`` (as :meth:`deliveries`)."""
+        return await self._send(calls.batch_deliveries(batch_id))
 
     async def watch_batch(
         self, batch_id: str, mode: WatchMode = "auto"

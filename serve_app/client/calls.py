@@ -25,6 +25,7 @@ from serve_app.contracts.params import OUTPUT_FORMATS
 from serve_app.contracts.variants import is_variant_id
 from serve_app.contracts.views import EXTRA_VIEWS, VIEW_NAMES, ViewName
 from serve_app.schemas.jobs import (
+    Callback,
     GenerateOptions,
     GenerateRequest,
     GeneratorsResponse,
@@ -45,6 +46,7 @@ from serve_app.schemas.tools import (
     TextToImageRequest,
     VariantMade,
 )
+from serve_app.schemas.webhooks import DeliveriesResponse
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -119,6 +121,13 @@ def generate_options(options: GenerateOptions | None, fields: Mapping[str, Any])
     return GenerateOptions.model_validate(merged).model_dump(mode="json", exclude_unset=True)
 
 
+def callback(url: str | None) -> dict[str, str]:
+    """``{"callback_url": url}`` checked by the API's own field, or nothing without a URL."""
+    if url is None:
+        return {}
+    return _body(Callback(callback_url=url))
+
+
 def _body(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
@@ -152,10 +161,13 @@ def view_parts(
 
 
 def texture_mesh(
-    mesh: FileSource, views: Mapping[str, FileSource], fields: Mapping[str, Any]
+    mesh: FileSource,
+    views: Mapping[str, FileSource],
+    fields: Mapping[str, Any],
+    callback_url: str | None = None,
 ) -> Call[JobStatusResponse]:
     """Texture a mesh file from photos by view name (``front`` ... ``bottom``)."""
-    params = TextureMeshParams.model_validate(dict(fields))
+    params = TextureMeshParams.model_validate({**fields, **callback(callback_url)})
     if not views:
         raise ValueError("texture_mesh takes 1 to 6 photos by view name, not none")
     name, data = file_part(mesh, "mesh")
@@ -166,10 +178,13 @@ def texture_mesh(
 
 
 def generate(
-    job_id: str, options: GenerateOptions | None, fields: Mapping[str, Any]
+    job_id: str,
+    options: GenerateOptions | None,
+    fields: Mapping[str, Any],
+    callback_url: str | None = None,
 ) -> Call[JobStatusResponse]:
     request = GenerateRequest.model_validate(
-        {**generate_options(options, fields), "job_id": job_id}
+        {**generate_options(options, fields), "job_id": job_id, **callback(callback_url)}
     )
     return Call(
         "POST", "/api/generate-3d", model_reader(JobStatusResponse), False, json=_body(request)
@@ -180,8 +195,9 @@ def text_to_image(
     prompt: str,
     generate_3d: GenerateOptions | Mapping[str, Any] | None,
     params: Mapping[str, Any],
+    callback_url: str | None = None,
 ) -> Call[JobStatusResponse]:
-    body: dict[str, Any] = {**params, "prompt": prompt}
+    body: dict[str, Any] = {**params, "prompt": prompt, **callback(callback_url)}
     if generate_3d is not None:
         given = generate_3d if isinstance(generate_3d, GenerateOptions) else None
         body["generate_3d"] = generate_options(given, {} if given else dict(generate_3d))
@@ -259,13 +275,16 @@ def batch(
     job_ids: Sequence[str] | None,
     options: GenerateOptions | None,
     fields: Mapping[str, Any],
+    callback_url: str | None = None,
 ) -> Call[BatchCreated]:
     read = model_reader(BatchCreated)
     params = generate_options(options, fields)
+    hook = callback(callback_url)
     if (images is None) == (job_ids is None):
         raise ValueError("batch takes images or job_ids, one of them")
     if job_ids is not None:
-        request = BatchJobsRequest.model_validate({"job_ids": list(job_ids), "params": params})
+        body = {"job_ids": list(job_ids), "params": params, **hook}
+        request = BatchJobsRequest.model_validate(body)
         return Call("POST", "/api/batch-generate", read, False, json=_body(request))
     assert images is not None
     if not 1 <= len(images) <= MAX_BATCH:
@@ -274,13 +293,23 @@ def batch(
     for index, image in enumerate(images):
         name, data = file_part(image, f"image-{index}")
         parts.append(("images", (name, data, "application/octet-stream")))
-    form = {"params": json.dumps(params, separators=(",", ":"))}
+    form = {"params": json.dumps(params, separators=(",", ":")), **hook}  # a form field
     return Call("POST", "/api/batch-generate", read, False, files=parts, data=form)
 
 
 def batch_status(batch_id: str) -> Call[BatchStatus]:
     path = f"/api/batches/{job_path_id(batch_id, 'batch')}"
     return Call("GET", path, model_reader(BatchStatus), True)
+
+
+def deliveries(job_id: str) -> Call[DeliveriesResponse]:
+    path = f"/api/jobs/{job_path_id(job_id)}/deliveries"
+    return Call("GET", path, model_reader(DeliveriesResponse), True)
+
+
+def batch_deliveries(batch_id: str) -> Call[DeliveriesResponse]:
+    path = f"/api/batches/{job_path_id(batch_id, 'batch')}/deliveries"
+    return Call("GET", path, model_reader(DeliveriesResponse), True)
 
 
 def batch_events_path(batch_id: str) -> str:

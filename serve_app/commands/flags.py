@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -27,15 +27,20 @@ def add_model_flags(
     *,
     only: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
+    metavars: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Add a ``--flag`` per field of ``model`` (those in ``only``, less ``exclude``), in the
-    order of its fields; the names of the fields added."""
+    order of its fields, with the value's name in help from ``metavars`` (else its type);
+    the names of the fields added."""
     wanted = set(only) if only is not None else None
     added = []
     for name, info in model.model_fields.items():
         if name in exclude or (wanted is not None and name not in wanted):
             continue
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, **flag_options(info))
+        options = flag_options(info)
+        if metavars and name in metavars:
+            options["metavar"] = metavars[name]
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, **options)
         added.append(name)
     return added
 

@@ -1,5 +1,5 @@
 """The commands that talk to a running service: submit, texture-mesh, text, status, watch,
-cancel, download.
+cancel, download (and deliveries, in ``serve_app.commands.webhooks``).
 
 ``--json`` output, one JSON object per line on stdout:
 
@@ -12,6 +12,7 @@ cancel, download.
 - ``watch``: the events, then ``{"type": "result", "exit_code", "job"}``;
 - ``status`` and ``cancel``: the job's status body; ``download``: ``{"type":
   "downloaded", "job_id", "format", "path", "size_bytes"}``;
+- ``deliveries``: a line per webhook delivery (see ``serve_app.commands.webhooks``);
 - a refused request: ``{"type": "error", "message", "status", "code", "retry_after"}``.
 """
 
@@ -42,13 +43,23 @@ from serve_app.commands.common import (
 from serve_app.commands.flags import add_model_flags, model_values
 from serve_app.commands.progress import JobBoard, eta_text, stage_text
 from serve_app.commands.runs import Run, Runner, Starter
+from serve_app.commands.webhooks import add_deliveries_command, deliveries
 from serve_app.contracts.jobs import JobStatus
 from serve_app.contracts.params import OUTPUT_FORMATS, TUNABLE_PARAMETERS, Dimensions
 from serve_app.contracts.text import TextToImageParams
 from serve_app.contracts.views import EXTRA_VIEWS, VIEW_NAMES, ViewName
-from serve_app.schemas.jobs import GenerateOptions, TextureMeshParams
+from serve_app.schemas.jobs import Callback, GenerateOptions, TextureMeshParams
 
-COMMANDS = ("submit", "texture-mesh", "text", "status", "watch", "cancel", "download")
+COMMANDS = (
+    "submit",
+    "texture-mesh",
+    "text",
+    "status",
+    "watch",
+    "cancel",
+    "download",
+    "deliveries",
+)
 #: The flags of GenerateOptions that ``submit`` and ``text --3d`` share.
 MODEL_OPTIONS = ("format", "quality", "generator")
 
@@ -69,6 +80,7 @@ def add_commands(commands: Any) -> None:
         "a photo of the subject from another view (left, back, right, top, "
         "bottom), with one IMAGE (the front); repeatable",
     )
+    add_callback_flag(sub)
     add_connection_options(sub)
 
     tex = commands.add_parser(
@@ -82,6 +94,7 @@ def add_commands(commands: Any) -> None:
         "a photo of the subject from a view (front, left, back, right, top, "
         "bottom); 1 to 6, repeatable",
     )
+    add_callback_flag(tex)
     add_connection_options(tex)
 
     text = commands.add_parser("text", help="a picture from a prompt (with --3d, a model)")
@@ -90,6 +103,7 @@ def add_commands(commands: Any) -> None:
     text.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR")
     _model_options(text)
     add_model_flags(text.add_argument_group("picture"), TextToImageParams, exclude=("prompt",))
+    add_callback_flag(text)
     add_connection_options(text)
 
     for name, what in (
@@ -109,6 +123,12 @@ def add_commands(commands: Any) -> None:
     down.add_argument("-o", "--output", type=Path, metavar="PATH", help="a file or directory")
     down.add_argument("--variant", help="a variant id of the job's model")
     add_connection_options(down)
+    add_deliveries_command(commands)
+
+
+def add_callback_flag(parser: argparse.ArgumentParser) -> None:
+    """``--callback-url URL``: a webhook for each job the command starts."""
+    add_model_flags(parser, Callback, metavars={"callback_url": "URL"})
 
 
 def add_view_flag(parser: argparse.ArgumentParser, what: str) -> None:
@@ -153,6 +173,7 @@ def run_command(args: argparse.Namespace) -> int:
             "watch": watch,
             "cancel": cancel,
             "download": download,
+            "deliveries": deliveries,
         }[args.command]
         return handler(args, output)
     except UsageError as exc:
@@ -184,6 +205,14 @@ def _options(args: argparse.Namespace, dimensions: bool) -> GenerateOptions:
         raise UsageError(_first_error(exc)) from None
 
 
+def _callback_url(args: argparse.Namespace) -> str | None:
+    """``--callback-url``, checked by the API's own field."""
+    try:
+        return Callback.model_validate(model_values(args, Callback)).callback_url
+    except ValidationError as exc:
+        raise UsageError(_first_error(exc)) from None
+
+
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
@@ -199,6 +228,7 @@ def _job_id(value: str) -> str:
 
 def submit(args: argparse.Namespace, output: Output) -> int:
     options = _options(args, dimensions=True)
+    callback_url = _callback_url(args)
     for image in args.images:
         if not image.is_file():
             raise UsageError(f"{image}: no such file")
@@ -215,7 +245,7 @@ def submit(args: argparse.Namespace, output: Output) -> int:
         assert run.source is not None
         upload = await client.upload(run.source, views=dict(views))
         run.job_id = upload.job_id
-        job = await client.generate(upload.job_id, options)
+        job = await client.generate(upload.job_id, options, callback_url=callback_url)
         return job.job_id
 
     return _run_jobs(args, output, runs, start)
@@ -228,6 +258,7 @@ def texture_mesh(args: argparse.Namespace, output: Output) -> int:
     if not views:
         raise UsageError("texture-mesh needs at least one --view VIEW=PATH (e.g. front=a.jpg)")
     fields = model_values(args, GenerateOptions, ("format", "quality"))
+    fields.update(model_values(args, Callback))
     try:
         params = TextureMeshParams.model_validate(fields)
     except ValidationError as exc:
@@ -260,15 +291,18 @@ def text(args: argparse.Namespace, output: Output) -> int:
     options = _options(args, dimensions=False) if args.make_3d else None
     # The prompt is the positional argument; the flags are the rest of the model's fields.
     params = {k: v for k, v in model_values(args, TextToImageParams).items() if k != "prompt"}
+    callback_url = _callback_url(args)
     fmt = options.format if options else None
     try:  # the prompt and parameters, checked before anything is sent
-        calls.text_to_image(args.prompt, options, params)
+        calls.text_to_image(args.prompt, options, params, callback_url)
     except ValidationError as exc:
         raise UsageError(_first_error(exc)) from None
     run = Run(_label(args.prompt), fmt, args.output)
 
     async def start(client: AsyncOrfeasClient, run: Run) -> str:
-        job = await client.text_to_image(args.prompt, generate_3d=options, **params)
+        job = await client.text_to_image(
+            args.prompt, generate_3d=options, callback_url=callback_url, **params
+        )
         return job.job_id
 
     return _run_jobs(args, output, [run], start)
