@@ -172,7 +172,7 @@ def texture_mesh(
         raise ValueError("texture_mesh takes 1 to 6 photos by view name, not none")
     name, data = file_part(mesh, "mesh")
     parts = [("mesh", (name, data, "application/octet-stream")), *view_parts(views, VIEW_NAMES)]
-    form = {"params": params.model_dump_json()}
+    form = {"params": params.model_dump_json(exclude_none=True)}
     read = model_reader(JobStatusResponse)  # 202: the new job's status
     return Call("POST", "/api/texture-mesh", read, False, files=parts, data=form)
 
