@@ -3,9 +3,9 @@
 ``generate IMAGE [IMAGE ...] -o OUTDIR`` runs the pipeline in this process;
 ``--generator hunyuan3d --model-path DIR`` uses Hunyuan3D-2 from a local model directory
 (config.yaml + weights); its parameters (``--steps``, ``--seed``, ...) default from
-``--quality``. ``submit``, ``text``, ``status``, ``watch``, ``cancel`` and ``download`` use a
-running service (``serve_app.commands``). Exit codes: 0 done, 1 a job failed or was
-cancelled (or the service refused), 2 a usage error.
+``--quality``. ``submit``, ``text``, ``texture-mesh``, ``status``, ``watch``, ``cancel``,
+``download`` and ``deliveries`` use a running service (``serve_app.commands``). Exit codes:
+0 done, 1 a job failed or was cancelled (or the service refused), 2 a usage error.
 """
 
 from __future__ import annotations

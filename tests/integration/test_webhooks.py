@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.client import Api
+from serve_app.client import OrfeasClient
+from serve_app.schemas.webhooks import DeliveriesResponse, DeliveryResponse
+from tests.client import Api, Service
 from tests.serving import WEBHOOK_SECRET
 from tests.webhook_receiver import running_receiver
 
@@ -73,6 +75,37 @@ def test_a_batch_end_is_posted_once(api: Api) -> None:
     assert post.verified(WEBHOOK_SECRET) and body["batch_id"] == batch_id
     assert body["status"] == "partial"
     assert [j["status"] for j in body["jobs"]] == ["completed", "rejected"]
+
+
+def first_delivered(found: DeliveriesResponse) -> DeliveryResponse | None:
+    """The first delivery, once it has succeeded."""
+    first = next(iter(found.deliveries), None)
+    return first if first is not None and first.state == "delivered" else None
+
+
+def test_the_python_client_sends_callback_url_and_reads_the_deliveries(service: Service) -> None:
+    with (
+        running_receiver(script=[500]) as receiver,
+        OrfeasClient(service.url, timeout=60.0) as client,
+    ):
+        hook = receiver.url("/client")
+        job = client.submit(Api.unique_photo(), format="stl", quality=1, callback_url=hook)
+        assert client.wait(job.job_id).status == "completed"
+        record = eventually(
+            lambda: first_delivered(client.deliveries(job.job_id)), "the job's delivery"
+        )
+        batch = client.batch([Api.unique_photo()], quality=1, callback_url=receiver.url("/b"))
+        batch_record = eventually(
+            lambda: first_delivered(client.batch_deliveries(batch.batch_id)), "the batch's"
+        )
+        posts = receiver.posts()
+    assert (record.event, record.url, record.run) == ("job.completed", hook, 1)
+    assert [a.status_code for a in record.attempts] == [500, 200]
+    assert (batch_record.event, batch_record.url) == ("batch.completed", receiver.url("/b"))
+    assert [(p.path, p.answered) for p in posts] == [("/client", 500), ("/client", 200),
+                                                      ("/b", 200)]  # fmt: skip
+    assert all(p.verified(WEBHOOK_SECRET) for p in posts)
+    assert json.loads(posts[-1].body)["batch_id"] == batch.batch_id
 
 
 @pytest.mark.parametrize(
