@@ -257,7 +257,7 @@ class AsyncOrfeasClient:
 
     async def batch_deliveries(self, batch_id: str) -> DeliveriesResponse:
         """The webhook deliveries of the batch's ``callback_url`` (as :meth:`deliveries`)."""
-        return await self._send(calls.batch_deliveries(batch_id))
+        return await self._send(calls.deliveries(batch_id, "batch"))
 
     async def watch_batch(
         self, batch_id: str, mode: WatchMode = "auto"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -302,13 +302,10 @@ def batch_status(batch_id: str) -> Call[BatchStatus]:
     return Call("GET", path, model_reader(BatchStatus), True)
 
 
-def deliveries(job_id: str) -> Call[DeliveriesResponse]:
-    path = f"/api/jobs/{job_path_id(job_id)}/deliveries"
-    return Call("GET", path, model_reader(DeliveriesResponse), True)
-
-
-def batch_deliveries(batch_id: str) -> Call[DeliveriesResponse]:
-    path = f"/api/batches/{job_path_id(batch_id, 'batch')}/deliveries"
+def deliveries(target_id: str, what: Literal["job", "batch"] = "job") -> Call[DeliveriesResponse]:
+    """The webhook deliveries of a job's (or a batch's) ``callback_url``."""
+    where = "batches" if what == "batch" else "jobs"
+    path = f"/api/{where}/{job_path_id(target_id, what)}/deliveries"
     return Call("GET", path, model_reader(DeliveriesResponse), True)
 
 

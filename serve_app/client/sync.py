@@ -261,7 +261,7 @@ class OrfeasClient:
 
     def batch_deliveries(self, batch_id: str) -> DeliveriesResponse:
         """The webhook deliveries of the batch's ``callback_url`` (as :meth:`deliveries`)."""
-        return self._send(calls.batch_deliveries(batch_id))
+        return self._send(calls.deliveries(batch_id, "batch"))
 
     def watch_batch(self, batch_id: str, mode: WatchMode = "auto") -> Iterator[BatchStatus]:
         """Each new state of the batch, from its event stream (or polls), up to and

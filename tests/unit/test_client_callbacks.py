@@ -200,7 +200,7 @@ def test_the_requests_with_a_callback_are_what_the_api_reads(tmp_path: Path) -> 
 
         records = [
             wait(lambda: delivered(calls.deliveries(job_id))),
-            wait(lambda: delivered(calls.batch_deliveries(batch.batch_id))),
+            wait(lambda: delivered(calls.deliveries(batch.batch_id, "batch"))),
             wait(lambda: delivered(calls.deliveries(textured.job_id))),
         ]
         posts = {p.path: json.loads(p.body) for p in receiver.posts()}
