@@ -17,6 +17,7 @@ from serve_app.pipeline.texture.inpainting import (
     dilate_charts,
     inpaint_border,
     merged_faces,
+    nearest_chart_texel,
     vertex_colours,
 )
 from serve_app.pipeline.texture.views import (
@@ -103,23 +104,32 @@ class PreparedView:
         return colour, weight
 
 
+#: OpenCV's remap takes maps of fewer than 32767 columns: samples go in rows of this many.
+REMAP_ROW = 4096
+
+
 def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``image`` at continuous pixel centres (x, y), edges clamped.
+    """``image`` at continuous pixel centres (x, y), edges clamped (OpenCV's remap).
 
     image : (h, w, c) float32; x, y : (k,) float32 → (k, c) float32
     """
-    h, w = image.shape[:2]
-    x = np.clip(x, 0.0, w - 1.0)
-    y = np.clip(y, 0.0, h - 1.0)
-    x0 = np.minimum(x.astype(np.int64), w - 2) if w > 1 else np.zeros(len(x), np.int64)
-    y0 = np.minimum(y.astype(np.int64), h - 2) if h > 1 else np.zeros(len(y), np.int64)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    fx = (x - x0)[:, None]
-    fy = (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    import cv2
+
+    h, w, c = image.shape
+    k = len(x)
+    rows = max(1, -(-k // REMAP_ROW))
+    mx = np.zeros(rows * REMAP_ROW, dtype=np.float32)
+    my = np.zeros(rows * REMAP_ROW, dtype=np.float32)
+    mx[:k] = np.clip(x, 0.0, w - 1.0)
+    my[:k] = np.clip(y, 0.0, h - 1.0)
+    out = cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32),
+        mx.reshape(rows, REMAP_ROW),
+        my.reshape(rows, REMAP_ROW),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return out.reshape(-1, c)[:k]
 
 
 def subject_colours(cutout: CutOut) -> np.ndarray:
@@ -254,9 +264,10 @@ def bake(
     covered[texels.rows, texels.cols] = True
     seen = np.zeros((side, side), dtype=bool)
     seen[texels.rows, texels.cols] = weight > 0
-    image = dilate_charts(image, covered)
+    nearest = nearest_chart_texel(covered)
+    image = dilate_charts(image, nearest)
     image = inpaint_border(image, seen, covered)
-    return dilate_charts(image, covered)
+    return dilate_charts(image, nearest)
 
 
 def unseen_colours(
