@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -15,6 +16,8 @@ import numpy as np
 #: scaled to a total area of 1.
 MAX_CHART_AREA = 0.02
 MAX_CHART_BOUNDARY = 0.5
+#: xatlas packs the charts on a grid this many times coarser than the texture.
+PACK_REDUCTION = 2
 #: Texels are claimed by a face within this distance (texels) of it, so that bilinear
 #: sampling at a chart's rim reads the chart's own colours.
 EDGE_REACH = 0.75
@@ -29,6 +32,7 @@ class Atlas:
     uv       : (n', 2) float32, OpenGL convention (v = 0 at the image's bottom)
     source   : (n',) int64, the mesh vertex each vertex copies
     side     : the texture's side in texels
+    seconds  : the CPU seconds xatlas took
     """
 
     vertices: np.ndarray
@@ -36,6 +40,7 @@ class Atlas:
     uv: np.ndarray
     source: np.ndarray
     side: int
+    seconds: float = 0.0
 
 
 @dataclass
@@ -58,22 +63,49 @@ _UNWRAPPER: ProcessPoolExecutor | None = None
 _UNWRAPPER_LOCK = threading.Lock()
 
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
-    """:func:`unwrap_here` in a kept child process. xatlas holds the GIL for its whole call
-    (seconds on a large mesh): in this process it would stop every other thread, a run's
-    heartbeats among them, and its lease would run out while it works."""
+def _unwrapper() -> ProcessPoolExecutor:
     global _UNWRAPPER
     with _UNWRAPPER_LOCK:
         if _UNWRAPPER is None:
             _UNWRAPPER = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        pool = _UNWRAPPER
-    try:
-        return pool.submit(unwrap_here, vertices, faces, side).result()
-    except BrokenProcessPool:
-        with _UNWRAPPER_LOCK:
-            if _UNWRAPPER is pool:
-                _UNWRAPPER = None
-        raise
+        return _UNWRAPPER
+
+
+def _load_xatlas() -> None:
+    import xatlas  # noqa: F401
+
+
+def start_unwrapper() -> Future[None]:
+    """Start the kept child process now, and its imports (numpy, xatlas: about a second),
+    rather than in the first bake. Done when the child is ready."""
+    return _unwrapper().submit(_load_xatlas)
+
+
+class PendingAtlas:
+    """An atlas being made by :func:`unwrap_here` in the kept child process. xatlas holds
+    the GIL for its whole call (seconds on a large mesh): in this process it would stop every
+    other thread, a run's heartbeats among them, and its lease would run out while it works.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, side: int) -> None:
+        self._pool = _unwrapper()
+        self._future = self._pool.submit(unwrap_here, vertices, faces, side)
+
+    def result(self) -> Atlas:
+        """Wait for the atlas."""
+        global _UNWRAPPER
+        try:
+            return self._future.result()
+        except BrokenProcessPool:
+            with _UNWRAPPER_LOCK:
+                if _UNWRAPPER is self._pool:
+                    _UNWRAPPER = None
+            raise
+
+
+def unwrap(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
+    """:func:`unwrap_here` in the kept child process."""
+    return PendingAtlas(vertices, faces, side).result()
 
 
 def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
@@ -84,6 +116,7 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     """
     import xatlas
 
+    start = time.process_time()
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     corners = v[f]
@@ -100,8 +133,10 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     charts.max_chart_area = MAX_CHART_AREA
     charts.max_boundary_length = MAX_CHART_BOUNDARY
     pack = xatlas.PackOptions()
-    pack.resolution = side
-    pack.padding = max(2, side // 512)
+    # packed at half the texture's resolution (its time grows with the atlas's area), with
+    # half the padding: the same padding in the texture's texels
+    pack.resolution = max(side // PACK_REDUCTION, 64)
+    pack.padding = max(1, side // (512 * PACK_REDUCTION))
     pack.bilinear = True
     atlas.generate(charts, pack)
     mapping, indices, uv = atlas[0]
@@ -112,6 +147,7 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
         uv=np.clip(np.asarray(uv, dtype=np.float32), 0.0, 1.0),
         source=np.asarray(mapping, dtype=np.int64),
         side=side,
+        seconds=time.process_time() - start,
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
 from serve_app.pipeline.config import BAKE_RECIPE
-from serve_app.pipeline.texture.atlas import Atlas, Texels, rasterize, unwrap
+from serve_app.pipeline.texture.atlas import Atlas, PendingAtlas, Texels, rasterize, start_unwrapper
 from serve_app.pipeline.texture.inpainting import (
     diffuse_over_faces,
     dilate_charts,
@@ -162,6 +162,8 @@ class Baker:
         self.back = back
         #: What the cache key carries of the texture: the baker's recipe and its back.
         self.version = f"bake-{BAKE_RECIPE}-{back}"
+        #: xatlas's child process starts with the baker, not in its first bake.
+        self.ready = start_unwrapper()
 
     def texture(
         self,
@@ -179,13 +181,16 @@ class Baker:
             photos[ViewName.BACK] = mirrored(photos[ViewName.FRONT])
         vertices = np.asarray(mesh.vertices, dtype=np.float32)
         faces = np.asarray(mesh.faces, dtype=np.int64)
-        atlas = unwrap(vertices, faces, TEXTURE_SIDE[params.quality])
+        # the views are prepared while xatlas works in its child process
+        pending = PendingAtlas(vertices, faces, TEXTURE_SIDE[params.quality])
+        prepared = prepare(photos, vertices, faces)
+        atlas = pending.result()
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.35)
         texels = rasterize(atlas)
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.5)
-        texture = bake(vertices, faces, atlas, texels, photos, on_progress, cancel)
+        texture = bake(vertices, faces, atlas, texels, photos, prepared, on_progress, cancel)
         on_progress(Stage.TEXTURE_SYNTHESIS, 1.0)
         return TexturedMesh(
             vertices=atlas.vertices,
@@ -231,6 +236,7 @@ def bake(
     atlas: Atlas,
     texels: Texels,
     views: Mapping[ViewName, CutOut],
+    prepared: list[PreparedView],
     on_progress: ProgressCallback,
     cancel: CancelToken,
 ) -> np.ndarray:
@@ -242,7 +248,6 @@ def bake(
     in the atlas; the charts are then dilated into the empty space between them.
     """
     side = atlas.side
-    prepared = prepare(views, vertices, faces)
     corners = vertices[faces[texels.face]]  # (k, 3, 3)
     points = np.einsum("kj,kjd->kd", texels.bary, corners).astype(np.float32)
     normals = face_normals(vertices, faces)[texels.face]
