@@ -16,6 +16,9 @@ import numpy as np
 #: scaled to a total area of 1.
 MAX_CHART_AREA = 0.02
 MAX_CHART_BOUNDARY = 0.5
+#: The charts are grown once from their seeds, not grown again from moved seeds: that took
+#: xatlas a third longer for the same packing.
+CHART_ITERATIONS = 0
 #: xatlas packs the charts on a grid this many times coarser than the texture.
 PACK_REDUCTION = 2
 #: Texels are claimed by a face within this distance (texels) of it, so that bilinear
@@ -132,6 +135,7 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     charts = xatlas.ChartOptions()
     charts.max_chart_area = MAX_CHART_AREA
     charts.max_boundary_length = MAX_CHART_BOUNDARY
+    charts.max_iterations = CHART_ITERATIONS
     pack = xatlas.PackOptions()
     # packed at half the texture's resolution (its time grows with the atlas's area), with
     # half the padding: the same padding in the texture's texels

@@ -77,31 +77,31 @@ class PreparedView:
     alignment: Alignment
     depth: DepthMap
 
-    def sample(self, points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Colour and weight of this view at surface points.
+    def sample(
+        self, points: np.ndarray, normals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where this view sees the surface points, its colour there and its weight.
 
-        points, normals : (k, 3) float32 → colour (k, 3) float32, weight (k,) float32
-        (0 where the camera does not see the point, or sees the removed background)
+        points, normals : (k, 3) float32 → index (j,) int64 of the points the camera sees
+        (facing it, nothing in between, on the subject), colour (j, 3) float32, weight (j,)
+        float32
         """
         frame = self.depth.frame.astype(np.float32)
         cos = normals @ frame[0]
-        weight = np.zeros(len(points), dtype=np.float32)
-        colour = np.zeros((len(points), 3), dtype=np.float32)
         facing = np.flatnonzero(cos > MIN_FACING)
-        if facing.size == 0:
-            return colour, weight
+        cos = cos[facing]
         p = points[facing]
-        seen = self.depth.visible(p, cos[facing])
-        col, row = self.alignment.to_pixels(p @ frame[1], p @ frame[2])
+        u, v = p @ frame[1], p @ frame[2]
+        seen = self.depth.visible(u, v, p @ frame[0], cos)
+        col, row = self.alignment.to_pixels(u, v)
         h, w = self.solid.shape
-        ci = np.clip(col.astype(np.int64), 0, w - 1)
-        ri = np.clip(row.astype(np.int64), 0, h - 1)
-        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        seen &= inside & self.solid[ri, ci]
-        keep = facing[seen]
-        weight[keep] = cos[keep] ** FACING_POWER
-        colour[keep] = bilinear(self.rgb, col[seen] - 0.5, row[seen] - 0.5)
-        return colour, weight
+        seen &= (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        ci = np.minimum(col.astype(np.int64), w - 1)
+        ri = np.minimum(row.astype(np.int64), h - 1)
+        seen &= self.solid[np.maximum(ri, 0), np.maximum(ci, 0)]
+        seen = np.flatnonzero(seen)
+        colour = bilinear(self.rgb, col[seen] - 0.5, row[seen] - 0.5)
+        return facing[seen], colour, cos[seen] ** FACING_POWER
 
 
 #: OpenCV's remap takes maps of fewer than 32767 columns: samples go in rows of this many.
@@ -254,9 +254,9 @@ def bake(
     total = np.zeros((len(points), 3), dtype=np.float32)
     weight = np.zeros(len(points), dtype=np.float32)
     for i, view in enumerate(prepared):
-        colour, w = view.sample(points, normals)
-        total += colour * w[:, None]
-        weight += w
+        index, colour, w = view.sample(points, normals)
+        total[index] += colour * w[:, None]
+        weight[index] += w
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.5 + 0.3 * (i + 1) / len(prepared))
     fill = unseen_colours(vertices, faces, texels, total, weight, views)
