@@ -11,7 +11,8 @@ CIEDE2000. Printed per object and set of views: the share of the area within ΔE
 whole surface and over what the views see, the mean ΔE, and the texels that are black or of
 the background's colour. The planar projection the baker replaced is measured the same way
 (front photo; back = mirror). Timing: one bake of a ~60k-face mesh to a 2048² texture from
-1, 4 and 6 views, wall and CPU seconds, per step.
+1, 4 and 6 views by a warm baker (its xatlas process started, as a service's is), wall and CPU
+seconds, per step, and xatlas's CPU seconds in its child process.
 """
 
 from __future__ import annotations
