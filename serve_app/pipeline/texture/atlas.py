@@ -144,7 +144,7 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     pack.bilinear = True
     atlas.generate(charts, pack)
     mapping, indices, uv = atlas[0]
-    # xatlas's UVs are normalised by its atlas's own width and height (about ``side``)
+    # xatlas's UVs are normalised by its atlas's own width and height (about ``side`` / 2)
     return Atlas(
         vertices=np.ascontiguousarray(v[mapping], dtype=np.float32),
         faces=np.asarray(indices, dtype=np.int64),
@@ -156,12 +156,13 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
 
 
 def rasterize(atlas: Atlas) -> Texels:
-    """Every texel whose centre lies in a face of the atlas, or within ``EDGE_REACH`` texels
-    of one (a texel inside a face wins over one near another's edge).
+    """Every texel whose centre lies in a face of the atlas, and every texel within
+    ``EDGE_REACH`` texels of the face of one of its 3 × 3 neighbours (the nearest such face;
+    a texel inside a face wins over one near another's edge).
 
     The texels inside are found by Embree, one ray per texel centre that OpenCV's fill of the
     faces covers, at the atlas's triangles laid flat in texel space; the texels around them
-    take the nearest of their 3 × 3 neighbours' faces."""
+    are vectorised over the eight neighbours."""
     side = atlas.side
     # texel space: x = column, y = row, texel (r, c) centred at (c + 0.5, r + 0.5)
     pts = np.column_stack([atlas.uv[:, 0] * side, (1.0 - atlas.uv[:, 1]) * side])
