@@ -72,3 +72,19 @@ def test_texels_inside_faces_and_their_rim_and_nothing_else():
     assert (held[rim] >= 0).mean() > 0.9  # the sliver's tips may lie beyond a neighbour's
     # the sliver, thinner than a texel, holds the texels along it
     assert (texels.face == 1).sum() >= 20
+
+
+def test_the_kept_process_unwraps_as_this_one_and_starts_with_the_baker():
+    from serve_app.pipeline.texture import Baker
+    from serve_app.pipeline.texture.atlas import PendingAtlas, unwrap_here
+    from tests.texture_objects import box
+
+    assert Baker().ready.result(timeout=120) is None
+    obj = box()
+    here = unwrap_here(obj.vertices, obj.faces, 256)
+    there = PendingAtlas(obj.vertices, obj.faces, 256).result()
+    np.testing.assert_array_equal(there.faces, here.faces)
+    np.testing.assert_array_equal(there.uv, here.uv)
+    np.testing.assert_array_equal(there.source, here.source)
+    assert len(there.faces) == len(obj.faces)
+    np.testing.assert_allclose(there.vertices[there.faces], obj.vertices[obj.faces], atol=1e-6)

@@ -181,6 +181,8 @@ class Baker:
             photos[ViewName.BACK] = mirrored(photos[ViewName.FRONT])
         vertices = np.asarray(mesh.vertices, dtype=np.float32)
         faces = np.asarray(mesh.faces, dtype=np.int64)
+        for cutout in photos.values():  # a view without a subject is refused before xatlas starts
+            silhouette_box(cutout.mask)
         # the views are prepared while xatlas works in its child process
         pending = PendingAtlas(vertices, faces, TEXTURE_SIDE[params.quality])
         prepared = prepare(photos, vertices, faces)
