@@ -250,7 +250,7 @@ def bake(
     in the atlas; the charts are then dilated into the empty space between them.
     """
     side = atlas.side
-    corners = vertices[faces[texels.face]]  # (k, 3, 3)
+    corners = vertices[faces][texels.face]  # (k, 3, 3)
     points = np.einsum("kj,kjd->kd", texels.bary, corners).astype(np.float32)
     normals = face_normals(vertices, faces)[texels.face]
     total = np.zeros((len(points), 3), dtype=np.float32)
@@ -299,4 +299,5 @@ def unseen_colours(
     fallback = subject.mean(axis=0) if len(subject) else np.full(3, 128.0)
     filled = diffuse_over_faces(merged, face_colour, known, fallback)
     per_vertex = vertex_colours(merged, count, filled)
-    return np.einsum("kj,kjd->kd", texels.bary, per_vertex[merged[texels.face]]).astype(np.float32)
+    corners = per_vertex[merged][texels.face]  # (k, 3, 3)
+    return np.einsum("kj,kjd->kd", texels.bary, corners).astype(np.float32)
