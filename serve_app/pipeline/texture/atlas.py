@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -15,11 +16,14 @@ import numpy as np
 #: scaled to a total area of 1.
 MAX_CHART_AREA = 0.02
 MAX_CHART_BOUNDARY = 0.5
+#: The charts are grown once from their seeds, not grown again from moved seeds: that took
+#: xatlas a third longer for the same packing.
+CHART_ITERATIONS = 0
+#: xatlas packs the charts on a grid this many times coarser than the texture.
+PACK_REDUCTION = 2
 #: Texels are claimed by a face within this distance (texels) of it, so that bilinear
 #: sampling at a chart's rim reads the chart's own colours.
 EDGE_REACH = 0.75
-#: Faces rasterized per batch (bounds the memory of the candidate texels).
-BATCH_FACES = 16_384
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Atlas:
     uv       : (n', 2) float32, OpenGL convention (v = 0 at the image's bottom)
     source   : (n',) int64, the mesh vertex each vertex copies
     side     : the texture's side in texels
+    seconds  : the CPU seconds xatlas took
     """
 
     vertices: np.ndarray
@@ -38,6 +43,7 @@ class Atlas:
     uv: np.ndarray
     source: np.ndarray
     side: int
+    seconds: float = 0.0
 
 
 @dataclass
@@ -60,22 +66,49 @@ _UNWRAPPER: ProcessPoolExecutor | None = None
 _UNWRAPPER_LOCK = threading.Lock()
 
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
-    """:func:`unwrap_here` in a kept child process. xatlas holds the GIL for its whole call
-    (seconds on a large mesh): in this process it would stop every other thread, a run's
-    heartbeats among them, and its lease would run out while it works."""
+def _unwrapper() -> ProcessPoolExecutor:
     global _UNWRAPPER
     with _UNWRAPPER_LOCK:
         if _UNWRAPPER is None:
             _UNWRAPPER = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        pool = _UNWRAPPER
-    try:
-        return pool.submit(unwrap_here, vertices, faces, side).result()
-    except BrokenProcessPool:
-        with _UNWRAPPER_LOCK:
-            if _UNWRAPPER is pool:
-                _UNWRAPPER = None
-        raise
+        return _UNWRAPPER
+
+
+def _load_xatlas() -> None:
+    import xatlas  # noqa: F401
+
+
+def start_unwrapper() -> Future[None]:
+    """Start the kept child process now, and its imports (numpy, xatlas: about a second),
+    rather than in the first bake. Done when the child is ready."""
+    return _unwrapper().submit(_load_xatlas)
+
+
+class PendingAtlas:
+    """An atlas being made by :func:`unwrap_here` in the kept child process. xatlas holds
+    the GIL for its whole call (seconds on a large mesh): in this process it would stop every
+    other thread, a run's heartbeats among them, and its lease would run out while it works.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, side: int) -> None:
+        self._pool = _unwrapper()
+        self._future = self._pool.submit(unwrap_here, vertices, faces, side)
+
+    def result(self) -> Atlas:
+        """Wait for the atlas."""
+        global _UNWRAPPER
+        try:
+            return self._future.result()
+        except BrokenProcessPool:
+            with _UNWRAPPER_LOCK:
+                if _UNWRAPPER is self._pool:
+                    _UNWRAPPER = None
+            raise
+
+
+def unwrap(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
+    """:func:`unwrap_here` in the kept child process."""
+    return PendingAtlas(vertices, faces, side).result()
 
 
 def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
@@ -86,6 +119,7 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     """
     import xatlas
 
+    start = time.process_time()
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     corners = v[f]
@@ -101,92 +135,151 @@ def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     charts = xatlas.ChartOptions()
     charts.max_chart_area = MAX_CHART_AREA
     charts.max_boundary_length = MAX_CHART_BOUNDARY
+    charts.max_iterations = CHART_ITERATIONS
     pack = xatlas.PackOptions()
-    pack.resolution = side
-    pack.padding = max(2, side // 512)
+    # packed at half the texture's resolution (its time grows with the atlas's area), with
+    # half the padding: the same padding in the texture's texels
+    pack.resolution = max(side // PACK_REDUCTION, 64)
+    pack.padding = max(1, side // (512 * PACK_REDUCTION))
     pack.bilinear = True
     atlas.generate(charts, pack)
     mapping, indices, uv = atlas[0]
-    # xatlas's UVs are normalised by its atlas's own width and height (about ``side``)
+    # xatlas's UVs are normalised by its atlas's own width and height (about ``side`` / 2)
     return Atlas(
         vertices=np.ascontiguousarray(v[mapping], dtype=np.float32),
         faces=np.asarray(indices, dtype=np.int64),
         uv=np.clip(np.asarray(uv, dtype=np.float32), 0.0, 1.0),
         source=np.asarray(mapping, dtype=np.int64),
         side=side,
+        seconds=time.process_time() - start,
     )
 
 
 def rasterize(atlas: Atlas) -> Texels:
-    """Every texel whose centre lies in a face of the atlas, or within ``EDGE_REACH`` texels
-    of one (a texel inside a face wins over one near another's edge). Vectorised over the
-    texels of each face's bounding box, a batch of faces at a time."""
+    """Every texel whose centre lies in a face of the atlas, and every texel within
+    ``EDGE_REACH`` texels of the face of one of its 3 × 3 neighbours (the nearest such face;
+    a texel inside a face wins over one near another's edge).
+
+    The texels inside are found by Embree, one ray per texel centre that OpenCV's fill of the
+    faces covers, at the atlas's triangles laid flat in texel space; the texels around them
+    are vectorised over the eight neighbours."""
     side = atlas.side
     # texel space: x = column, y = row, texel (r, c) centred at (c + 0.5, r + 0.5)
     pts = np.column_stack([atlas.uv[:, 0] * side, (1.0 - atlas.uv[:, 1]) * side])
-    tri = pts[atlas.faces].astype(np.float64)  # (m, 3, 2)
-    owner = np.full((side, side), -1, dtype=np.int64)
-    score = np.full((side, side), -np.inf, dtype=np.float32)
-    bary = np.zeros((side, side, 3), dtype=np.float32)
-    for start in range(0, len(tri), BATCH_FACES):
-        _claim(tri[start : start + BATCH_FACES], start, side, owner, score, bary)
-    rows, cols = np.nonzero(owner >= 0)
-    return Texels(rows=rows, cols=cols, face=owner[rows, cols], bary=bary[rows, cols])
-
-
-def _claim(
-    tri: np.ndarray,
-    offset: int,
-    side: int,
-    owner: np.ndarray,
-    score: np.ndarray,
-    bary: np.ndarray,
-) -> None:
-    """Write the texels of one batch of faces (``tri``: (b, 3, 2) texel coordinates)."""
-    lo = np.floor(tri.min(axis=1) - 0.5 - EDGE_REACH).astype(np.int64) + 1
-    hi = np.ceil(tri.max(axis=1) - 0.5 + EDGE_REACH).astype(np.int64) - 1
-    lo = np.clip(lo, 0, side - 1)
-    hi = np.clip(hi, 0, side - 1)
-    width = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
-    height = np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
-    counts = width * height
-    face = np.repeat(np.arange(len(tri)), counts)
-    if face.size == 0:
-        return
-    local = np.arange(face.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    col = lo[face, 0] + local % width[face]
-    row = lo[face, 1] + local // width[face]
-    # barycentrics from the edge functions; distance to each edge in texels
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    double_area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (
-        c[:, 0] - a[:, 0]
+    edges = _EdgeFunctions(pts[atlas.faces].astype(np.float64))
+    rows, cols, face, bary = _inside(edges, side)
+    owner = np.full((side, side), -1, dtype=np.int32)
+    owner[rows, cols] = face
+    rim_rows, rim_cols, rim_face = _rim(owner, edges)
+    return Texels(
+        rows=np.concatenate([rows, rim_rows]),
+        cols=np.concatenate([cols, rim_cols]),
+        face=np.concatenate([face, rim_face]),
+        bary=np.concatenate([bary, edges.barycentrics(rim_face, rim_cols + 0.5, rim_rows + 0.5)]),
     )
-    sign = np.where(double_area < 0, -1.0, 1.0)
-    double_area = np.abs(double_area)
-    usable = double_area > 1e-12
-    px = col + 0.5
-    py = row + 0.5
-    lam = np.empty((face.size, 3), dtype=np.float64)
-    dist = np.empty((face.size, 3), dtype=np.float64)
-    for i, (p, q) in enumerate(((b, c), (c, a), (a, b))):
-        edge = (q[face, 0] - p[face, 0]) * (py - p[face, 1]) - (q[face, 1] - p[face, 1]) * (
-            px - p[face, 0]
+
+
+class _EdgeFunctions:
+    """A face's edge functions in texel space: per edge (the one opposite each corner), the
+    signed distance of a point to its line (positive inside) and its barycentric coordinate.
+    """
+
+    def __init__(self, tri: np.ndarray) -> None:
+        self.tri = tri  # (m, 3, 2)
+        a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+        double_area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (
+            c[:, 0] - a[:, 0]
         )
-        edge *= sign[face]
-        length = np.hypot(q[:, 0] - p[:, 0], q[:, 1] - p[:, 1])
-        lam[:, i] = edge / np.where(usable, double_area, 1.0)[face]
-        dist[:, i] = edge / np.maximum(length, 1e-12)[face]
-    inside = dist.min(axis=1)
-    keep = (inside >= -EDGE_REACH) & usable[face]
-    if not keep.any():
-        return
-    row, col, face, lam, inside = row[keep], col[keep], face[keep], lam[keep], inside[keep]
-    # inner texels last, so that they win where batches or faces claim the same texel
-    order = np.argsort(inside, kind="stable")
-    order = order[inside[order] > score[row[order], col[order]]]
-    row, col, face, lam, inside = row[order], col[order], face[order], lam[order], inside[order]
-    lam = np.clip(lam, 0.0, None)
+        sign = np.where(double_area < 0, -1.0, 1.0)
+        #: Faces of (almost) no area in the atlas hold no texel.
+        self.usable = np.abs(double_area) > 1e-12
+        scale = np.where(self.usable, np.abs(double_area), 1.0)
+        # edge i from p to q: e(x, y) = sign · (q − p) × ((x, y) − p) = gx·x + gy·y + g0, which
+        # is the barycentric coordinate times ``scale``, the distance times the edge's length
+        self.coef = np.empty((len(tri), 3, 3))
+        self.length = np.empty((len(tri), 3))
+        for i, (p, q) in enumerate(((b, c), (c, a), (a, b))):
+            gx = -(q[:, 1] - p[:, 1]) * sign
+            gy = (q[:, 0] - p[:, 0]) * sign
+            self.coef[:, i] = np.column_stack([gx, gy, -(gx * p[:, 0] + gy * p[:, 1])])
+            self.length[:, i] = np.maximum(np.hypot(gx, gy), 1e-12)
+        self.scale = scale
+
+    def inside(self, face: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The least distance (texels) to the face's edges' lines, < 0 outside; −inf for a
+        face of no area. face, x, y : (k,) → (k,) float64"""
+        c = self.coef[face]
+        d = (c[..., 0] * x[:, None] + c[..., 1] * y[:, None] + c[..., 2]) / self.length[face]
+        return np.where(self.usable[face], d.min(axis=1), -np.inf)
+
+    def barycentrics(self, face: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Clamped to the face (≥ 0, sum 1): (k, 3) float32."""
+        c = self.coef[face]
+        lam = (c[..., 0] * x[:, None] + c[..., 1] * y[:, None] + c[..., 2]) / self.scale[face, None]
+        return _normalised(lam)
+
+
+def _normalised(lam: np.ndarray) -> np.ndarray:
+    """Barycentrics clamped to ≥ 0 and summing to 1: (k, 3) float32."""
+    lam = np.clip(lam, 0.0, None).astype(np.float32)
     lam /= np.maximum(lam.sum(axis=1, keepdims=True), 1e-12)
-    owner[row, col] = face + offset
-    score[row, col] = inside
-    bary[row, col] = lam
+    return lam
+
+
+def _inside(
+    edges: _EdgeFunctions, side: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The texels whose centre lies in a face: rows, cols, face (k,) int64, barycentrics
+    (k, 3) float32. Rays are cast at the texels that OpenCV's fill of the faces covers (a
+    texel it leaves out is one of the rim's)."""
+    import cv2
+    from embreex import rtcore_scene
+    from embreex.mesh_construction import TriangleMesh
+
+    tri = edges.tri
+    covered = np.zeros((side, side), dtype=np.uint8)
+    # OpenCV's pixel (x, y) is centred at (x, y) (texel space less a half), 2 fraction bits
+    fixed = np.rint((tri[edges.usable] - 0.5) * 4).astype(np.int32)
+    cv2.fillPoly(covered, list(fixed), 1, lineType=cv2.LINE_8, shift=2)
+    rows, cols = np.nonzero(covered)
+    flat = np.zeros((len(tri), 3, 3), dtype=np.float32)
+    flat[:, :, :2] = tri
+    scene = rtcore_scene.EmbreeScene()
+    TriangleMesh(scene, flat)
+    origins = np.empty((len(rows), 3), dtype=np.float32)
+    origins[:, 0] = cols + 0.5
+    origins[:, 1] = rows + 0.5
+    origins[:, 2] = 1.0
+    directions = np.zeros_like(origins)
+    directions[:, 2] = -1.0
+    hit = scene.run(origins, directions, output=1)
+    face = np.asarray(hit["primID"], dtype=np.int64)
+    found = np.flatnonzero(face >= 0)
+    found = found[edges.usable[face[found]]]
+    u = np.asarray(hit["u"], dtype=np.float32)[found]
+    v = np.asarray(hit["v"], dtype=np.float32)[found]
+    bary = _normalised(np.column_stack([1.0 - u - v, u, v]))
+    return rows[found], cols[found], face[found], bary
+
+
+def _rim(owner: np.ndarray, edges: _EdgeFunctions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The texels no face holds that lie within ``EDGE_REACH`` of the face of one of their
+    3 × 3 neighbours, each with the nearest such face: rows, cols, face (k,) int64."""
+    import cv2
+
+    held = (owner >= 0).astype(np.uint8)
+    rows, cols = np.nonzero(cv2.dilate(held, np.ones((3, 3), np.uint8)) > held)
+    padded = np.pad(owner, 1, constant_values=-1)
+    x, y = cols + 0.5, rows + 0.5
+    best = np.full(len(rows), -np.inf)
+    face = np.full(len(rows), -1, dtype=np.int64)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            near = padded[rows + 1 + dr, cols + 1 + dc]
+            some = np.flatnonzero(near >= 0)
+            d = edges.inside(near[some], x[some], y[some])
+            better = d > best[some]
+            best[some[better]] = d[better]
+            face[some[better]] = near[some[better]]
+    keep = best >= -EDGE_REACH
+    return rows[keep], cols[keep], face[keep]

@@ -11,12 +11,13 @@ import numpy as np
 from serve_app.contracts.params import GenerationParams
 from serve_app.contracts.stages import Stage
 from serve_app.pipeline.config import BAKE_RECIPE
-from serve_app.pipeline.texture.atlas import Atlas, Texels, rasterize, unwrap
+from serve_app.pipeline.texture.atlas import Atlas, PendingAtlas, Texels, rasterize, start_unwrapper
 from serve_app.pipeline.texture.inpainting import (
     diffuse_over_faces,
     dilate_charts,
     inpaint_border,
     merged_faces,
+    nearest_chart_texel,
     vertex_colours,
 )
 from serve_app.pipeline.texture.views import (
@@ -76,50 +77,59 @@ class PreparedView:
     alignment: Alignment
     depth: DepthMap
 
-    def sample(self, points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Colour and weight of this view at surface points.
+    def sample(
+        self, points: np.ndarray, normals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where this view sees the surface points, its colour there and its weight.
 
-        points, normals : (k, 3) float32 → colour (k, 3) float32, weight (k,) float32
-        (0 where the camera does not see the point, or sees the removed background)
+        points, normals : (k, 3) float32 → index (j,) int64 of the points the camera sees
+        (facing it, nothing in between, on the subject), colour (j, 3) float32, weight (j,)
+        float32
         """
         frame = self.depth.frame.astype(np.float32)
         cos = normals @ frame[0]
-        weight = np.zeros(len(points), dtype=np.float32)
-        colour = np.zeros((len(points), 3), dtype=np.float32)
         facing = np.flatnonzero(cos > MIN_FACING)
-        if facing.size == 0:
-            return colour, weight
+        cos = cos[facing]
         p = points[facing]
-        seen = self.depth.visible(p, cos[facing])
-        col, row = self.alignment.to_pixels(p @ frame[1], p @ frame[2])
+        u, v = p @ frame[1], p @ frame[2]
+        seen = self.depth.visible(u, v, p @ frame[0], cos)
+        col, row = self.alignment.to_pixels(u, v)
         h, w = self.solid.shape
-        ci = np.clip(col.astype(np.int64), 0, w - 1)
-        ri = np.clip(row.astype(np.int64), 0, h - 1)
-        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        seen &= inside & self.solid[ri, ci]
-        keep = facing[seen]
-        weight[keep] = cos[keep] ** FACING_POWER
-        colour[keep] = bilinear(self.rgb, col[seen] - 0.5, row[seen] - 0.5)
-        return colour, weight
+        seen &= (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        ci = np.minimum(col.astype(np.int64), w - 1)
+        ri = np.minimum(row.astype(np.int64), h - 1)
+        seen &= self.solid[np.maximum(ri, 0), np.maximum(ci, 0)]
+        seen = np.flatnonzero(seen)
+        colour = bilinear(self.rgb, col[seen] - 0.5, row[seen] - 0.5)
+        return facing[seen], colour, cos[seen] ** FACING_POWER
+
+
+#: OpenCV's remap takes maps of fewer than 32767 columns: samples go in rows of this many.
+REMAP_ROW = 4096
 
 
 def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``image`` at continuous pixel centres (x, y), edges clamped.
+    """``image`` at continuous pixel centres (x, y), edges clamped (OpenCV's remap).
 
     image : (h, w, c) float32; x, y : (k,) float32 → (k, c) float32
     """
-    h, w = image.shape[:2]
-    x = np.clip(x, 0.0, w - 1.0)
-    y = np.clip(y, 0.0, h - 1.0)
-    x0 = np.minimum(x.astype(np.int64), w - 2) if w > 1 else np.zeros(len(x), np.int64)
-    y0 = np.minimum(y.astype(np.int64), h - 2) if h > 1 else np.zeros(len(y), np.int64)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    fx = (x - x0)[:, None]
-    fy = (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    import cv2
+
+    h, w, c = image.shape
+    k = len(x)
+    rows = max(1, -(-k // REMAP_ROW))
+    mx = np.zeros(rows * REMAP_ROW, dtype=np.float32)
+    my = np.zeros(rows * REMAP_ROW, dtype=np.float32)
+    mx[:k] = np.clip(x, 0.0, w - 1.0)
+    my[:k] = np.clip(y, 0.0, h - 1.0)
+    out = cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32),
+        mx.reshape(rows, REMAP_ROW),
+        my.reshape(rows, REMAP_ROW),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return out.reshape(-1, c)[:k]
 
 
 def subject_colours(cutout: CutOut) -> np.ndarray:
@@ -152,6 +162,8 @@ class Baker:
         self.back = back
         #: What the cache key carries of the texture: the baker's recipe and its back.
         self.version = f"bake-{BAKE_RECIPE}-{back}"
+        #: xatlas's child process starts with the baker, not in its first bake.
+        self.ready = start_unwrapper()
 
     def texture(
         self,
@@ -169,13 +181,18 @@ class Baker:
             photos[ViewName.BACK] = mirrored(photos[ViewName.FRONT])
         vertices = np.asarray(mesh.vertices, dtype=np.float32)
         faces = np.asarray(mesh.faces, dtype=np.int64)
-        atlas = unwrap(vertices, faces, TEXTURE_SIDE[params.quality])
+        for cutout in photos.values():  # a view without a subject is refused before xatlas starts
+            silhouette_box(cutout.mask)
+        # the views are prepared while xatlas works in its child process
+        pending = PendingAtlas(vertices, faces, TEXTURE_SIDE[params.quality])
+        prepared = prepare(photos, vertices, faces)
+        atlas = pending.result()
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.35)
         texels = rasterize(atlas)
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.5)
-        texture = bake(vertices, faces, atlas, texels, photos, on_progress, cancel)
+        texture = bake(vertices, faces, atlas, texels, photos, prepared, on_progress, cancel)
         on_progress(Stage.TEXTURE_SYNTHESIS, 1.0)
         return TexturedMesh(
             vertices=atlas.vertices,
@@ -221,6 +238,7 @@ def bake(
     atlas: Atlas,
     texels: Texels,
     views: Mapping[ViewName, CutOut],
+    prepared: list[PreparedView],
     on_progress: ProgressCallback,
     cancel: CancelToken,
 ) -> np.ndarray:
@@ -232,16 +250,15 @@ def bake(
     in the atlas; the charts are then dilated into the empty space between them.
     """
     side = atlas.side
-    prepared = prepare(views, vertices, faces)
-    corners = vertices[faces[texels.face]]  # (k, 3, 3)
+    corners = vertices[faces][texels.face]  # (k, 3, 3)
     points = np.einsum("kj,kjd->kd", texels.bary, corners).astype(np.float32)
     normals = face_normals(vertices, faces)[texels.face]
     total = np.zeros((len(points), 3), dtype=np.float32)
     weight = np.zeros(len(points), dtype=np.float32)
     for i, view in enumerate(prepared):
-        colour, w = view.sample(points, normals)
-        total += colour * w[:, None]
-        weight += w
+        index, colour, w = view.sample(points, normals)
+        total[index] += colour * w[:, None]
+        weight[index] += w
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.5 + 0.3 * (i + 1) / len(prepared))
     fill = unseen_colours(vertices, faces, texels, total, weight, views)
@@ -254,9 +271,10 @@ def bake(
     covered[texels.rows, texels.cols] = True
     seen = np.zeros((side, side), dtype=bool)
     seen[texels.rows, texels.cols] = weight > 0
-    image = dilate_charts(image, covered)
+    nearest = nearest_chart_texel(covered)
+    image = dilate_charts(image, nearest)
     image = inpaint_border(image, seen, covered)
-    return dilate_charts(image, covered)
+    return dilate_charts(image, nearest)
 
 
 def unseen_colours(
@@ -281,4 +299,5 @@ def unseen_colours(
     fallback = subject.mean(axis=0) if len(subject) else np.full(3, 128.0)
     filled = diffuse_over_faces(merged, face_colour, known, fallback)
     per_vertex = vertex_colours(merged, count, filled)
-    return np.einsum("kj,kjd->kd", texels.bary, per_vertex[merged[texels.face]]).astype(np.float32)
+    corners = per_vertex[merged][texels.face]  # (k, 3, 3)
+    return np.einsum("kj,kjd->kd", texels.bary, corners).astype(np.float32)

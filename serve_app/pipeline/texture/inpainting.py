@@ -98,15 +98,29 @@ def inpaint_border(image: np.ndarray, seen: np.ndarray, covered: np.ndarray) -> 
     return cv2.inpaint(image, mask, INPAINT_RADIUS, cv2.INPAINT_TELEA)
 
 
-def dilate_charts(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
+def nearest_chart_texel(covered: np.ndarray) -> np.ndarray:
+    """Per texel, the flat index (row · side + column) of the nearest covered texel (OpenCV's
+    distance transform with a label per covered texel; a covered texel is its own nearest).
+
+    covered : (s, s) bool → (s, s) int64
+    """
+    import cv2
+
+    if not covered.any():
+        return np.arange(covered.size, dtype=np.int64).reshape(covered.shape)
+    _, labels = cv2.distanceTransformWithLabels(
+        (~covered).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    # labels number the covered texels 1, 2, … in row-major order
+    where = np.flatnonzero(covered.reshape(-1))
+    return where[labels.reshape(covered.shape) - 1]
+
+
+def dilate_charts(image: np.ndarray, nearest: np.ndarray) -> np.ndarray:
     """Give every texel outside the charts the colour of its nearest chart texel, so that
     filtering and mipmaps across a chart's border read the chart's own colours.
 
-    image : (s, s, 3) uint8; covered : (s, s) bool → (s, s, 3) uint8
+    image : (s, s, 3) uint8; nearest : (s, s) int64, from :func:`nearest_chart_texel`
+    → (s, s, 3) uint8
     """
-    from scipy import ndimage
-
-    if covered.all() or not covered.any():
-        return image
-    _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
-    return np.ascontiguousarray(image[ri, ci])
+    return np.ascontiguousarray(image.reshape(-1, image.shape[2])[nearest])

@@ -42,16 +42,15 @@ class DepthMap:
     step: float
     depth: np.ndarray
 
-    def visible(self, points: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+    def visible(
+        self, u: np.ndarray, v: np.ndarray, d: np.ndarray, cosine: np.ndarray
+    ) -> np.ndarray:
         """Whether each point is the nearest surface along its ray, within the tolerance.
 
-        points : (k, 3) float32, on the mesh; cosine : (k,) float32, their surface's
-        facing toward the camera (> 0) → (k,) bool
+        u, v, d : (k,) float32, the points' (on the mesh) image-plane coordinates and depth
+        in this view's frame; cosine : (k,) float32, their surface's facing toward the
+        camera (> 0) → (k,) bool
         """
-        frame = self.frame.astype(np.float32)
-        u = points @ frame[1]
-        v = points @ frame[2]
-        d = points @ frame[0]
         h, w = self.depth.shape
         j = np.clip(((u - self.u0) / self.step).astype(np.int64), 0, w - 1)
         i = np.clip(((self.v1 - v) / self.step).astype(np.int64), 0, h - 1)
