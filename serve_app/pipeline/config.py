@@ -112,7 +112,7 @@ class GeneratorsConfig(BaseModel):
 
 #: The baker's recipe: raised when what it makes changes, so that models cached before are
 #: made again (it is part of every cache key, through ``PipelineConfig.texture_version``).
-BAKE_RECIPE = 2
+BAKE_RECIPE = 3
 
 
 class TextureSettings(BaseModel):
