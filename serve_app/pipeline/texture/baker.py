@@ -61,7 +61,7 @@ FACING_POWER = 4.0
 #: A view is used wherever the surface faces its camera at all (cos(θ) > MIN_FACING): even at
 #: 87–90°, up to the silhouette, the photo's colour there (the rim's, from just inside it) is
 #: truer than the colour diffused from the neighbours, which crosses into the next patch.
-#: (At a cut-off of 0.05 a twelfth of what a lone front camera sees of a ring was filled,
+#: (At a cut-off of 0.05 a tenth of what a lone front camera sees of a ring was filled,
 #: and a sixth of that was wrong; read from the photo, a twentieth.)
 MIN_FACING = 0.0
 #: The weight of the mesh diffusion in every texel: it decides only where no view sees the
