@@ -109,7 +109,7 @@ class Supervisor:
         self._workers = workers
         self._dispatches: dict[str, _Dispatch] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
-        self._overloads: dict[str, int] = {}  # re-dispatches of a job after a full queue
+        self._waits: dict[str, int] = {}  # re-dispatches of a job that waited for a worker
         self._resuming: list[str] = []
 
     def stats(self) -> SupervisorStats:
@@ -265,7 +265,7 @@ class Supervisor:
             del self._dispatches[job_id]
         record = self._table.find(job_id)
         if record is not None and not record.status.active:
-            self._overloads.pop(job_id, None)
+            self._waits.pop(job_id, None)
 
     def _retried(self, job_id: str, run: int, error: OrfeasError) -> bool:
         """Dispatch the run again if ``error`` allows it; True when a new run started."""
@@ -274,10 +274,10 @@ class Supervisor:
             return False
         if isinstance(error, ServiceOverloadedError | WorkersUnavailableError):
             # A full worker queue, or no worker at all for now: wait for one.
-            waits = self._overloads.get(job_id, 0) + 1
+            waits = self._waits.get(job_id, 0) + 1
             if waits * self.policy.retry_after_s > self.policy.queue_timeout_s:
                 return False  # waited a queue timeout: the run fails (retryable 503)
-            self._overloads[job_id] = waits
+            self._waits[job_id] = waits
             reason = (
                 Requeue.OVERLOADED
                 if isinstance(error, ServiceOverloadedError)
