@@ -106,11 +106,6 @@ class PendingAtlas:
             raise
 
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
-    """:func:`unwrap_here` in the kept child process."""
-    return PendingAtlas(vertices, faces, side).result()
-
-
 def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:
     """Charts and their packing by xatlas, for a ``side`` × ``side`` texture with padding
     between charts.
