@@ -42,10 +42,33 @@ def kill_replica(app: str, deployment: str) -> str:
 
 
 def kill_registry(name: str, restart: bool) -> None:
-    """Kill the registry actor; with ``restart`` Ray brings it back (max_restarts=-1)."""
+    """Kill the registry actor; with ``restart`` Ray brings it back (max_restarts=-1), and
+    this returns once the new one answers (``ray.kill`` itself returns before the old dies)."""
     import ray
 
-    ray.kill(ray.get_actor(name, namespace="orfeas"), no_restart=not restart)
+    actor = ray.get_actor(name, namespace="orfeas")
+    if not restart:
+        ray.kill(actor, no_restart=True)
+        return
+    before = _pid(actor)
+    ray.kill(actor, no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _pid(actor) != before:
+                return
+        except ray.exceptions.RayError:
+            pass
+        assert time.monotonic() < deadline, f"the registry {name} did not come back"
+        time.sleep(0.2)
+
+
+def _pid(actor: Any) -> int:
+    import os
+
+    import ray
+
+    return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=60)
 
 
 def registry_call(name: str, method: str, *args: Any) -> Any:

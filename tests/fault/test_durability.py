@@ -65,8 +65,9 @@ def test_a_restarted_registry_learns_the_loaded_generators_again_without_a_job(
     # The registry keeps no generator state; the ShapeTexture replicas report theirs again
     # with their health checks (every 2 s here), so readiness returns with no job run.
     admin.wait_ready(timeout_s=60)
-    check = admin.client.get("/api/health").json()["checks"]["generator:inflate"]
-    assert check == {"ok": True, "detail": "inflate-1"}
+    health = admin.client.get("/api/health")
+    assert health.status_code == 200, health.text
+    assert health.json()["checks"]["generator:inflate"] == {"ok": True, "detail": "inflate-1"}
 
 
 def test_a_restarted_service_on_the_same_storage_keeps_finished_jobs_downloadable(
