@@ -249,7 +249,9 @@ def test_cancel_stops_a_running_quality_10_job_and_its_workers(api: Api) -> None
     job = answer.json()
     assert job["status"] == "cancelled" and job["outputs"] == {} and job["download_url"] is None
     assert job["error"]["code"] == "cancelled"
-    assert job["stage"] == "shape_generation" and job["progress"] < 90
+    # stopped in the worker's stages (the cancel left as the shape stage began; on a busy
+    # machine the worker may have reached the texture before it arrived), before the export
+    assert job["stage"] in ("shape_generation", "texture_synthesis") and job["progress"] < 90
     assert api.status(job_id)["status"] == "cancelled"
     assert api.client.get(f"/download/{job_id}/glb").status_code == 409
     # The workers themselves stop (they raise at a cancel check), after the request.
