@@ -98,20 +98,29 @@ def test_a_429_is_retried_after_its_retry_after_and_creates_nothing_twice(
 ) -> None:
     caplog.set_level(logging.INFO, logger="serve_app.client")
     before = jobs_of(keyed_url, KEY)
-    eager = OrfeasClient(keyed_url, api_key=KEY, retry=NO_RETRIES)
-    with eager, pytest.raises(RateLimited) as limited:  # empty the key's bucket
-        for _ in range(20):
-            eager.generators()
-    assert limited.value.code == "rate_limited" and limited.value.retry_after == 1.0
-
-    with OrfeasClient(keyed_url, api_key=KEY) as client:
-        upload = client.upload(photo(unique=True))  # refused, waited for, sent again
-    retries = [
-        r.getMessage() for r in caplog.records if "answered 429 rate_limited" in r.getMessage()
-    ]
+    uploads = 0
+    retries: list[str] = []
+    # The bucket refills at 2 a second: on a busy machine the upload may reach it after a
+    # token came back, and is then not refused at all; such a try says nothing, so it is
+    # made again (each try's job is counted).
+    for _ in range(3):
+        image = photo(unique=True)
+        eager = OrfeasClient(keyed_url, api_key=KEY, retry=NO_RETRIES)
+        with eager, pytest.raises(RateLimited) as limited:  # empty the key's bucket
+            for _ in range(20):
+                eager.generators()
+        assert limited.value.code == "rate_limited" and limited.value.retry_after == 1.0
+        with OrfeasClient(keyed_url, api_key=KEY) as client:
+            upload = client.upload(image)  # refused, waited for, sent again
+        uploads += 1
+        assert upload.status == "uploaded"
+        retries = [
+            r.getMessage() for r in caplog.records if "answered 429 rate_limited" in r.getMessage()
+        ]
+        if retries:
+            break
     assert retries and "upload-image" in retries[0] and retries[0].endswith("in 1.0 s")
-    assert upload.status == "uploaded"
-    assert jobs_of(keyed_url, KEY) == before + 1  # one job: the refused try made none
+    assert jobs_of(keyed_url, KEY) == before + uploads  # one job a try: a refusal made none
 
 
 def test_a_run_over_the_clients_share_is_retried_until_the_share_frees(
