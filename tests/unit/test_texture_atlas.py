@@ -3,6 +3,8 @@ centre, the rim within reach of a face holds the nearest one, and nothing farthe
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from serve_app.pipeline.texture.atlas import EDGE_REACH, Atlas, rasterize
@@ -88,3 +90,62 @@ def test_the_kept_process_unwraps_as_this_one_and_starts_with_the_baker():
     np.testing.assert_array_equal(there.source, here.source)
     assert len(there.faces) == len(obj.faces)
     np.testing.assert_allclose(there.vertices[there.faces], obj.vertices[obj.faces], atol=1e-6)
+
+
+def ended(pid: int) -> bool:
+    """The process is gone, or dead and not yet reaped (Linux's /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_cancel_ends_the_wait_for_the_atlas_and_its_child_then_the_next_bake_works():
+    import pytest
+
+    from serve_app.errors import JobCancelledError
+    from serve_app.pipeline.texture import atlas as atlas_module
+    from serve_app.pipeline.texture.atlas import PendingAtlas
+    from serve_app.pipeline.types import CancelToken
+    from tests.texture_objects import box, torus
+
+    big = torus(major_sections=400, minor_sections=150)  # 120k faces: seconds of xatlas
+    pending = PendingAtlas(big.vertices, big.faces, 2048)
+    child = next(iter(pending._pool._processes.values()))
+    deadline = time.monotonic() + 60
+    while not pending._future.running():  # in xatlas's hands (a call not started is dropped)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(JobCancelledError):
+        pending.result(token)
+    deadline = time.monotonic() + 30
+    while not ended(child.pid):  # killed while xatlas worked, not left to finish
+        assert time.monotonic() < deadline, "the child went on with the cancelled atlas"
+        time.sleep(0.05)
+    assert atlas_module._UNWRAPPER is not pending._pool
+    obj = box()
+    atlas = PendingAtlas(obj.vertices, obj.faces, 256).result(CancelToken())
+    assert len(atlas.faces) == len(obj.faces)
+
+
+def test_a_cancel_leaves_the_child_to_another_runs_atlas_waiting_behind_it():
+    import pytest
+
+    from serve_app.errors import JobCancelledError
+    from serve_app.pipeline.texture.atlas import PendingAtlas
+    from serve_app.pipeline.types import CancelToken
+    from tests.texture_objects import box, torus
+
+    big = torus(major_sections=300, minor_sections=100)
+    cancelled = PendingAtlas(big.vertices, big.faces, 1024)
+    obj = box()
+    other = PendingAtlas(obj.vertices, obj.faces, 256)  # the same child's next call
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(JobCancelledError):
+        cancelled.result(token)
+    atlas = other.result(CancelToken())  # not lost with the cancelled one
+    assert len(atlas.faces) == len(obj.faces)

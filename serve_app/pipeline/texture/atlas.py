@@ -11,6 +11,8 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from serve_app.pipeline.types import CancelToken
+
 #: Charts are kept small: xatlas grows a chart in time worse than linear in its size, so on a
 #: smooth mesh (one chart per side) it takes seconds. Areas and lengths are of the mesh
 #: scaled to a total area of 1.
@@ -84,6 +86,10 @@ def start_unwrapper() -> Future[None]:
     return _unwrapper().submit(_load_xatlas)
 
 
+#: How often a bake waiting for its atlas looks at its cancel token (seconds).
+CANCEL_POLL_S = 0.1
+
+
 class PendingAtlas:
     """An atlas being made by :func:`unwrap_here` in the kept child process. xatlas holds
     the GIL for its whole call (seconds on a large mesh): in this process it would stop every
@@ -94,16 +100,42 @@ class PendingAtlas:
         self._pool = _unwrapper()
         self._future = self._pool.submit(unwrap_here, vertices, faces, side)
 
-    def result(self) -> Atlas:
-        """Wait for the atlas."""
+    def result(self, cancel: CancelToken | None = None) -> Atlas:
+        """Wait for the atlas. A cancel stops the wait within ``CANCEL_POLL_S``, and the child
+        process with it when no other bake's atlas is in its hands (xatlas cannot be
+        interrupted; the next bake starts a new child)."""
+        while True:
+            try:
+                return self._future.result(timeout=CANCEL_POLL_S)
+            except TimeoutError:
+                if cancel is not None and cancel.cancelled:
+                    self._abandon()
+                    cancel.raise_if_cancelled()
+            except BrokenProcessPool:
+                self._forget_pool()
+                raise
+
+    def _forget_pool(self) -> None:
         global _UNWRAPPER
-        try:
-            return self._future.result()
-        except BrokenProcessPool:
-            with _UNWRAPPER_LOCK:
-                if _UNWRAPPER is self._pool:
-                    _UNWRAPPER = None
-            raise
+        with _UNWRAPPER_LOCK:
+            if _UNWRAPPER is self._pool:
+                _UNWRAPPER = None
+
+    def _abandon(self) -> None:
+        """Leave this atlas unmade: dropped if not started; if started, the child killed,
+        unless another run's atlas waits in the same pool (it would be lost with it)."""
+        if self._future.cancel():
+            return
+        # The executor keeps its calls in ``_pending_work_items`` and its workers in
+        # ``_processes``, in every CPython that has ProcessPoolExecutor; it has no public
+        # way to end a running call.
+        with _UNWRAPPER_LOCK:
+            if len(getattr(self._pool, "_pending_work_items", {})) > 1:
+                return
+        self._forget_pool()
+        for process in list(getattr(self._pool, "_processes", {}).values()):
+            process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def unwrap_here(vertices: np.ndarray, faces: np.ndarray, side: int) -> Atlas:

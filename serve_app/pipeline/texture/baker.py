@@ -200,7 +200,7 @@ class Baker:
         # the views are prepared while xatlas works in its child process
         pending = PendingAtlas(vertices, faces, TEXTURE_SIDE[params.quality])
         prepared = prepare(photos, vertices, faces)
-        atlas = pending.result()
+        atlas = pending.result(cancel)
         cancel.raise_if_cancelled()
         on_progress(Stage.TEXTURE_SYNTHESIS, 0.35)
         texels = rasterize(atlas)
