@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import Any, TypeVar
 
 import numpy as np
 
 from serve_app.pipeline.types import CancelToken
+
+T = TypeVar("T")
 
 #: Charts are kept small: xatlas grows a chart in time worse than linear in its size, so on a
 #: smooth mesh (one chart per side) it takes seconds. Areas and lengths are of the mesh
@@ -68,12 +72,14 @@ _UNWRAPPER: ProcessPoolExecutor | None = None
 _UNWRAPPER_LOCK = threading.Lock()
 
 
-def _unwrapper() -> ProcessPoolExecutor:
+def _submit(fn: Callable[..., T], *args: Any) -> tuple[ProcessPoolExecutor, Future[T]]:
+    """``fn(*args)`` in the kept child process, and that process's pool. Under the lock, so
+    that a cancelled bake deciding whether it may kill the child sees every call in it."""
     global _UNWRAPPER
     with _UNWRAPPER_LOCK:
         if _UNWRAPPER is None:
             _UNWRAPPER = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        return _UNWRAPPER
+        return _UNWRAPPER, _UNWRAPPER.submit(fn, *args)
 
 
 def _load_xatlas() -> None:
@@ -83,7 +89,7 @@ def _load_xatlas() -> None:
 def start_unwrapper() -> Future[None]:
     """Start the kept child process now, and its imports (numpy, xatlas: about a second),
     rather than in the first bake. Done when the child is ready."""
-    return _unwrapper().submit(_load_xatlas)
+    return _submit(_load_xatlas)[1]
 
 
 #: How often a bake waiting for its atlas looks at its cancel token (seconds).
@@ -97,8 +103,7 @@ class PendingAtlas:
     """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, side: int) -> None:
-        self._pool = _unwrapper()
-        self._future = self._pool.submit(unwrap_here, vertices, faces, side)
+        self._pool, self._future = _submit(unwrap_here, vertices, faces, side)
 
     def result(self, cancel: CancelToken | None = None) -> Atlas:
         """Wait for the atlas. A cancel stops the wait within ``CANCEL_POLL_S``, and the child
@@ -124,15 +129,18 @@ class PendingAtlas:
     def _abandon(self) -> None:
         """Leave this atlas unmade: dropped if not started; if started, the child killed,
         unless another run's atlas waits in the same pool (it would be lost with it)."""
+        global _UNWRAPPER
         if self._future.cancel():
             return
         # The executor keeps its calls in ``_pending_work_items`` and its workers in
         # ``_processes``, in every CPython that has ProcessPoolExecutor; it has no public
-        # way to end a running call.
+        # way to end a running call. Calls are submitted under the lock: once the pool is
+        # forgotten here, none can join this one's.
         with _UNWRAPPER_LOCK:
             if len(getattr(self._pool, "_pending_work_items", {})) > 1:
                 return
-        self._forget_pool()
+            if _UNWRAPPER is self._pool:
+                _UNWRAPPER = None
         for process in list(getattr(self._pool, "_processes", {}).values()):
             process.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)
